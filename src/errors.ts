@@ -1,0 +1,25 @@
+/**
+ * Named errors. Every failure a user can cause surfaces as one of these, with a message that names
+ * what is wrong (file, key, shape, value) — never a raw onnxruntime stack.
+ */
+export class ControlNetXSError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A checkpoint file is unreadable or its header is malformed. */
+export class SafetensorsError extends ControlNetXSError {}
+
+/** Weights do not match the module tree: missing, unused or mis-shaped keys. */
+export class WeightLoadError extends ControlNetXSError {}
+
+/** A config.json is missing or holds an invalid value. */
+export class ConfigError extends ControlNetXSError {}
+
+/** Inputs given to a model or pipeline have the wrong name, dtype, shape or value. */
+export class InputError extends ControlNetXSError {}
+
+/** onnxruntime refused to build or run a session. */
+export class RuntimeError extends ControlNetXSError {}

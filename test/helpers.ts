@@ -1,0 +1,33 @@
+/**
+ * Shared test helpers: fixture paths and whole-tensor comparison.
+ * Fixtures live in test/fixtures/ (copied from ../shared/reference; see test/fixtures/README.md).
+ */
+import assert from 'node:assert/strict';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TensorLike } from '../src/tensor.js';
+
+export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
+
+export function fixture(...parts: string[]): string {
+  return join(FIXTURES, ...parts);
+}
+
+/** Largest |a - b| over whole tensors, after checking dims match. NaN counts as infinitely far. */
+export function maxAbsDiff(actual: TensorLike, expected: TensorLike): number {
+  assert.deepEqual([...actual.dims], [...expected.dims], 'dims differ');
+  const a = actual.data;
+  const b = expected.data;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(Number(a[i]) - Number(b[i]));
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
+
+/** Assert two whole tensors agree within `atol`, reporting the worst element. */
+export function assertClose(actual: TensorLike, expected: TensorLike, atol: number, what = 'tensor'): void {
+  const d = maxAbsDiff(actual, expected);
+  assert.ok(d <= atol, `${what}: max abs diff ${d.toExponential(3)} exceeds ${atol.toExponential(3)}`);
+}
