@@ -1,0 +1,249 @@
+/**
+ * The graph builder: model code calls typed ops on it and gets symbolic values back; nothing runs
+ * until the finished ONNX graph reaches onnxruntime. One pinned opset (below). Node names carry the
+ * module path (`down_blocks.0.resnets.1.conv1/Conv`), so an ORT profile maps back to the source.
+ *
+ * Parameters become initializers of the ROOT graph whose bytes stay in the safetensors files
+ * (external data). Weight preparation (fp16→fp32 casts, Linear transposes) is emitted once in the
+ * root graph, so subgraphs (the `If` branches of a ControlNet-XS model) share one copy.
+ */
+import { OnnxDataType, type AttrValue, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './onnx-proto.js';
+import type { BoundWeights, ParameterSpec } from '../weights/source.js';
+
+/** The pinned default-domain opset (GroupNormalization-21 has per-channel scale/bias). */
+export const OPSET = 21;
+/** The com.microsoft contrib opset (MultiHeadAttention). */
+export const MS_OPSET = 1;
+export const IR_VERSION = 10;
+
+/** A symbolic tensor: the name of a value in the graph under construction. */
+export class Value {
+  constructor(readonly name: string) {}
+}
+
+export type Dim = number | string;
+
+/** Choices that change the emitted graph but not its meaning. */
+export interface TraceOptions {
+  /**
+   * 'fused': com.microsoft MultiHeadAttention (onnxruntime CPU/CUDA; no score matrix in memory).
+   * 'plain': MatMul/Softmax/MatMul from standard ops, for execution providers without it.
+   */
+  attention: 'fused' | 'plain';
+}
+
+export const DEFAULT_TRACE_OPTIONS: TraceOptions = Object.freeze({ attention: 'fused' });
+
+/** State shared by a root graph and its subgraphs: unique names and root-level initializers. */
+class TraceContext {
+  private counter = 0;
+  readonly initializers: TensorProto[] = [];
+  /** Weight-preparation nodes (casts, transposes), always placed in the root graph. */
+  readonly rootNodes: NodeProto[] = [];
+  readonly paramCache = new Map<string, Value>();
+  constructor(
+    readonly weights: BoundWeights | null,
+    readonly options: TraceOptions,
+  ) {}
+
+  fresh(hint: string): string {
+    return `${hint}_${this.counter++}`;
+  }
+}
+
+export interface OpOptions {
+  domain?: string;
+  attrs?: Readonly<Record<string, AttrValue>>;
+}
+
+const DTYPE_BYTES: Record<string, OnnxDataType> = {
+  F32: OnnxDataType.FLOAT,
+  F16: OnnxDataType.FLOAT16,
+  BF16: OnnxDataType.BFLOAT16,
+  F64: OnnxDataType.DOUBLE,
+  I64: OnnxDataType.INT64,
+};
+
+export class GraphBuilder {
+  private readonly nodes: NodeProto[];
+  private readonly inputs: ValueInfoProto[] = [];
+  private readonly outputs: ValueInfoProto[] = [];
+
+  private constructor(
+    private readonly ctx: TraceContext,
+    private readonly scope: string,
+    private readonly isRoot: boolean,
+    nodes?: NodeProto[],
+  ) {
+    this.nodes = nodes ?? [];
+  }
+
+  /** A new root graph. `weights` backs `param()`; pass null for graphs without parameters. */
+  static create(weights: BoundWeights | null, options: Partial<TraceOptions> = {}): GraphBuilder {
+    return new GraphBuilder(new TraceContext(weights, { ...DEFAULT_TRACE_OPTIONS, ...options }), '', true);
+  }
+
+  get options(): TraceOptions {
+    return this.ctx.options;
+  }
+
+  /** A view of this graph whose node names start with `path` (a module path). */
+  at(path: string): GraphBuilder {
+    const view = new GraphBuilder(this.ctx, path, this.isRoot, this.nodes);
+    return view;
+  }
+
+  // ---- graph interface -------------------------------------------------------------------
+
+  input(name: string, elemType: OnnxDataType, shape: readonly Dim[]): Value {
+    this.inputs.push({ name, type: { elemType, shape } });
+    return new Value(name);
+  }
+
+  /** Expose `v` as a graph output called `name`. */
+  output(v: Value, name: string, elemType: OnnxDataType = OnnxDataType.FLOAT, shape?: readonly Dim[]): void {
+    const out = this.op('Identity', [v], {}, name);
+    this.outputs.push({ name: out.name, type: shape ? { elemType, shape } : { elemType } });
+  }
+
+  /** Finish a root graph into a model. */
+  toModel(name: string): ModelProto {
+    if (!this.isRoot) throw new Error('toModel() on a subgraph');
+    const graph: GraphProto = {
+      name,
+      nodes: [...this.ctx.rootNodes, ...this.nodes],
+      initializers: this.ctx.initializers,
+      inputs: this.inputs,
+      outputs: this.outputs,
+    };
+    return {
+      irVersion: IR_VERSION,
+      opsets: [
+        { domain: '', version: OPSET },
+        { domain: 'com.microsoft', version: MS_OPSET },
+      ],
+      producerName: 'controlnet-xs',
+      graph,
+    };
+  }
+
+  // ---- node emission ---------------------------------------------------------------------
+
+  /** Emit one node with a single output. */
+  op(opType: string, inputs: readonly (Value | null)[], options: OpOptions = {}, outName?: string): Value {
+    return this.opN(opType, inputs, 1, options, outName)[0]!;
+  }
+
+  /** Emit one node with `n` outputs. */
+  opN(opType: string, inputs: readonly (Value | null)[], n: number, options: OpOptions = {}, outName?: string): Value[] {
+    const base = this.scope ? `${this.scope}/${opType}` : opType;
+    const nodeName = this.ctx.fresh(base);
+    const outputs = Array.from({ length: n }, (_, i) => outName ?? (n === 1 ? nodeName : `${nodeName}:${i}`));
+    const node: NodeProto = {
+      name: nodeName,
+      opType,
+      inputs: inputs.map((v) => (v === null ? '' : v.name)),
+      outputs,
+      ...(options.domain ? { domain: options.domain } : {}),
+      ...(options.attrs ? { attributes: options.attrs } : {}),
+    };
+    this.nodes.push(node);
+    return outputs.map((o) => new Value(o));
+  }
+
+  /** A small constant (shape vectors, scalars, frequency tables), stored inline. */
+  constant(data: Float32Array | BigInt64Array | Uint8Array, dims: readonly number[], hint = 'const'): Value {
+    const name = this.ctx.fresh(this.scope ? `${this.scope}/${hint}` : hint);
+    const dataType =
+      data instanceof Float32Array ? OnnxDataType.FLOAT : data instanceof BigInt64Array ? OnnxDataType.INT64 : OnnxDataType.BOOL;
+    const raw = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+    this.ctx.initializers.push({ name, dataType, dims, raw });
+    return new Value(name);
+  }
+
+  ints(values: readonly number[]): Value {
+    return this.constant(BigInt64Array.from(values.map((v) => BigInt(v))), [values.length], 'ints');
+  }
+
+  scalar(v: number): Value {
+    return this.constant(Float32Array.of(v), [], 'scalar');
+  }
+
+  /**
+   * A module parameter as a float32 value. The initializer is named by its checkpoint key and
+   * points into the safetensors file; fp16/bf16 are cast in the root graph.
+   */
+  param(p: ParameterSpec): Value {
+    const cached = this.ctx.paramCache.get(p.key);
+    if (cached) return cached;
+    const weights = this.ctx.weights;
+    if (weights === null) throw new Error(`graph has no weights, cannot read ${p.key}`);
+    const ref = weights.get(p.key);
+    const dataType = DTYPE_BYTES[ref.info.dtype];
+    if (dataType === undefined) throw new Error(`${p.key}: dtype ${ref.info.dtype} cannot be a weight`);
+    this.ctx.initializers.push({
+      name: p.key,
+      dataType,
+      dims: ref.info.shape,
+      external: { location: externalLocation(ref.file.realPath), offset: ref.info.fileOffset, length: ref.info.byteLength },
+    });
+    let v = new Value(p.key);
+    if (dataType !== OnnxDataType.FLOAT) v = this.rootOp('Cast', [v], { attrs: { to: OnnxDataType.FLOAT } }, `${p.key}/Cast`);
+    this.ctx.paramCache.set(p.key, v);
+    return v;
+  }
+
+  /** A 2-D parameter transposed once in the root graph (Linear weights: [out,in] → [in,out]). */
+  paramTransposed(p: ParameterSpec): Value {
+    const key = `${p.key}#T`;
+    const cached = this.ctx.paramCache.get(key);
+    if (cached) return cached;
+    const v = this.rootOp('Transpose', [this.param(p)], { attrs: { perm: [1, 0] } }, `${p.key}/Transpose`);
+    this.ctx.paramCache.set(key, v);
+    return v;
+  }
+
+  private rootOp(opType: string, inputs: Value[], options: OpOptions, name: string): Value {
+    const out = this.ctx.fresh(name);
+    this.ctx.rootNodes.push({
+      name: out,
+      opType,
+      inputs: inputs.map((i) => i.name),
+      outputs: [out],
+      ...(options.attrs ? { attributes: options.attrs } : {}),
+    });
+    return new Value(out);
+  }
+
+  /**
+   * ONNX `If`: both branches are traced now into subgraphs sharing this graph's values and
+   * initializers; only the taken branch runs.
+   */
+  ifElse(cond: Value, thenBranch: (b: GraphBuilder) => Value[], elseBranch: (b: GraphBuilder) => Value[], nOut: number): Value[] {
+    const sub = (label: string, fn: (b: GraphBuilder) => Value[]): GraphProto => {
+      const b = new GraphBuilder(this.ctx, this.scope, false);
+      const outs = fn(b);
+      if (outs.length !== nOut) throw new Error(`If branch ${label} returned ${outs.length} values, expected ${nOut}`);
+      const finals = outs.map((o) => b.op('Identity', [o], {}, this.ctx.fresh(`${label}_out`)));
+      return {
+        name: this.ctx.fresh(label),
+        nodes: b.nodes,
+        initializers: [],
+        inputs: [],
+        outputs: finals.map((f) => ({ name: f.name, type: { elemType: OnnxDataType.FLOAT } })),
+      };
+    };
+    const thenGraph = sub('then', thenBranch);
+    const elseGraph = sub('else', elseBranch);
+    return this.opN('If', [cond], nOut, { attrs: { then_branch: { graph: thenGraph }, else_branch: { graph: elseGraph } } });
+  }
+}
+
+/**
+ * External data is resolved against the session's external-data folder, which is `/`:
+ * a real (symlink-free) absolute path minus its leading slash.
+ */
+export function externalLocation(realPath: string): string {
+  return realPath.replace(/^\/+/, '');
+}
+export const EXTERNAL_DATA_FOLDER = '/';

@@ -1,0 +1,73 @@
+/**
+ * Typed configs from diffusers' config.json: each model lists every key its diffusers class knows,
+ * with diffusers' default. `null` or an absent key takes the default; unknown keys are reported
+ * through `warn` (keys starting with `_` are metadata and ignored). Fields are camelCased.
+ */
+import { ConfigError } from '../errors.js';
+
+type SnakeToCamel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<SnakeToCamel<T>>}` : S;
+export type Camelize<T> = { readonly [K in keyof T as SnakeToCamel<K & string>]: T[K] };
+
+export type Warn = (message: string) => void;
+
+export function snakeToCamel(s: string): string {
+  return s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+/**
+ * Fill `defaults` (snake_case, as in config.json) from `raw` and return the camelCased config.
+ * A value of a different JSON kind than its default (string for a number, …) is a ConfigError.
+ */
+export function parseConfig<T extends object>(
+  raw: Readonly<Record<string, unknown>>,
+  defaults: T,
+  origin: string,
+  warn: Warn,
+): Camelize<T> {
+  const out: Record<string, unknown> = {};
+  const known = new Set(Object.keys(defaults));
+  for (const [key, def] of Object.entries(defaults)) {
+    const v = raw[key];
+    if (v === undefined || v === null) {
+      out[snakeToCamel(key)] = def;
+      continue;
+    }
+    if (def !== null && !compatible(def, v)) {
+      throw new ConfigError(`${origin}: "${key}" must be like ${JSON.stringify(def)}, got ${JSON.stringify(v)}`);
+    }
+    out[snakeToCamel(key)] = v;
+  }
+  const unknown = Object.keys(raw).filter((k) => !k.startsWith('_') && !known.has(k));
+  if (unknown.length) warn(`${origin}: ignoring unknown config key(s) ${unknown.join(', ')}`);
+  return out as Camelize<T>;
+}
+
+function compatible(def: unknown, v: unknown): boolean {
+  const kind = (x: unknown) => (Array.isArray(x) ? 'array' : typeof x);
+  const kd = kind(def);
+  const kv = kind(v);
+  if (kd === kv) return true;
+  // diffusers accepts a scalar or a per-block list for many keys.
+  return (kd === 'number' && kv === 'array') || (kd === 'array' && kv === 'number') || (kd === 'array' && kv === 'string');
+}
+
+/** A per-block setting given as one value or a list: expand to `n` entries. */
+export function perBlock<V>(v: V | readonly V[], n: number, key: string, origin: string): V[] {
+  if (Array.isArray(v)) {
+    if (v.length !== n) throw new ConfigError(`${origin}: "${key}" has ${v.length} entries, expected ${n} (one per block)`);
+    return [...(v as V[])];
+  }
+  return Array.from({ length: n }, () => v as V);
+}
+
+/** diffusers' find_largest_factor: the largest divisor of `n` that is ≤ `max` (n itself if max ≥ n). */
+export function findLargestFactor(n: number, max: number): number {
+  if (max >= n) return n;
+  for (let f = max; f > 0; f--) if (n % f === 0) return f;
+  return 1;
+}
+
+export function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}

@@ -1,0 +1,80 @@
+/**
+ * Shared plumbing of every model: its module tree and bound weights, the graph traced from its
+ * `forward`, and a lazily created onnxruntime session (through the runtime seam).
+ */
+import { GraphBuilder, type TraceOptions } from '../graph/builder.js';
+import type { ModelProto } from '../graph/onnx-proto.js';
+import { InputError } from '../errors.js';
+import { ModelSession, type Feed, type RuntimeOptions } from '../runtime/session.js';
+import { Tensor, type TensorLike } from '../tensor.js';
+import type { BoundWeights } from '../weights/source.js';
+
+export interface ModelRuntimeOptions {
+  /** onnxruntime session settings (execution providers, threads, optimisation level). */
+  runtime?: RuntimeOptions;
+  /** Graph choices (attention implementation). */
+  trace?: Partial<TraceOptions>;
+}
+
+export abstract class TracedModel {
+  private session: Promise<ModelSession> | null = null;
+
+  protected constructor(
+    readonly weights: BoundWeights,
+    protected readonly runtimeOptions: ModelRuntimeOptions,
+  ) {}
+
+  /** Name of the traced graph (errors and profiles use it). */
+  protected abstract readonly graphName: string;
+
+  /** Declare inputs, emit the forward pass and declare outputs. */
+  protected abstract trace(op: GraphBuilder): void;
+
+  /** The ONNX model this class runs, built from the module tree (no weights read). */
+  toOnnx(): ModelProto {
+    const op = GraphBuilder.create(this.weights, this.runtimeOptions.trace ?? {});
+    this.trace(op);
+    return op.toModel(this.graphName);
+  }
+
+  protected async run(feeds: Record<string, Feed>): Promise<Record<string, Tensor>> {
+    if (this.session === null) {
+      const pending = ModelSession.create(this.toOnnx(), this.runtimeOptions.runtime ?? {});
+      this.session = pending;
+      pending.catch(() => {
+        if (this.session === pending) this.session = null;
+      });
+    }
+    return (await this.session).run(feeds);
+  }
+
+  /** Free the onnxruntime session; the next forward creates a new one. */
+  async release(): Promise<void> {
+    const s = this.session;
+    this.session = null;
+    if (s) await (await s).release();
+  }
+}
+
+/** A timestep given as a number, a 0-d/1-element tensor or one per batch item → float32 [batch]. */
+export function timestepFeed(t: number | TensorLike, batch: number): Tensor<'float32'> {
+  if (typeof t === 'number') {
+    if (!Number.isFinite(t)) throw new InputError(`timestep must be finite, got ${t}`);
+    return new Tensor('float32', new Float32Array(batch).fill(t), [batch]);
+  }
+  const values = Array.from(t.data as ArrayLike<number | bigint>, Number);
+  if (values.length === 1) return timestepFeed(values[0]!, batch);
+  if (values.length !== batch || t.dims.length !== 1) {
+    throw new InputError(`timestep must be a number or have shape [${batch}], got [${t.dims.join(', ')}]`);
+  }
+  return new Tensor('float32', Float32Array.from(values), [batch]);
+}
+
+/** Refuse NaN/Infinity in an input, naming it. */
+export function assertFinite(name: string, t: TensorLike): void {
+  const d = t.data;
+  if (!(d instanceof Float32Array)) return;
+  for (let i = 0; i < d.length; i++) {
+    if (!Number.isFinite(d[i]!)) throw new InputError(`${name} contains ${d[i]} at flat index ${i}`);
+  }
+}

@@ -1,0 +1,202 @@
+/**
+ * Transformer2DModel and its parts (diffusers' attention.py / attention_processor.py /
+ * transformer_2d.py), for `norm_type: "layer_norm"` continuous inputs as in SD 1.x/2.x/XL.
+ */
+import type { GraphBuilder, Value } from '../graph/builder.js';
+import { Conv2d, GroupNorm, LayerNorm, Linear } from './layers.js';
+import { Identity, Module } from './module.js';
+
+export interface AttentionOptions {
+  queryDim: number;
+  /** Key/value input width; null for self-attention. */
+  crossAttentionDim: number | null;
+  heads: number;
+  dimHead: number;
+}
+
+/** Multi-head attention: to_q/to_k/to_v (no bias) → softmax(QKᵀ/√d)·V → to_out.0 (+ to_out.1 Dropout). */
+export class Attention extends Module {
+  readonly to_q: Linear;
+  readonly to_k: Linear;
+  readonly to_v: Linear;
+  readonly to_out: [Linear, Identity];
+
+  constructor(
+    path: string,
+    readonly opts: AttentionOptions,
+  ) {
+    super(path);
+    const inner = opts.heads * opts.dimHead;
+    const kvDim = opts.crossAttentionDim ?? opts.queryDim;
+    this.to_q = this.child('to_q', (p) => new Linear(p, opts.queryDim, inner, { bias: false }));
+    this.to_k = this.child('to_k', (p) => new Linear(p, kvDim, inner, { bias: false }));
+    this.to_v = this.child('to_v', (p) => new Linear(p, kvDim, inner, { bias: false }));
+    this.to_out = [
+      this.child('to_out.0', (p) => new Linear(p, inner, opts.queryDim)),
+      this.child('to_out.1', (p) => new Identity(p)),
+    ];
+  }
+
+  /** x [B, S, D], context [B, L, Dc] (or x itself) → [B, S, D] */
+  forward(op: GraphBuilder, x: Value, context: Value | null): Value {
+    const kv = context ?? x;
+    const q = this.to_q.forward(op, x); // [B, S, H·Dh]
+    const k = this.to_k.forward(op, kv); // [B, L, H·Dh]
+    const v = this.to_v.forward(op, kv); // [B, L, H·Dh]
+    const b = op.at(this.path);
+    const { heads, dimHead } = this.opts;
+    const scale = { float: 1 / Math.sqrt(dimHead) };
+    let o: Value;
+    if (op.options.attention === 'fused') {
+      o = b.op('MultiHeadAttention', [q, k, v], { domain: 'com.microsoft', attrs: { num_heads: heads, scale } });
+    } else {
+      const split = (t: Value): Value =>
+        b.op('Transpose', [b.op('Reshape', [t, b.ints([0, 0, heads, dimHead])])], { attrs: { perm: [0, 2, 1, 3] } }); // [B, H, ·, Dh]
+      const kT = b.op('Transpose', [b.op('Reshape', [k, b.ints([0, 0, heads, dimHead])])], { attrs: { perm: [0, 2, 3, 1] } }); // [B, H, Dh, L]
+      const scores = b.op('Mul', [b.op('MatMul', [split(q), kT]), b.scalar(scale.float)]); // [B, H, S, L]
+      const probs = b.op('Softmax', [scores], { attrs: { axis: -1 } });
+      const ctx = b.op('MatMul', [probs, split(v)]); // [B, H, S, Dh]
+      o = b.op('Reshape', [b.op('Transpose', [ctx], { attrs: { perm: [0, 2, 1, 3] } }), b.ints([0, 0, heads * dimHead])]);
+    }
+    return this.to_out[0].forward(op, o);
+  }
+}
+
+/** GEGLU: proj → (h, gate) halves → h · GELU(gate). */
+export class GEGLU extends Module {
+  readonly proj: Linear;
+
+  constructor(path: string, dimIn: number, dimOut: number) {
+    super(path);
+    this.proj = this.child('proj', (p) => new Linear(p, dimIn, dimOut * 2));
+  }
+
+  /** [..., dimIn] → [..., dimOut] */
+  forward(op: GraphBuilder, x: Value): Value {
+    const b = op.at(this.path);
+    const [h, gate] = b.opN('Split', [this.proj.forward(op, x)], 2, { attrs: { axis: -1, num_outputs: 2 } });
+    return b.op('Mul', [h!, b.op('Gelu', [gate!], { attrs: { approximate: 'none' } })]);
+  }
+}
+
+/** net.0 GEGLU → net.1 Dropout → net.2 Linear (mult 4). */
+export class FeedForward extends Module {
+  readonly net: [GEGLU, Identity, Linear];
+
+  constructor(path: string, dim: number) {
+    super(path);
+    const inner = dim * 4;
+    this.net = [
+      this.child('net.0', (p) => new GEGLU(p, dim, inner)),
+      this.child('net.1', (p) => new Identity(p)),
+      this.child('net.2', (p) => new Linear(p, inner, dim)),
+    ];
+  }
+
+  forward(op: GraphBuilder, x: Value): Value {
+    return this.net[2].forward(op, this.net[0].forward(op, x));
+  }
+}
+
+export interface TransformerBlockOptions {
+  dim: number;
+  heads: number;
+  dimHead: number;
+  crossAttentionDim: number;
+}
+
+/** Pre-norm self-attention, cross-attention and GEGLU feed-forward, each with a residual. */
+export class BasicTransformerBlock extends Module {
+  readonly norm1: LayerNorm;
+  readonly attn1: Attention;
+  readonly norm2: LayerNorm;
+  readonly attn2: Attention;
+  readonly norm3: LayerNorm;
+  readonly ff: FeedForward;
+
+  constructor(path: string, o: TransformerBlockOptions) {
+    super(path);
+    const attn = (crossAttentionDim: number | null) => ({ queryDim: o.dim, crossAttentionDim, heads: o.heads, dimHead: o.dimHead });
+    this.norm1 = this.child('norm1', (p) => new LayerNorm(p, o.dim, 1e-5));
+    this.attn1 = this.child('attn1', (p) => new Attention(p, attn(null)));
+    this.norm2 = this.child('norm2', (p) => new LayerNorm(p, o.dim, 1e-5));
+    this.attn2 = this.child('attn2', (p) => new Attention(p, attn(o.crossAttentionDim)));
+    this.norm3 = this.child('norm3', (p) => new LayerNorm(p, o.dim, 1e-5));
+    this.ff = this.child('ff', (p) => new FeedForward(p, o.dim));
+  }
+
+  /** x [B, S, D], context [B, L, Dc] → [B, S, D] */
+  forward(op: GraphBuilder, x: Value, context: Value): Value {
+    const b = op.at(this.path);
+    let h = b.op('Add', [this.attn1.forward(op, this.norm1.forward(op, x), null), x]);
+    h = b.op('Add', [this.attn2.forward(op, this.norm2.forward(op, h), context), h]);
+    return b.op('Add', [this.ff.forward(op, this.norm3.forward(op, h)), h]);
+  }
+}
+
+export interface Transformer2DOptions {
+  heads: number;
+  dimHead: number;
+  inChannels: number;
+  numLayers: number;
+  crossAttentionDim: number;
+  normNumGroups: number;
+  useLinearProjection: boolean;
+}
+
+/** GroupNorm → proj_in → transformer blocks over H·W tokens → proj_out, plus the input. */
+export class Transformer2DModel extends Module {
+  readonly norm: GroupNorm;
+  readonly proj_in: Linear | Conv2d;
+  readonly transformer_blocks: BasicTransformerBlock[];
+  readonly proj_out: Linear | Conv2d;
+
+  constructor(
+    path: string,
+    readonly opts: Transformer2DOptions,
+  ) {
+    super(path);
+    const inner = opts.heads * opts.dimHead;
+    const c = opts.inChannels;
+    this.norm = this.child('norm', (p) => new GroupNorm(p, opts.normNumGroups, c, 1e-6));
+    const proj = (p: string, i: number, o: number) =>
+      opts.useLinearProjection ? new Linear(p, i, o) : new Conv2d(p, i, o, { kernel: 1 });
+    this.proj_in = this.child('proj_in', (p) => proj(p, c, inner));
+    this.transformer_blocks = this.list('transformer_blocks', opts.numLayers, (p) =>
+      new BasicTransformerBlock(p, { dim: inner, heads: opts.heads, dimHead: opts.dimHead, crossAttentionDim: opts.crossAttentionDim }),
+    );
+    this.proj_out = this.child('proj_out', (p) => proj(p, inner, c));
+  }
+
+  /** x [B, C, H, W], context [B, L, Dc] → [B, C, H, W] */
+  forward(op: GraphBuilder, x: Value, context: Value): Value {
+    const b = op.at(this.path);
+    const inner = this.opts.heads * this.opts.dimHead;
+    const toTokens = (t: Value, ch: number): Value =>
+      b.op('Transpose', [b.op('Reshape', [t, b.ints([0, ch, -1])])], { attrs: { perm: [0, 2, 1] } }); // [B, HW, ch]
+    const toImage = (t: Value, like: Value): Value =>
+      b.op('Reshape', [b.op('Transpose', [t], { attrs: { perm: [0, 2, 1] } }), b.op('Shape', [like])]); // [B, ch, H, W]
+
+    const normed = this.norm.forward(op, x);
+    let h: Value;
+    if (this.proj_in instanceof Linear) {
+      h = this.proj_in.forward(op, toTokens(normed, this.opts.inChannels));
+    } else {
+      const projected = this.proj_in.forward(op, normed); // [B, inner, H, W]
+      h = toTokens(projected, inner);
+    }
+    for (const block of this.transformer_blocks) h = block.forward(op, h, context);
+    let out: Value;
+    if (this.proj_out instanceof Linear) {
+      out = toImage(this.proj_out.forward(op, h), x);
+    } else {
+      const img = b.op('Reshape', [b.op('Transpose', [h], { attrs: { perm: [0, 2, 1] } }), b.op('Concat', [
+        b.op('Slice', [b.op('Shape', [x]), b.ints([0]), b.ints([1])]),
+        b.ints([inner]),
+        b.op('Slice', [b.op('Shape', [x]), b.ints([2]), b.ints([4])]),
+      ], { attrs: { axis: 0 } })]);
+      out = this.proj_out.forward(op, img);
+    }
+    return b.op('Add', [out, x]);
+  }
+}

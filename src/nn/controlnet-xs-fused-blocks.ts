@@ -1,0 +1,189 @@
+/**
+ * The fused ControlNet-XS blocks (diffusers' ControlNetXSCrossAttn{Down,Mid,Up}Block2D): each
+ * holds a base subblock and its control twin and exchanges features between them —
+ * base → ctrl by concatenation through a zero conv, ctrl → base by adding a zero conv's output
+ * scaled by `conditioning_scale`. With control off only the base half is traced.
+ */
+import type { GraphBuilder, Value } from '../graph/builder.js';
+import type { Transformer2DModel } from './attention.js';
+import {
+  DOWN_LAYERS,
+  UP_LAYERS,
+  baseToCtrlChannels,
+  ctrlDownAttention,
+  ctrlDownResnet,
+  ctrlDownsampler,
+  ctrlMidBlock,
+  zeroConv,
+  type CtrlDownOptions,
+} from './controlnet-xs-blocks.js';
+import type { Conv2d } from './layers.js';
+import { Module } from './module.js';
+import { Downsample2D, ResnetBlock2D, Upsample2D } from './resnet.js';
+import { UNetMidBlock2DCrossAttn, transformerFor, type BlockAttention } from './unet-blocks.js';
+
+/** What every fused block needs at trace time. */
+export interface Exchange {
+  temb: Value;
+  context: Value;
+  /** Scalar conditioning scale; null when control is off (the control half is not traced). */
+  scale: Value | null;
+}
+
+function concat(op: GraphBuilder, a: Value, b: Value): Value {
+  return op.op('Concat', [a, b], { attrs: { axis: 1 } });
+}
+
+/** h_base + ctrl_to_base(h_ctrl) · scale */
+function addCtrl(op: GraphBuilder, hBase: Value, c2b: Conv2d, hCtrl: Value, scale: Value): Value {
+  return op.op('Add', [hBase, op.op('Mul', [c2b.forward(op, hCtrl), scale])]);
+}
+
+export interface FusedDownOptions extends CtrlDownOptions {
+  /** Base-side GroupNorm groups (the UNet's norm_num_groups). */
+  baseGroups: number;
+  baseAttention: BlockAttention | null;
+}
+
+export class ControlNetXSCrossAttnDownBlock2D extends Module {
+  readonly base_resnets: ResnetBlock2D[];
+  readonly ctrl_resnets: ResnetBlock2D[];
+  readonly base_attentions: Transformer2DModel[] | null;
+  readonly ctrl_attentions: Transformer2DModel[] | null;
+  readonly base_to_ctrl: Conv2d[];
+  readonly ctrl_to_base: Conv2d[];
+  readonly base_downsamplers: Downsample2D | null;
+  readonly ctrl_downsamplers: Downsample2D | null;
+
+  constructor(path: string, o: FusedDownOptions) {
+    super(path);
+    // The fused model builds base resnets with ResnetBlock2D's default eps 1e-6 (not the UNet's norm_eps).
+    this.base_resnets = this.list('base_resnets', DOWN_LAYERS, (p, i) =>
+      new ResnetBlock2D(p, { inChannels: i === 0 ? o.baseIn : o.baseOut, outChannels: o.baseOut, tembChannels: o.tembChannels, groups: o.baseGroups, eps: 1e-6 }),
+    );
+    this.ctrl_resnets = this.list('ctrl_resnets', DOWN_LAYERS, (p, i) => ctrlDownResnet(p, o, i));
+    const baseAttn = o.baseAttention;
+    this.base_attentions = baseAttn ? this.list('base_attentions', DOWN_LAYERS, (p, i) => transformerFor(p, baseAttn, o.baseOut, o.baseGroups, i)) : null;
+    this.ctrl_attentions = o.attention ? this.list('ctrl_attentions', DOWN_LAYERS, (p, i) => ctrlDownAttention(p, o, i)) : null;
+    const widths = baseToCtrlChannels(o);
+    this.base_to_ctrl = this.list('base_to_ctrl', widths.length, (p, i) => zeroConv(p, widths[i]!, widths[i]!));
+    this.ctrl_to_base = this.list('ctrl_to_base', widths.length, (p) => zeroConv(p, o.ctrlOut, o.baseOut));
+    this.base_downsamplers = o.addDownsample ? this.child('base_downsamplers', (p) => new Downsample2D(p, o.baseOut, o.baseOut)) : null;
+    this.ctrl_downsamplers = o.addDownsample ? this.child('ctrl_downsamplers', (p) => ctrlDownsampler(p, o)) : null;
+  }
+
+  /** Returns both streams and the skip states of each subblock (resnets, then the downsampler). */
+  forward(op: GraphBuilder, hBase: Value, hCtrl: Value | null, x: Exchange): { hBase: Value; hCtrl: Value | null; skipsBase: Value[]; skipsCtrl: (Value | null)[] } {
+    const b = op.at(this.path);
+    const skipsBase: Value[] = [];
+    const skipsCtrl: (Value | null)[] = [];
+    for (let i = 0; i < DOWN_LAYERS; i++) {
+      if (x.scale && hCtrl) hCtrl = concat(b, hCtrl, this.base_to_ctrl[i]!.forward(op, hBase)); // concat base → ctrl
+      hBase = this.base_resnets[i]!.forward(op, hBase, x.temb);
+      if (this.base_attentions) hBase = this.base_attentions[i]!.forward(op, hBase, x.context);
+      if (x.scale && hCtrl) {
+        hCtrl = this.ctrl_resnets[i]!.forward(op, hCtrl, x.temb);
+        if (this.ctrl_attentions) hCtrl = this.ctrl_attentions[i]!.forward(op, hCtrl, x.context);
+        hBase = addCtrl(b, hBase, this.ctrl_to_base[i]!, hCtrl, x.scale); // add ctrl → base
+      }
+      skipsBase.push(hBase);
+      skipsCtrl.push(hCtrl);
+    }
+    if (this.base_downsamplers && this.ctrl_downsamplers) {
+      if (x.scale && hCtrl) hCtrl = concat(b, hCtrl, this.base_to_ctrl[DOWN_LAYERS]!.forward(op, hBase));
+      hBase = this.base_downsamplers.forward(op, hBase);
+      if (x.scale && hCtrl) {
+        hCtrl = this.ctrl_downsamplers.forward(op, hCtrl);
+        hBase = addCtrl(b, hBase, this.ctrl_to_base[DOWN_LAYERS]!, hCtrl, x.scale);
+      }
+      skipsBase.push(hBase);
+      skipsCtrl.push(hCtrl);
+    }
+    return { hBase, hCtrl, skipsBase, skipsCtrl };
+  }
+}
+
+export interface FusedMidOptions {
+  baseChannels: number;
+  ctrlChannels: number;
+  tembChannels: number;
+  baseGroups: number;
+  ctrlMaxGroups: number;
+  baseAttention: BlockAttention;
+  ctrlAttention: BlockAttention;
+}
+
+export class ControlNetXSCrossAttnMidBlock2D extends Module {
+  readonly base_to_ctrl: Conv2d;
+  readonly base_midblock: UNetMidBlock2DCrossAttn;
+  readonly ctrl_midblock: UNetMidBlock2DCrossAttn;
+  readonly ctrl_to_base: Conv2d;
+
+  constructor(path: string, o: FusedMidOptions) {
+    super(path);
+    this.base_to_ctrl = this.child('base_to_ctrl', (p) => zeroConv(p, o.baseChannels, o.baseChannels));
+    this.base_midblock = this.child('base_midblock', (p) =>
+      new UNetMidBlock2DCrossAttn(p, { inChannels: o.baseChannels, tembChannels: o.tembChannels, groups: o.baseGroups, eps: 1e-6, attention: o.baseAttention }),
+    );
+    this.ctrl_midblock = this.child('ctrl_midblock', (p) =>
+      ctrlMidBlock(p, { baseChannels: o.baseChannels, ctrlChannels: o.ctrlChannels, tembChannels: o.tembChannels, maxGroups: o.ctrlMaxGroups, attention: o.ctrlAttention }),
+    );
+    this.ctrl_to_base = this.child('ctrl_to_base', (p) => zeroConv(p, o.ctrlChannels, o.baseChannels));
+  }
+
+  forward(op: GraphBuilder, hBase: Value, hCtrl: Value | null, x: Exchange): { hBase: Value; hCtrl: Value | null } {
+    const b = op.at(this.path);
+    if (x.scale && hCtrl) hCtrl = concat(b, hCtrl, this.base_to_ctrl.forward(op, hBase)); // concat base → ctrl
+    hBase = this.base_midblock.forward(op, hBase, x.temb, x.context);
+    if (x.scale && hCtrl) {
+      hCtrl = this.ctrl_midblock.forward(op, hCtrl, x.temb, x.context);
+      hBase = addCtrl(b, hBase, this.ctrl_to_base, hCtrl, x.scale); // add ctrl → base
+    }
+    return { hBase, hCtrl };
+  }
+}
+
+export interface FusedUpOptions {
+  inChannels: number;
+  outChannels: number;
+  prevOutputChannels: number;
+  ctrlSkipChannels: readonly number[];
+  tembChannels: number;
+  groups: number;
+  attention: BlockAttention | null;
+  addUpsample: boolean;
+}
+
+export class ControlNetXSCrossAttnUpBlock2D extends Module {
+  readonly resnets: ResnetBlock2D[];
+  readonly attentions: Transformer2DModel[] | null;
+  readonly ctrl_to_base: Conv2d[];
+  readonly upsamplers: Upsample2D | null;
+
+  constructor(path: string, o: FusedUpOptions) {
+    super(path);
+    const resnetIn = (i: number) => (i === 0 ? o.prevOutputChannels : o.outChannels);
+    this.ctrl_to_base = this.list('ctrl_to_base', UP_LAYERS, (p, i) => zeroConv(p, o.ctrlSkipChannels[i]!, resnetIn(i)));
+    this.resnets = this.list('resnets', UP_LAYERS, (p, i) => {
+      const skip = i === UP_LAYERS - 1 ? o.inChannels : o.outChannels;
+      return new ResnetBlock2D(p, { inChannels: resnetIn(i) + skip, outChannels: o.outChannels, tembChannels: o.tembChannels, groups: o.groups, eps: 1e-6 });
+    });
+    const attn = o.attention;
+    this.attentions = attn ? this.list('attentions', UP_LAYERS, (p, i) => transformerFor(p, attn, o.outChannels, o.groups, i)) : null;
+    this.upsamplers = o.addUpsample ? this.child('upsamplers', (p) => new Upsample2D(p, o.outChannels, o.outChannels)) : null;
+  }
+
+  /** Consumes the last UP_LAYERS skips of each stream (last first). */
+  forward(op: GraphBuilder, h: Value, skipsBase: Value[], skipsCtrl: (Value | null)[], x: Exchange): Value {
+    const b = op.at(this.path);
+    for (let i = 0; i < UP_LAYERS; i++) {
+      const sBase = skipsBase.pop()!;
+      const sCtrl = skipsCtrl.pop()!;
+      if (x.scale && sCtrl) h = addCtrl(b, h, this.ctrl_to_base[i]!, sCtrl, x.scale); // add ctrl → base
+      h = this.resnets[i]!.forward(op, concat(b, h, sBase), x.temb);
+      if (this.attentions) h = this.attentions[i]!.forward(op, h, x.context);
+    }
+    // No upsample_size: diffusers' fused model needs latents divisible by 2^(levels−1).
+    return this.upsamplers ? this.upsamplers.forward(op, h) : h;
+  }
+}

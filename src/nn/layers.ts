@@ -1,0 +1,124 @@
+/** Leaf layers: Conv2d, Linear, GroupNorm, LayerNorm, and activation helpers. */
+import type { GraphBuilder, Value } from '../graph/builder.js';
+import type { ParameterSpec } from '../weights/source.js';
+import { Module } from './module.js';
+
+export class Conv2d extends Module {
+  readonly weight: ParameterSpec;
+  readonly bias: ParameterSpec | null;
+
+  constructor(
+    path: string,
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly opts: { kernel: number; stride?: number; padding?: number; bias?: boolean },
+  ) {
+    super(path);
+    this.weight = this.param('weight', [outChannels, inChannels, opts.kernel, opts.kernel]);
+    this.bias = opts.bias === false ? null : this.param('bias', [outChannels]);
+  }
+
+  /** [B, Cin, H, W] → [B, Cout, H', W'] */
+  forward(op: GraphBuilder, x: Value): Value {
+    const b = op.at(this.path);
+    const k = this.opts.kernel;
+    const p = this.opts.padding ?? 0;
+    const s = this.opts.stride ?? 1;
+    return b.op('Conv', [x, b.param(this.weight), this.bias ? b.param(this.bias) : null], {
+      attrs: { kernel_shape: [k, k], pads: [p, p, p, p], strides: [s, s] },
+    });
+  }
+}
+
+export class Linear extends Module {
+  readonly weight: ParameterSpec;
+  readonly bias: ParameterSpec | null;
+
+  constructor(
+    path: string,
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: { bias?: boolean } = {},
+  ) {
+    super(path);
+    this.weight = this.param('weight', [outFeatures, inFeatures]);
+    this.bias = opts.bias === false ? null : this.param('bias', [outFeatures]);
+  }
+
+  /** [..., in] → [..., out] */
+  forward(op: GraphBuilder, x: Value): Value {
+    const b = op.at(this.path);
+    const y = b.op('MatMul', [x, b.paramTransposed(this.weight)]);
+    return this.bias ? b.op('Add', [y, b.param(this.bias)]) : y;
+  }
+}
+
+export class GroupNorm extends Module {
+  readonly weight: ParameterSpec;
+  readonly bias: ParameterSpec;
+
+  constructor(
+    path: string,
+    readonly numGroups: number,
+    readonly numChannels: number,
+    readonly eps: number,
+  ) {
+    super(path);
+    if (numChannels % numGroups !== 0) {
+      throw new Error(`${path}: GroupNorm of ${numChannels} channels cannot have ${numGroups} groups`);
+    }
+    this.weight = this.param('weight', [numChannels]);
+    this.bias = this.param('bias', [numChannels]);
+  }
+
+  /** [B, C, ...] → same shape */
+  forward(op: GraphBuilder, x: Value): Value {
+    const b = op.at(this.path);
+    return b.op('GroupNormalization', [x, b.param(this.weight), b.param(this.bias)], {
+      attrs: { num_groups: this.numGroups, epsilon: { float: this.eps } },
+    });
+  }
+}
+
+export class LayerNorm extends Module {
+  readonly weight: ParameterSpec;
+  readonly bias: ParameterSpec;
+
+  constructor(
+    path: string,
+    readonly dim: number,
+    readonly eps: number,
+  ) {
+    super(path);
+    this.weight = this.param('weight', [dim]);
+    this.bias = this.param('bias', [dim]);
+  }
+
+  /** [..., dim] → same shape, normalised over the last axis */
+  forward(op: GraphBuilder, x: Value): Value {
+    const b = op.at(this.path);
+    return b.op('LayerNormalization', [x, b.param(this.weight), b.param(this.bias)], {
+      attrs: { axis: -1, epsilon: { float: this.eps } },
+    });
+  }
+}
+
+/** x · sigmoid(x) */
+export function silu(op: GraphBuilder, x: Value): Value {
+  return op.op('Mul', [x, op.op('Sigmoid', [x])]);
+}
+
+export type Activation = 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
+
+export function activation(op: GraphBuilder, x: Value, act: Activation): Value {
+  switch (act) {
+    case 'silu':
+      return silu(op, x);
+    case 'gelu':
+      return op.op('Gelu', [x], { attrs: { approximate: 'none' } });
+    case 'gelu_tanh':
+      return op.op('Gelu', [x], { attrs: { approximate: 'tanh' } });
+    case 'quick_gelu':
+      return op.op('Mul', [x, op.op('Sigmoid', [op.op('Mul', [x, op.scalar(1.702)])])]);
+  }
+}

@@ -1,0 +1,105 @@
+/** ResnetBlock2D and the resampling convolutions of SD UNets (diffusers' resnet.py / downsampling / upsampling). */
+import type { GraphBuilder, Value } from '../graph/builder.js';
+import { Conv2d, GroupNorm, Linear, silu } from './layers.js';
+import { Identity, Module } from './module.js';
+
+export interface ResnetOptions {
+  inChannels: number;
+  outChannels: number;
+  tembChannels: number;
+  groups: number;
+  /** Groups of norm2; defaults to `groups`. */
+  groupsOut?: number;
+  eps: number;
+  outputScaleFactor?: number;
+}
+
+/**
+ * norm1 → SiLU → conv1 → + time_emb_proj(SiLU(temb)) → norm2 → SiLU → (dropout) → conv2,
+ * plus the (1×1-projected) input; `time_embedding_norm: "default"`.
+ */
+export class ResnetBlock2D extends Module {
+  readonly norm1: GroupNorm;
+  readonly conv1: Conv2d;
+  readonly time_emb_proj: Linear;
+  readonly norm2: GroupNorm;
+  readonly dropout: Identity;
+  readonly conv2: Conv2d;
+  readonly conv_shortcut: Conv2d | null;
+
+  constructor(
+    path: string,
+    readonly opts: ResnetOptions,
+  ) {
+    super(path);
+    const { inChannels: cin, outChannels: cout, eps } = opts;
+    this.norm1 = this.child('norm1', (p) => new GroupNorm(p, opts.groups, cin, eps));
+    this.conv1 = this.child('conv1', (p) => new Conv2d(p, cin, cout, { kernel: 3, padding: 1 }));
+    this.time_emb_proj = this.child('time_emb_proj', (p) => new Linear(p, opts.tembChannels, cout));
+    this.norm2 = this.child('norm2', (p) => new GroupNorm(p, opts.groupsOut ?? opts.groups, cout, eps));
+    this.dropout = this.child('dropout', (p) => new Identity(p));
+    this.conv2 = this.child('conv2', (p) => new Conv2d(p, cout, cout, { kernel: 3, padding: 1 }));
+    this.conv_shortcut = cin !== cout ? this.child('conv_shortcut', (p) => new Conv2d(p, cin, cout, { kernel: 1 })) : null;
+  }
+
+  get inChannels(): number {
+    return this.opts.inChannels;
+  }
+
+  /** x [B, Cin, H, W], temb [B, T] → [B, Cout, H, W] */
+  forward(op: GraphBuilder, x: Value, temb: Value): Value {
+    const b = op.at(this.path);
+    let h = this.conv1.forward(op, silu(b, this.norm1.forward(op, x)));
+    const t = this.time_emb_proj.forward(op, silu(b, temb)); // [B, Cout]
+    h = b.op('Add', [h, b.op('Unsqueeze', [t, b.ints([2, 3])])]);
+    h = this.conv2.forward(op, silu(b, this.norm2.forward(op, h)));
+    const skip = this.conv_shortcut ? this.conv_shortcut.forward(op, x) : x;
+    let out = b.op('Add', [skip, h]);
+    const scale = this.opts.outputScaleFactor ?? 1;
+    if (scale !== 1) out = b.op('Div', [out, b.scalar(scale)]);
+    return out;
+  }
+}
+
+/** A stride-2 3×3 convolution (`name="op"` in diffusers, so the key is `conv`). */
+export class Downsample2D extends Module {
+  readonly conv: Conv2d;
+
+  constructor(path: string, inChannels: number, outChannels: number, padding = 1) {
+    super(path);
+    this.conv = this.child('conv', (p) => new Conv2d(p, inChannels, outChannels, { kernel: 3, stride: 2, padding }));
+  }
+
+  /** [B, C, H, W] → [B, C', ⌈H/2⌉, ⌈W/2⌉] */
+  forward(op: GraphBuilder, x: Value): Value {
+    return this.conv.forward(op, x);
+  }
+}
+
+/** Nearest-neighbour 2× (or to a given size), then a 3×3 convolution. */
+export class Upsample2D extends Module {
+  readonly conv: Conv2d;
+
+  constructor(path: string, channels: number, outChannels: number) {
+    super(path);
+    this.conv = this.child('conv', (p) => new Conv2d(p, channels, outChannels, { kernel: 3, padding: 1 }));
+  }
+
+  /**
+   * [B, C, H, W] → [B, C', 2H, 2W]; with `sizeLike` the spatial size of that value instead
+   * (diffusers' `upsample_size`, used when latents are not a multiple of 2^levels).
+   */
+  forward(op: GraphBuilder, x: Value, sizeLike?: Value): Value {
+    const b = op.at(this.path);
+    const attrs = { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' };
+    let up: Value;
+    if (sizeLike) {
+      const hw = b.op('Slice', [b.op('Shape', [sizeLike]), b.ints([2]), b.ints([4])]);
+      const sizes = b.op('Concat', [b.op('Slice', [b.op('Shape', [x]), b.ints([0]), b.ints([2])]), hw], { attrs: { axis: 0 } });
+      up = b.op('Resize', [x, null, null, sizes], { attrs });
+    } else {
+      up = b.op('Resize', [x, null, b.constant(Float32Array.of(1, 1, 2, 2), [4], 'scales')], { attrs });
+    }
+    return this.conv.forward(op, up);
+  }
+}
