@@ -1,1 +1,28 @@
-export const VERSION = "0.1.0";
+/**
+ * controlnet-xs: ControlNet-XS for Stable Diffusion in TypeScript. diffusers-format checkpoints are
+ * read straight from safetensors, traced into ONNX graphs and run on onnxruntime.
+ */
+export { Tensor, type DType, type TensorLike } from './tensor.js';
+export {
+  ConfigError,
+  ControlNetXSError,
+  InputError,
+  RuntimeError,
+  SafetensorsError,
+  WeightLoadError,
+} from './errors.js';
+export { loadSafetensors, SafetensorsFile, type TensorInfo } from './weights/safetensors.js';
+export { WeightSource } from './weights/source.js';
+export { ModelSession, type RuntimeOptions } from './runtime/session.js';
+export type { TraceOptions } from './graph/builder.js';
+export type { ModelRuntimeOptions } from './models/traced-model.js';
+export type { PretrainedOptions } from './models/loading.js';
+export { UNet2DConditionModel, type UNetForwardArgs, type UNetPretrainedOptions } from './models/unet-2d-condition.js';
+export type { UNet2DConditionConfig } from './models/unet-2d-condition-config.js';
+export { ControlNetXSAdapter, type ControlNetXSAdapterConfig } from './models/controlnet-xs-adapter.js';
+export { UNetControlNetXSModel, type UNetControlNetXSForwardArgs } from './models/unet-controlnet-xs.js';
+export type { UNetControlNetXSConfig } from './models/unet-controlnet-xs-config.js';
+export { FUSION_RENAMES, fusedKey } from './models/controlnet-xs-fusion.js';
+export * from './random/index.js';
+export * from './tokenizer/index.js';
+export * from './image/index.js';

@@ -161,3 +161,28 @@ test('an fp16 checkpoint stays fp16 on disk, is cast in-graph, and gives float32
   assertClose(sample, ref.read(c.outputs['sample']!), 5e-2, 'fp16 weights vs fp32 reference');
   await m16.release();
 });
+
+test('SDXL: text_time addition embedding, learned control time embedding, 2-layer transformers (first UNet call of pipeline case A)', async () => {
+  const X = fixture('tiny-sdxl-cnxs');
+  const pipe = loadSafetensorsSync(`${X}/pipeline/tensors.safetensors`);
+  const k = (s: string) => pipe.read(`A_default_latents.${s}`);
+  const xlUnet = await UNet2DConditionModel.fromPretrained(`${X}/unet`);
+  const xl = await UNetControlNetXSModel.fromUnet(xlUnet, await ControlNetXSAdapter.fromPretrained(`${X}/controlnet`));
+  const cond = k('control_image') as Tensor<'float32'>; // [1,3,64,64], duplicated for CFG
+  const cond2 = new Float32Array(cond.data.length * 2);
+  cond2.set(cond.data);
+  cond2.set(cond.data, cond.data.length);
+  const { sample } = await xl.forward({
+    sample: k('unet_step0.sample'),
+    timestep: 751,
+    encoderHiddenStates: k('unet_step0.encoder_hidden_states'),
+    controlnetCond: { data: cond2, dims: [2, ...cond.dims.slice(1)] },
+    addedCondKwargs: { textEmbeds: k('unet_step0.added_cond.text_embeds'), timeIds: k('unet_step0.added_cond.time_ids') },
+  });
+  assertClose(sample, k('unet_step0.noise_pred_raw'), 1e-4, 'SDXL unet step 0');
+  await assert.rejects(
+    xl.forward({ sample: k('unet_step0.sample'), timestep: 751, encoderHiddenStates: k('unet_step0.encoder_hidden_states'), controlnetCond: { data: cond2, dims: [2, 3, 64, 64] } }),
+    /addedCondKwargs/,
+  );
+  await xl.release();
+});

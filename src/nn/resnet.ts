@@ -6,7 +6,8 @@ import { Identity, Module } from './module.js';
 export interface ResnetOptions {
   inChannels: number;
   outChannels: number;
-  tembChannels: number;
+  /** Width of the time embedding; null for blocks without one (the VAE's: no `time_emb_proj`). */
+  tembChannels: number | null;
   groups: number;
   /** Groups of norm2; defaults to `groups`. */
   groupsOut?: number;
@@ -16,12 +17,13 @@ export interface ResnetOptions {
 
 /**
  * norm1 → SiLU → conv1 → + time_emb_proj(SiLU(temb)) → norm2 → SiLU → (dropout) → conv2,
- * plus the (1×1-projected) input; `time_embedding_norm: "default"`.
+ * plus the (1×1-projected) input; `time_embedding_norm: "default"`. With `tembChannels: null`
+ * there is no time_emb_proj and the time term is left out.
  */
 export class ResnetBlock2D extends Module {
   readonly norm1: GroupNorm;
   readonly conv1: Conv2d;
-  readonly time_emb_proj: Linear;
+  readonly time_emb_proj: Linear | null;
   readonly norm2: GroupNorm;
   readonly dropout: Identity;
   readonly conv2: Conv2d;
@@ -35,7 +37,8 @@ export class ResnetBlock2D extends Module {
     const { inChannels: cin, outChannels: cout, eps } = opts;
     this.norm1 = this.child('norm1', (p) => new GroupNorm(p, opts.groups, cin, eps));
     this.conv1 = this.child('conv1', (p) => new Conv2d(p, cin, cout, { kernel: 3, padding: 1 }));
-    this.time_emb_proj = this.child('time_emb_proj', (p) => new Linear(p, opts.tembChannels, cout));
+    const temb = opts.tembChannels;
+    this.time_emb_proj = temb === null ? null : this.child('time_emb_proj', (p) => new Linear(p, temb, cout));
     this.norm2 = this.child('norm2', (p) => new GroupNorm(p, opts.groupsOut ?? opts.groups, cout, eps));
     this.dropout = this.child('dropout', (p) => new Identity(p));
     this.conv2 = this.child('conv2', (p) => new Conv2d(p, cout, cout, { kernel: 3, padding: 1 }));
@@ -46,12 +49,14 @@ export class ResnetBlock2D extends Module {
     return this.opts.inChannels;
   }
 
-  /** x [B, Cin, H, W], temb [B, T] → [B, Cout, H, W] */
-  forward(op: GraphBuilder, x: Value, temb: Value): Value {
+  /** x [B, Cin, H, W], temb [B, T] (null: no time term, as diffusers' `temb=None`) → [B, Cout, H, W] */
+  forward(op: GraphBuilder, x: Value, temb: Value | null): Value {
     const b = op.at(this.path);
     let h = this.conv1.forward(op, silu(b, this.norm1.forward(op, x)));
-    const t = this.time_emb_proj.forward(op, silu(b, temb)); // [B, Cout]
-    h = b.op('Add', [h, b.op('Unsqueeze', [t, b.ints([2, 3])])]);
+    if (this.time_emb_proj !== null && temb !== null) {
+      const t = this.time_emb_proj.forward(op, silu(b, temb)); // [B, Cout]
+      h = b.op('Add', [h, b.op('Unsqueeze', [t, b.ints([2, 3])])]);
+    }
     h = this.conv2.forward(op, silu(b, this.norm2.forward(op, h)));
     const skip = this.conv_shortcut ? this.conv_shortcut.forward(op, x) : x;
     let out = b.op('Add', [skip, h]);
@@ -61,18 +66,31 @@ export class ResnetBlock2D extends Module {
   }
 }
 
-/** A stride-2 3×3 convolution (`name="op"` in diffusers, so the key is `conv`). */
+/**
+ * A stride-2 3×3 convolution (`name="op"` in diffusers, so the key is `conv`). With `padding = 0`
+ * (the VAE encoder's) the input first gets one zero row at the bottom and one zero column at the
+ * right, as diffusers does for that case.
+ */
 export class Downsample2D extends Module {
   readonly conv: Conv2d;
 
-  constructor(path: string, inChannels: number, outChannels: number, padding = 1) {
+  constructor(
+    path: string,
+    inChannels: number,
+    outChannels: number,
+    readonly padding = 1,
+  ) {
     super(path);
     this.conv = this.child('conv', (p) => new Conv2d(p, inChannels, outChannels, { kernel: 3, stride: 2, padding }));
   }
 
-  /** [B, C, H, W] → [B, C', ⌈H/2⌉, ⌈W/2⌉] */
+  /** [B, C, H, W] → [B, C', ⌈H/2⌉, ⌈W/2⌉] (padding 1 or 0) */
   forward(op: GraphBuilder, x: Value): Value {
-    return this.conv.forward(op, x);
+    if (this.padding !== 0) return this.conv.forward(op, x);
+    const b = op.at(this.path);
+    // ONNX Pad order: begins of N, C, H, W, then ends of N, C, H, W.
+    const padded = b.op('Pad', [x, b.ints([0, 0, 0, 0, 0, 0, 1, 1])], { attrs: { mode: 'constant' } });
+    return this.conv.forward(op, padded);
   }
 }
 

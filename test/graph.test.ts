@@ -1,0 +1,51 @@
+/** Graph structure, without running anything: names, external data, the control/base branches. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { OPSET } from '../src/graph/builder.js';
+import { OnnxDataType, type GraphProto, type NodeProto } from '../src/graph/onnx-proto.js';
+import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
+import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
+import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
+import { fixture } from './helpers.js';
+
+const D = fixture('tiny-sd-cnxs');
+
+function branches(g: GraphProto): { then: GraphProto; else: GraphProto } {
+  const node = g.nodes.find((n) => n.opType === 'If')!;
+  const attr = (k: string) => (node.attributes![k] as { graph: GraphProto }).graph;
+  return { then: attr('then_branch'), else: attr('else_branch') };
+}
+
+test('the fused graph: one If on apply_control; the base branch holds no control-model node', async () => {
+  const unet = await UNet2DConditionModel.fromPretrained(`${D}/unet`);
+  const model = await UNetControlNetXSModel.fromUnet(unet, await ControlNetXSAdapter.fromPretrained(`${D}/controlnet`));
+  const onnx = model.toOnnx();
+  assert.deepEqual(onnx.opsets.find((o) => o.domain === '')!.version, OPSET);
+  assert.deepEqual(onnx.graph.inputs.map((i) => i.name), ['sample', 'timestep', 'encoder_hidden_states', 'controlnet_cond', 'conditioning_scale', 'apply_control']);
+  assert.deepEqual(onnx.graph.inputs.find((i) => i.name === 'sample')!.type.shape, ['batch', 4, 'height', 'width']);
+  const { then: on, else: off } = branches(onnx.graph);
+  const isCtrl = (n: NodeProto) => /(^|\.)ctrl_|controlnet_cond_embedding|control_to_base|base_to_ctrl|ctrl_to_base/.test(n.name);
+  assert.ok(on.nodes.some(isCtrl), 'control branch runs the control model');
+  assert.deepEqual(off.nodes.filter(isCtrl).map((n) => n.name), [], 'base branch must not touch the control model');
+  assert.ok(!off.nodes.some((n) => n.inputs.includes('controlnet_cond') || n.inputs.includes('conditioning_scale')));
+  // node names carry the module path
+  assert.ok(on.nodes.some((n) => n.name.startsWith('down_blocks.0.base_resnets.0.conv1/Conv')));
+  assert.ok(on.nodes.some((n) => n.name.startsWith('mid_block.ctrl_midblock.attentions.0.transformer_blocks.0.attn1/MultiHeadAttention')));
+});
+
+test('weights are external data pointing into the safetensors files; Linear transposes live once in the root graph', async () => {
+  const unet = await UNet2DConditionModel.fromPretrained(`${D}/unet`);
+  const onnx = unet.toOnnx();
+  const weights = onnx.graph.initializers.filter((t) => t.external);
+  assert.equal(weights.length, unet.weights.size);
+  for (const w of weights) {
+    const ref = unet.weights.get(w.name);
+    assert.equal(w.dataType, OnnxDataType.FLOAT);
+    assert.equal('/' + w.external!.location, ref.file.realPath);
+    assert.equal(w.external!.offset, ref.info.fileOffset);
+    assert.equal(w.external!.length, ref.info.byteLength);
+    assert.equal(w.raw, undefined, `${w.name} must not be copied into the model`);
+  }
+  const transposes = onnx.graph.nodes.filter((n) => n.opType === 'Transpose' && n.inputs[0]!.endsWith('.weight'));
+  assert.equal(new Set(transposes.map((n) => n.inputs[0])).size, transposes.length);
+});
