@@ -37,7 +37,16 @@ export abstract class TracedModel {
     return op.toModel(this.graphName);
   }
 
+  /** Create the onnxruntime session now instead of on the first forward. */
+  async prepare(): Promise<void> {
+    await this.ensureSession();
+  }
+
   protected async run(feeds: Record<string, Feed>): Promise<Record<string, Tensor>> {
+    return (await this.ensureSession()).run(feeds);
+  }
+
+  private ensureSession(): Promise<ModelSession> {
     if (this.session === null) {
       const pending = ModelSession.create(this.toOnnx(), this.runtimeOptions.runtime ?? {});
       this.session = pending;
@@ -45,7 +54,7 @@ export abstract class TracedModel {
         if (this.session === pending) this.session = null;
       });
     }
-    return (await this.session).run(feeds);
+    return this.session;
   }
 
   /** Free the onnxruntime session; the next forward creates a new one. */

@@ -9,8 +9,9 @@
  *
  * v-prediction (Salimans & Ho 2022, "Progressive Distillation", §4) is v = α_t ε - σ_t x₀.
  */
-import { lin, div, type Vec } from './ops.js';
+import type { ConfigReader } from './config.js';
 import { fround } from './float32.js';
+import { clamp, div, lin, thresholdSample, type Vec } from './ops.js';
 
 export type PredictionType = 'epsilon' | 'v_prediction' | 'sample';
 export const PREDICTION_TYPES: readonly PredictionType[] = ['epsilon', 'v_prediction', 'sample'];
@@ -97,4 +98,31 @@ export function noisePrediction(kind: PredictionType, alpha: number, sigma: numb
     case 'v_prediction':
       return lin([[alpha, modelOutput], [sigma, sample]]);
   }
+}
+
+/** How x̂₀ is post-processed: dynamic thresholding, plain clipping, or neither. */
+export interface X0Limits {
+  readonly thresholding: boolean;
+  readonly ratio: number;
+  readonly maxValue: number;
+  readonly clip: boolean;
+  readonly clipRange: number;
+}
+
+/** Read `thresholding` / `clip_sample` and their parameters where the class has those keys. */
+export function readX0Limits(cfg: ConfigReader, has: { thresholding: boolean; clip: boolean }): X0Limits {
+  return {
+    thresholding: has.thresholding ? cfg.bool('thresholding') : false,
+    ratio: has.thresholding ? cfg.finite('dynamic_thresholding_ratio') : 0.995,
+    maxValue: has.thresholding ? cfg.finite('sample_max_value') : 1,
+    clip: has.clip ? cfg.bool('clip_sample') : false,
+    clipRange: has.clip ? cfg.finite('clip_sample_range') : 1,
+  };
+}
+
+/** Apply thresholding (which takes precedence) or clipping to x̂₀. */
+export function limitX0(x0: Vec, dims: readonly number[], l: X0Limits): Vec {
+  if (l.thresholding) return thresholdSample(x0, dims, l.ratio, l.maxValue);
+  if (l.clip) return clamp(x0, -fround(l.clipRange), fround(l.clipRange));
+  return x0;
 }

@@ -1,0 +1,237 @@
+/**
+ * CLIPTextModel and CLIPTextModelWithProjection (transformers' CLIP text side) on transformers'
+ * folder layout: `config.json` + `model[.variant].safetensors` (or its shard index), keys exactly as
+ * transformers saves them (`text_model.*`, and `text_projection.weight` for the projection model).
+ */
+import type { GraphBuilder } from '../graph/builder.js';
+import { OnnxDataType } from '../graph/onnx-proto.js';
+import { InputError } from '../errors.js';
+import { CLIPTextTransformer } from '../nn/clip.js';
+import { Linear } from '../nn/layers.js';
+import { Module } from '../nn/module.js';
+import { Tensor, numel, type TensorLike } from '../tensor.js';
+import { WeightSource, type BoundWeights, type WeightRef } from '../weights/source.js';
+import { clipActivation, parseCLIPTextConfig, type CLIPTextConfig } from './clip-text-config.js';
+import { modelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { TracedModel, type ModelRuntimeOptions } from './traced-model.js';
+
+/**
+ * A buffer (arange of positions) that checkpoints saved before transformers 4.31 carry. It is not a
+ * parameter: transformers ignores it on load, and so does this port — that one key only.
+ */
+export const POSITION_IDS_KEY = 'text_model.embeddings.position_ids';
+
+/** The module tree: `text_model.*`, plus `text_projection` (no bias) for the projection variant. */
+export class CLIPTextNet extends Module {
+  readonly text_model: CLIPTextTransformer;
+  readonly text_projection: Linear | null;
+
+  constructor(
+    readonly config: CLIPTextConfig,
+    withProjection: boolean,
+    origin = '',
+  ) {
+    super('');
+    const c = config;
+    this.text_model = this.child('text_model', (p) =>
+      new CLIPTextTransformer(p, {
+        vocabSize: c.vocabSize,
+        maxPositions: c.maxPositionEmbeddings,
+        dim: c.hiddenSize,
+        heads: c.numAttentionHeads,
+        intermediate: c.intermediateSize,
+        layers: c.numHiddenLayers,
+        eps: c.layerNormEps,
+        act: clipActivation(c, origin),
+        eosTokenId: c.eosTokenId,
+      }),
+    );
+    this.text_projection = withProjection
+      ? this.child('text_projection', (p) => new Linear(p, c.hiddenSize, c.projectionDim, { bias: false }))
+      : null;
+  }
+}
+
+export interface CLIPTextPretrainedOptions extends PretrainedOptions, ModelRuntimeOptions {}
+
+export interface CLIPTextForwardOptions {
+  /**
+   * Padding mask [B, L] (1 = attend, 0 = padding), as transformers' tokenizers return it:
+   * BigInt64Array, Int32Array, Uint8Array or Float32Array holding only 0 and 1.
+   */
+  attentionMask?: TensorLike;
+  /** Also return the embeddings output and every layer's output (before the final LayerNorm). */
+  outputHiddenStates?: boolean;
+}
+
+export interface CLIPTextModelOutput {
+  lastHiddenState: Tensor<'float32'>;
+  poolerOutput: Tensor<'float32'>;
+  /** numHiddenLayers + 1 tensors [B, L, D], when `outputHiddenStates` was set. */
+  hiddenStates?: Tensor<'float32'>[];
+}
+
+export interface CLIPTextModelWithProjectionOutput {
+  textEmbeds: Tensor<'float32'>;
+  lastHiddenState: Tensor<'float32'>;
+  /** numHiddenLayers + 1 tensors [B, L, D], when `outputHiddenStates` was set. */
+  hiddenStates?: Tensor<'float32'>[];
+}
+
+/** The source without the position_ids buffer, if it has one. */
+export function dropPositionIds(source: WeightSource): WeightSource {
+  if (source.get(POSITION_IDS_KEY) === undefined) return source;
+  const kept = new Map<string, WeightRef>();
+  for (const k of source.keys()) if (k !== POSITION_IDS_KEY) kept.set(k, source.get(k)!);
+  return new WeightSource(kept, source.origin);
+}
+
+async function loadPretrained(dir: string, options: CLIPTextPretrainedOptions): Promise<{ config: CLIPTextConfig; source: WeightSource }> {
+  const folder = modelFolder(dir, options.subfolder);
+  const config = parseCLIPTextConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
+  const source = await openWeights(folder, 'model', options.variant);
+  return { config, source };
+}
+
+/** The module tree for `config`, bound strictly to `source` (minus the position_ids buffer). */
+function bindNet(config: CLIPTextConfig, source: WeightSource, withProjection: boolean): { net: CLIPTextNet; weights: BoundWeights } {
+  const net = new CLIPTextNet(config, withProjection, source.origin);
+  return { net, weights: dropPositionIds(source).bindStrict(net.parameters()) };
+}
+
+/** Shared graph and input handling of both CLIP text classes. */
+abstract class CLIPTextBase extends TracedModel {
+  protected constructor(
+    readonly config: CLIPTextConfig,
+    readonly net: CLIPTextNet,
+    /** The checkpoint as loaded (the position_ids buffer included, if it had one). */
+    readonly source: WeightSource,
+    weights: BoundWeights,
+    options: ModelRuntimeOptions,
+  ) {
+    super(weights, options);
+  }
+
+  protected trace(op: GraphBuilder): void {
+    const c = this.config;
+    const F = OnnxDataType.FLOAT;
+    const ids = op.input('input_ids', OnnxDataType.INT64, ['batch', 'sequence']);
+    const mask = op.input('attention_mask', F, ['batch', 'sequence']);
+    const out = this.net.text_model.forward(op, ids, mask);
+    op.output(out.lastHiddenState, 'last_hidden_state', F, ['batch', 'sequence', c.hiddenSize]);
+    if (this.net.text_projection) {
+      op.output(this.net.text_projection.forward(op, out.pooled), 'text_embeds', F, ['batch', c.projectionDim]);
+    } else {
+      op.output(out.pooled, 'pooler_output', F, ['batch', c.hiddenSize]);
+    }
+    out.hiddenStates.forEach((h, i) => op.output(h, `hidden_states.${i}`, F, ['batch', 'sequence', c.hiddenSize]));
+  }
+
+  /** Validate inputs, run, and collect the hidden states if asked. */
+  protected async encode(
+    inputIds: TensorLike,
+    options: CLIPTextForwardOptions,
+  ): Promise<{ out: Record<string, Tensor>; hiddenStates?: Tensor<'float32'>[] }> {
+    const ids = checkInputIds(inputIds, this.config);
+    const mask = options.attentionMask === undefined ? onesMask(ids.dims) : checkAttentionMask(options.attentionMask, ids.dims);
+    const out = await this.run({ input_ids: ids, attention_mask: mask });
+    if (!options.outputHiddenStates) return { out };
+    const hiddenStates = Array.from({ length: this.config.numHiddenLayers + 1 }, (_, i) => out[`hidden_states.${i}`] as Tensor<'float32'>);
+    return { out, hiddenStates };
+  }
+}
+
+export class CLIPTextModel extends CLIPTextBase {
+  protected readonly graphName = 'CLIPTextModel';
+
+  static async fromPretrained(dir: string, options: CLIPTextPretrainedOptions = {}): Promise<CLIPTextModel> {
+    const { config, source } = await loadPretrained(dir, options);
+    return CLIPTextModel.fromSource(config, source, options);
+  }
+
+  static fromSource(config: CLIPTextConfig, source: WeightSource, options: ModelRuntimeOptions = {}): CLIPTextModel {
+    const { net, weights } = bindNet(config, source, false);
+    return new CLIPTextModel(config, net, source, weights, options);
+  }
+
+  /** inputIds int64 [B, L] (L ≤ max_position_embeddings) → last_hidden_state [B, L, D], pooler_output [B, D]. */
+  async forward(inputIds: TensorLike, options: CLIPTextForwardOptions = {}): Promise<CLIPTextModelOutput> {
+    const { out, hiddenStates } = await this.encode(inputIds, options);
+    return {
+      lastHiddenState: out['last_hidden_state'] as Tensor<'float32'>,
+      poolerOutput: out['pooler_output'] as Tensor<'float32'>,
+      ...(hiddenStates ? { hiddenStates } : {}),
+    };
+  }
+}
+
+export class CLIPTextModelWithProjection extends CLIPTextBase {
+  protected readonly graphName = 'CLIPTextModelWithProjection';
+
+  static async fromPretrained(dir: string, options: CLIPTextPretrainedOptions = {}): Promise<CLIPTextModelWithProjection> {
+    const { config, source } = await loadPretrained(dir, options);
+    return CLIPTextModelWithProjection.fromSource(config, source, options);
+  }
+
+  static fromSource(config: CLIPTextConfig, source: WeightSource, options: ModelRuntimeOptions = {}): CLIPTextModelWithProjection {
+    const { net, weights } = bindNet(config, source, true);
+    return new CLIPTextModelWithProjection(config, net, source, weights, options);
+  }
+
+  /** inputIds int64 [B, L] → text_embeds [B, projection_dim], last_hidden_state [B, L, D]. */
+  async forward(inputIds: TensorLike, options: CLIPTextForwardOptions = {}): Promise<CLIPTextModelWithProjectionOutput> {
+    const { out, hiddenStates } = await this.encode(inputIds, options);
+    return {
+      textEmbeds: out['text_embeds'] as Tensor<'float32'>,
+      lastHiddenState: out['last_hidden_state'] as Tensor<'float32'>,
+      ...(hiddenStates ? { hiddenStates } : {}),
+    };
+  }
+}
+
+/** int64 [B, L] with 1 ≤ L ≤ max_position_embeddings and every id inside the vocabulary. */
+function checkInputIds(t: TensorLike, c: CLIPTextConfig): Tensor<'int64'> {
+  if (!(t.data instanceof BigInt64Array)) {
+    throw new InputError(`inputIds must hold a BigInt64Array (int64 token ids), got ${t.data.constructor.name}`);
+  }
+  const dims = t.dims;
+  if (dims.length !== 2 || dims[0]! < 1 || dims[1]! < 1) {
+    throw new InputError(`inputIds must have shape [batch, sequence] with both ≥ 1, got [${dims.join(', ')}]`);
+  }
+  if (dims[1]! > c.maxPositionEmbeddings) {
+    throw new InputError(`inputIds has sequence length ${dims[1]}, more than max_position_embeddings ${c.maxPositionEmbeddings}`);
+  }
+  if (t.data.length !== numel(dims)) {
+    throw new InputError(`inputIds holds ${t.data.length} values but dims [${dims.join(', ')}] need ${numel(dims)}`);
+  }
+  const vocab = BigInt(c.vocabSize);
+  for (let i = 0; i < t.data.length; i++) {
+    const id = t.data[i]!;
+    if (id < 0n || id >= vocab) {
+      throw new InputError(`inputIds[${Math.floor(i / dims[1]!)}][${i % dims[1]!}] = ${id} is outside the vocabulary [0, ${c.vocabSize})`);
+    }
+  }
+  return new Tensor('int64', t.data, dims);
+}
+
+function onesMask(dims: readonly number[]): Tensor<'float32'> {
+  return new Tensor('float32', new Float32Array(numel(dims)).fill(1), dims);
+}
+
+/** A 0/1 padding mask of the ids' shape, as float32. */
+function checkAttentionMask(t: TensorLike, idsDims: readonly number[]): Tensor<'float32'> {
+  const d = t.data;
+  if (d instanceof Float64Array || d instanceof Uint16Array) {
+    throw new InputError(`attentionMask must hold a BigInt64Array, Int32Array, Uint8Array or Float32Array of 0/1, got ${d.constructor.name}`);
+  }
+  if (t.dims.length !== 2 || t.dims[0] !== idsDims[0] || t.dims[1] !== idsDims[1] || d.length !== numel(idsDims)) {
+    throw new InputError(`attentionMask must have the shape of inputIds [${idsDims.join(', ')}], got [${t.dims.join(', ')}]`);
+  }
+  const out = new Float32Array(d.length);
+  for (let i = 0; i < d.length; i++) {
+    const v = Number(d[i]!);
+    if (v !== 0 && v !== 1) throw new InputError(`attentionMask must hold only 0 and 1, got ${v} at flat index ${i}`);
+    out[i] = v;
+  }
+  return new Tensor('float32', out, idsDims);
+}

@@ -1,0 +1,247 @@
+/**
+ * The CLIP text transformer (transformers' modeling_clip.py, text side): token + position
+ * embeddings, pre-norm encoder layers under a causal mask, a final LayerNorm, and pooling at the
+ * end-of-text token.
+ */
+import type { GraphBuilder, Value } from '../graph/builder.js';
+import { OnnxDataType } from '../graph/onnx-proto.js';
+import type { ParameterSpec } from '../weights/source.js';
+import { LayerNorm, Linear, activation, type Activation } from './layers.js';
+import { Module } from './module.js';
+
+/** torch.finfo(float32).min: transformers' additive value for a masked attention score. */
+export const MASKED_SCORE = -3.4028234663852886e38;
+
+/** A lookup table (nn.Embedding): int64 ids [...] → rows [..., dim]. */
+export class Embedding extends Module {
+  readonly weight: ParameterSpec;
+
+  constructor(
+    path: string,
+    readonly count: number,
+    readonly dim: number,
+  ) {
+    super(path);
+    this.weight = this.param('weight', [count, dim]);
+  }
+
+  forward(op: GraphBuilder, ids: Value): Value {
+    const b = op.at(this.path);
+    return b.op('Gather', [b.param(this.weight), ids], { attrs: { axis: 0 } });
+  }
+}
+
+/** Token embedding plus the first L rows of the learned position table. */
+export class CLIPTextEmbeddings extends Module {
+  readonly token_embedding: Embedding;
+  readonly position_embedding: Embedding;
+
+  constructor(path: string, vocabSize: number, maxPositions: number, dim: number) {
+    super(path);
+    this.token_embedding = this.child('token_embedding', (p) => new Embedding(p, vocabSize, dim));
+    this.position_embedding = this.child('position_embedding', (p) => new Embedding(p, maxPositions, dim));
+  }
+
+  /** ids int64 [B, L] → [B, L, D] */
+  forward(op: GraphBuilder, ids: Value, seqLen: Value): Value {
+    const b = op.at(this.path);
+    const tokens = this.token_embedding.forward(op, ids);
+    const pos = b.op('Slice', [b.param(this.position_embedding.weight), b.ints([0]), seqLen, b.ints([0])]); // [L, D]
+    return b.op('Add', [tokens, pos]);
+  }
+}
+
+export interface CLIPAttentionOptions {
+  dim: number;
+  heads: number;
+}
+
+/** Self-attention with biased q/k/v/out projections and an additive mask [B|1, 1, L, L]. */
+export class CLIPAttention extends Module {
+  readonly q_proj: Linear;
+  readonly k_proj: Linear;
+  readonly v_proj: Linear;
+  readonly out_proj: Linear;
+
+  constructor(
+    path: string,
+    readonly opts: CLIPAttentionOptions,
+  ) {
+    super(path);
+    const d = opts.dim;
+    this.q_proj = this.child('q_proj', (p) => new Linear(p, d, d));
+    this.k_proj = this.child('k_proj', (p) => new Linear(p, d, d));
+    this.v_proj = this.child('v_proj', (p) => new Linear(p, d, d));
+    this.out_proj = this.child('out_proj', (p) => new Linear(p, d, d));
+  }
+
+  /** x [B, L, D], maskBias [B, 1, L, L] (0 or MASKED_SCORE) → [B, L, D] */
+  forward(op: GraphBuilder, x: Value, maskBias: Value): Value {
+    const b = op.at(this.path);
+    const { dim, heads } = this.opts;
+    const headDim = dim / heads;
+    const scale = 1 / Math.sqrt(headDim);
+    const k = this.k_proj.forward(op, x);
+    const v = this.v_proj.forward(op, x);
+    let o: Value;
+    if (op.options.attention === 'fused') {
+      const q = this.q_proj.forward(op, x);
+      o = b.op('MultiHeadAttention', [q, k, v, null, null, maskBias], {
+        domain: 'com.microsoft',
+        attrs: { num_heads: heads, scale: { float: scale } },
+      });
+    } else {
+      // transformers scales the projected queries before the score product.
+      const q = b.op('Mul', [this.q_proj.forward(op, x), b.scalar(scale)]);
+      const heads4 = (t: Value, perm: number[]): Value =>
+        b.op('Transpose', [b.op('Reshape', [t, b.ints([0, 0, heads, headDim])])], { attrs: { perm } });
+      const scores = b.op('Add', [b.op('MatMul', [heads4(q, [0, 2, 1, 3]), heads4(k, [0, 2, 3, 1])]), maskBias]); // [B, H, L, L]
+      const probs = b.op('Softmax', [scores], { attrs: { axis: -1 } });
+      const ctx = b.op('MatMul', [probs, heads4(v, [0, 2, 1, 3])]); // [B, H, L, Dh]
+      o = b.op('Reshape', [b.op('Transpose', [ctx], { attrs: { perm: [0, 2, 1, 3] } }), b.ints([0, 0, dim])]);
+    }
+    return this.out_proj.forward(op, o);
+  }
+}
+
+/** fc1 → activation → fc2 */
+export class CLIPMLP extends Module {
+  readonly fc1: Linear;
+  readonly fc2: Linear;
+
+  constructor(
+    path: string,
+    dim: number,
+    intermediate: number,
+    readonly act: Activation,
+  ) {
+    super(path);
+    this.fc1 = this.child('fc1', (p) => new Linear(p, dim, intermediate));
+    this.fc2 = this.child('fc2', (p) => new Linear(p, intermediate, dim));
+  }
+
+  forward(op: GraphBuilder, x: Value): Value {
+    return this.fc2.forward(op, activation(op.at(this.path), this.fc1.forward(op, x), this.act));
+  }
+}
+
+export interface CLIPEncoderLayerOptions {
+  dim: number;
+  heads: number;
+  intermediate: number;
+  eps: number;
+  act: Activation;
+}
+
+/** x + attn(LN1(x)), then h + mlp(LN2(h)). */
+export class CLIPEncoderLayer extends Module {
+  readonly layer_norm1: LayerNorm;
+  readonly self_attn: CLIPAttention;
+  readonly layer_norm2: LayerNorm;
+  readonly mlp: CLIPMLP;
+
+  constructor(path: string, o: CLIPEncoderLayerOptions) {
+    super(path);
+    this.layer_norm1 = this.child('layer_norm1', (p) => new LayerNorm(p, o.dim, o.eps));
+    this.self_attn = this.child('self_attn', (p) => new CLIPAttention(p, { dim: o.dim, heads: o.heads }));
+    this.layer_norm2 = this.child('layer_norm2', (p) => new LayerNorm(p, o.dim, o.eps));
+    this.mlp = this.child('mlp', (p) => new CLIPMLP(p, o.dim, o.intermediate, o.act));
+  }
+
+  forward(op: GraphBuilder, x: Value, maskBias: Value): Value {
+    const b = op.at(this.path);
+    const h = b.op('Add', [x, this.self_attn.forward(op, this.layer_norm1.forward(op, x), maskBias)]);
+    return b.op('Add', [h, this.mlp.forward(op, this.layer_norm2.forward(op, h))]);
+  }
+}
+
+export interface CLIPTextTransformerOptions {
+  vocabSize: number;
+  maxPositions: number;
+  dim: number;
+  heads: number;
+  intermediate: number;
+  layers: number;
+  eps: number;
+  act: Activation;
+  eosTokenId: number;
+}
+
+export interface CLIPTextTransformerOutputs {
+  /** After the final LayerNorm: [B, L, D]. */
+  lastHiddenState: Value;
+  /** The final-LayerNorm row at each sequence's end-of-text position: [B, D]. */
+  pooled: Value;
+  /** Embeddings output, then each layer's output (before the final LayerNorm): layers + 1 values of [B, L, D]. */
+  hiddenStates: Value[];
+}
+
+/** transformers' CLIPTextTransformer (`text_model.*`). */
+export class CLIPTextTransformer extends Module {
+  readonly embeddings: CLIPTextEmbeddings;
+  readonly layers: CLIPEncoderLayer[];
+  readonly final_layer_norm: LayerNorm;
+
+  constructor(
+    path: string,
+    readonly opts: CLIPTextTransformerOptions,
+  ) {
+    super(path);
+    const o = opts;
+    this.embeddings = this.child('embeddings', (p) => new CLIPTextEmbeddings(p, o.vocabSize, o.maxPositions, o.dim));
+    this.layers = this.list('encoder.layers', o.layers, (p) =>
+      new CLIPEncoderLayer(p, { dim: o.dim, heads: o.heads, intermediate: o.intermediate, eps: o.eps, act: o.act }),
+    );
+    this.final_layer_norm = this.child('final_layer_norm', (p) => new LayerNorm(p, o.dim, o.eps));
+  }
+
+  /**
+   * The additive attention mask [B, 1, L, L]: 0 where key j ≤ query i and key j is not padding,
+   * MASKED_SCORE elsewhere. transformers adds a causal and a padding mask of finfo.min each; one
+   * combined mask gives the same softmax except for rows with every key masked (NaN there, uniform
+   * weights here).
+   */
+  maskBias(op: GraphBuilder, seqLen: Value, keyMask: Value): Value {
+    const b = op.at(`${this.path}.causal_mask`);
+    const zero = b.constant(BigInt64Array.of(0n), [], 'zero');
+    const one = b.constant(BigInt64Array.of(1n), [], 'one');
+    const positions = b.op('Range', [zero, b.op('Squeeze', [seqLen, b.ints([0])]), one]); // [L]
+    const queries = b.op('Unsqueeze', [positions, b.ints([1])]); // [L, 1]
+    const keys = b.op('Unsqueeze', [positions, b.ints([0])]); // [1, L]
+    const causal = b.op('LessOrEqual', [keys, queries]); // [L, L]
+    const notPadding = b.op('Cast', [b.op('Unsqueeze', [keyMask, b.ints([1, 2])])], { attrs: { to: OnnxDataType.BOOL } }); // [B, 1, 1, L]
+    const allowed = b.op('And', [causal, notPadding]); // [B, 1, L, L]
+    return b.op('Where', [allowed, b.scalar(0), b.scalar(MASKED_SCORE)]);
+  }
+
+  /** ids int64 [B, L], keyMask float32 [B, L] (1 = token, 0 = padding) */
+  forward(op: GraphBuilder, ids: Value, keyMask: Value): CLIPTextTransformerOutputs {
+    const b = op.at(this.path);
+    const seqLen = b.op('Slice', [b.op('Shape', [ids]), b.ints([1]), b.ints([2])]); // [1]
+    const bias = this.maskBias(op, seqLen, keyMask);
+    let h = this.embeddings.forward(op, ids, seqLen);
+    const hiddenStates = [h];
+    for (const layer of this.layers) {
+      h = layer.forward(op, h, bias);
+      hiddenStates.push(h);
+    }
+    const lastHiddenState = this.final_layer_norm.forward(op, h);
+    return { lastHiddenState, pooled: this.pool(op, ids, lastHiddenState), hiddenStates };
+  }
+
+  /**
+   * transformers' pooling rule: configs with the legacy eos_token_id 2 take the position of the
+   * largest id (the end-of-text token has CLIP's largest id); others take the first position whose
+   * id is eos_token_id (position 0 when there is none, as argmax over all-false gives).
+   */
+  pool(op: GraphBuilder, ids: Value, hidden: Value): Value {
+    const b = op.at(`${this.path}.pool`);
+    const eos = this.opts.eosTokenId;
+    const scores =
+      eos === 2
+        ? b.op('Cast', [ids], { attrs: { to: OnnxDataType.INT32 } })
+        : b.op('Cast', [b.op('Equal', [ids, b.constant(BigInt64Array.of(BigInt(eos)), [], 'eos')])], { attrs: { to: OnnxDataType.INT32 } });
+    const index = b.op('ArgMax', [scores], { attrs: { axis: 1, keepdims: 1, select_last_index: 0 } }); // [B, 1]
+    return b.op('GatherND', [hidden, index], { attrs: { batch_dims: 1 } }); // [B, D]
+  }
+}

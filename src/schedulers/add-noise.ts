@@ -1,0 +1,73 @@
+/**
+ * Forward diffusion q(x_t | x₀) for the three parametrizations, batched over dim 0 with one
+ * coefficient pair per batch item (a single timestep broadcasts).
+ */
+import { InputError } from '../errors.js';
+import { Tensor, type TensorLike } from '../tensor.js';
+import { fround } from './float32.js';
+import { asVec } from './ops.js';
+import { alphaSigmaFromSigma } from './sigmas.js';
+
+/** Python-style index: negative values count from the end. */
+export function pyIndex(i: number, length: number, what: string): number {
+  const j = i < 0 ? i + length : i;
+  if (!Number.isInteger(j) || j < 0 || j >= length) {
+    throw new InputError(`${what} ${i} is out of range for a table of ${length}`);
+  }
+  return j;
+}
+
+/** x_t = a_b · x₀ + s_b · ε with per-batch coefficients (a_b, s_b) in float32. */
+export function mixNoise(
+  original: TensorLike,
+  noise: TensorLike,
+  coefs: readonly (readonly [number, number])[],
+): Tensor<'float32'> {
+  const x = asVec('original_samples', original);
+  const e = asVec('noise', noise);
+  if (x.length !== e.length) {
+    throw new InputError(`noise dims [${noise.dims.join(', ')}] do not match sample dims [${original.dims.join(', ')}]`);
+  }
+  const batch = coefs.length;
+  if (batch !== 1 && original.dims[0] !== batch) {
+    throw new InputError(`got ${batch} timesteps for a batch of ${original.dims[0] ?? 1}`);
+  }
+  const per = batch === 1 ? x.length : x.length / batch;
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const [a, s] = coefs[batch === 1 ? 0 : Math.floor(i / per)];
+    out[i] = fround(a * x[i]) + fround(s * e[i]);
+  }
+  return new Tensor('float32', out, original.dims);
+}
+
+/** ᾱ-form (DDPM, DDIM, PNDM, LCM): √ᾱ_t x₀ + √(1-ᾱ_t) ε. */
+export function addNoiseAlphaProd(
+  alphasCumprod: Float32Array,
+  original: TensorLike,
+  noise: TensorLike,
+  timesteps: readonly number[],
+): Tensor<'float32'> {
+  const coefs = timesteps.map((t) => {
+    const a = alphasCumprod[pyIndex(t, alphasCumprod.length, 'timestep')];
+    return [fround(Math.sqrt(a)), fround(Math.sqrt(fround(1 - a)))] as const;
+  });
+  return mixNoise(original, noise, coefs);
+}
+
+/** Karras σ-form (Euler, LMS, Heun, KDPM2): x₀ + σ ε. */
+export function addNoiseSigma(sigmas: readonly number[], original: TensorLike, noise: TensorLike): Tensor<'float32'> {
+  return mixNoise(original, noise, sigmas.map((s) => [1, s] as const));
+}
+
+/** DPM-Solver form: α_t x₀ + σ_t ε with (α_t, σ_t) from σ. */
+export function addNoiseAlphaSigma(sigmas: readonly number[], original: TensorLike, noise: TensorLike): Tensor<'float32'> {
+  return mixNoise(
+    original,
+    noise,
+    sigmas.map((s) => {
+      const { alpha, sigma } = alphaSigmaFromSigma(s);
+      return [alpha, sigma] as const;
+    }),
+  );
+}

@@ -1,0 +1,409 @@
+/**
+ * The scheduler interface shared by the whole family, and the per-run state that makes it safe
+ * to use one scheduler for several generations at once.
+ *
+ * # Design: a scheduler is a recipe, a run is one denoising loop
+ *
+ * diffusers' schedulers keep the state of the loop in flight on the scheduler object itself:
+ * `_step_index`, the multistep model-output history, LMS derivatives, Heun/KDPM2's half-step
+ * sample, PNDM's `ets`. Two generations interleaved on one pipeline therefore advance a shared
+ * step counter and mix their histories. Here that state is split off:
+ *
+ * - A {@link Scheduler} holds only what the config determines: the resolved `config`, betas,
+ *   `alphasCumprod`, training sigmas. It is never changed by stepping.
+ * - A {@link SchedulerRun} is one loop: `scheduler.createRun(n)` computes the inference
+ *   `timesteps` / `sigmas` for n steps and owns every piece of mutable state (step index, begin
+ *   index, histories). Runs never share state, so any number can be interleaved on one
+ *   scheduler and each gives exactly what it would give alone.
+ * - diffusers ergonomics stay: `scheduler.setTimesteps(n)` creates a run and makes it the
+ *   scheduler's *current* run; `scheduler.timesteps`, `scheduler.step(...)`,
+ *   `scheduler.scaleModelInput(...)` and `scheduler.addNoise(...)` then act on it (or on the run
+ *   given as `{ run }`). Pipelines that may run concurrently should hold their own run:
+ *
+ * ```ts
+ * const run = scheduler.createRun(20);
+ * let x = noise.map((v) => v * run.initNoiseSigma);
+ * for (const t of run.timesteps) {
+ *   const eps = unet(run.scaleModelInput(x, t), t);
+ *   x = run.step(eps, t, x, { generator }).prevSample;
+ * }
+ * ```
+ *
+ * Semantics follow diffusers 0.33.1 exactly, including which step index the first call picks
+ * (`index_for_timestep`), and the float32 arithmetic of its torch tensors (see float32.ts, ops.ts).
+ */
+import { InputError } from '../errors.js';
+import { randnTensor, type Generator } from '../random/index.js';
+import { Tensor, type TensorLike } from '../tensor.js';
+import { noiseSchedule, type BetaSchedule, type NoiseSchedule } from './betas.js';
+import {
+  ConfigReader,
+  resolveConfig,
+  type SchedulerClassName,
+  type SchedulerConfig,
+  type SchedulerConfigInput,
+} from './config.js';
+import { asVec, like, type Vec } from './ops.js';
+import { PREDICTION_TYPES, type PredictionType } from './prediction.js';
+import { checkInferenceSteps } from './timesteps.js';
+
+/** A timestep as users pass it: a number, a bigint (int64) or a one-element tensor. */
+export type TimestepValue = number | bigint | TensorLike;
+
+/** Options of `step`; each scheduler reads the ones it has (diffusers' keyword arguments). */
+export interface StepOptions {
+  /** The generator for step noise (DDPM, DDIM with eta > 0, ancestral samplers, LCM, SDE solvers). */
+  readonly generator?: Generator | readonly Generator[];
+  /** DDIM's η: 0 is deterministic DDIM, 1 is DDPM-like. */
+  readonly eta?: number;
+  /** Noise to use instead of drawing it (DDIM, DPM-Solver SDE variants). */
+  readonly varianceNoise?: TensorLike;
+  /** DDIM: recompute ε from the clipped x̂₀. */
+  readonly useClippedModelOutput?: boolean;
+  /** Euler "churn" (Karras et al. 2022, Algorithm 2): s_churn, s_tmin, s_tmax, s_noise. */
+  readonly sChurn?: number;
+  readonly sTmin?: number;
+  readonly sTmax?: number;
+  readonly sNoise?: number;
+  /** LMS: the linear multistep order (default 4). */
+  readonly lmsOrder?: number;
+}
+
+/** What `step` returns. */
+export interface StepOutput {
+  /** x_{t-1}, the input of the next step. */
+  readonly prevSample: Tensor<'float32'>;
+  /** x̂₀, for schedulers whose diffusers output carries it. */
+  readonly predOriginalSample?: Tensor<'float32'>;
+  /** LCM's denoised sample (what LCM pipelines return after the last step). */
+  readonly denoised?: Tensor<'float32'>;
+}
+
+/** The plain number of a timestep argument. */
+export function timestepNumber(t: TimestepValue): number {
+  if (typeof t === 'number') return t;
+  if (typeof t === 'bigint') return Number(t);
+  if (t.data.length !== 1) {
+    throw new InputError(`a timestep tensor must hold one value, got dims [${t.dims.join(', ')}]`);
+  }
+  return Number(t.data[0]);
+}
+
+/** The timesteps of an `addNoise` call, one per batch item. */
+export function timestepList(ts: TimestepValue | readonly (number | bigint)[]): number[] {
+  if (typeof ts === 'number' || typeof ts === 'bigint') return [Number(ts)];
+  if (Array.isArray(ts)) return ts.map((v: number | bigint) => Number(v));
+  const data = (ts as TensorLike).data;
+  return Array.from(data as ArrayLike<number | bigint>, (v) => Number(v));
+}
+
+/**
+ * One denoising loop of a scheduler: its inference schedule plus all mutable state.
+ * Subclasses implement `step` (and `scaleModelInput` where the input is scaled).
+ */
+export abstract class SchedulerRun {
+  /** Number of inference steps this run was created for. */
+  readonly numInferenceSteps: number;
+  /** The timesteps to call the model at, in order (diffusers' `scheduler.timesteps`). */
+  readonly timesteps: readonly number[];
+  /** The sigmas of the run, for schedulers that have them (float32, as in diffusers). */
+  readonly sigmas: Float32Array | undefined;
+  /** Scale of the initial noise: multiply a unit-variance latent by this. */
+  readonly initNoiseSigma: number;
+  private stepIndexValue: number | null = null;
+  private beginIndexValue: number | null = null;
+
+  protected constructor(
+    readonly scheduler: Scheduler,
+    init: {
+      numInferenceSteps: number;
+      timesteps: readonly number[];
+      sigmas?: Float32Array;
+      initNoiseSigma?: number;
+    },
+  ) {
+    this.numInferenceSteps = init.numInferenceSteps;
+    this.timesteps = Object.freeze([...init.timesteps]);
+    this.sigmas = init.sigmas;
+    this.initNoiseSigma = init.initNoiseSigma ?? 1;
+  }
+
+  /** The index of the next step (null until the first `step`/`scaleModelInput`). */
+  get stepIndex(): number | null {
+    return this.stepIndexValue;
+  }
+
+  get beginIndex(): number | null {
+    return this.beginIndexValue;
+  }
+
+  /** Start at this index instead of looking the first timestep up (img2img pipelines). */
+  setBeginIndex(index = 0): this {
+    if (!Number.isInteger(index) || index < 0 || index > this.timesteps.length) {
+      throw new InputError(`begin index must be an integer in [0, ${this.timesteps.length}], got ${index}`);
+    }
+    this.beginIndexValue = index;
+    return this;
+  }
+
+  /** The timesteps as a tensor with diffusers' dtype (int64 or float32), e.g. for a UNet input. */
+  timestepsTensor(): Tensor {
+    if (this.scheduler.timestepDtype === 'int64') {
+      return new Tensor('int64', BigInt64Array.from(this.timesteps, (t) => BigInt(t)), [this.timesteps.length]);
+    }
+    return new Tensor('float32', Float32Array.from(this.timesteps), [this.timesteps.length]);
+  }
+
+  /** Scale the model input for the current noise level (identity unless overridden). */
+  scaleModelInput(sample: TensorLike, timestep: TimestepValue): Tensor<'float32'> {
+    void timestep;
+    return like(sample.dims, asVec('sample', sample));
+  }
+
+  /** One reverse-diffusion step from x_t to x_{t-1}. */
+  abstract step(modelOutput: TensorLike, timestep: TimestepValue, sample: TensorLike, opts?: StepOptions): StepOutput;
+
+  /** Forward-diffuse clean samples to the given timesteps (one per batch item). */
+  abstract addNoise(
+    original: TensorLike,
+    noise: TensorLike,
+    timesteps: TimestepValue | readonly (number | bigint)[],
+  ): Tensor<'float32'>;
+
+  /**
+   * The step index, set on first use like diffusers' `_init_step_index`: the begin index if one
+   * was given, else the position of `timestep` in the schedule.
+   */
+  protected currentIndex(timestep: TimestepValue): number {
+    if (this.stepIndexValue === null) {
+      this.stepIndexValue = this.beginIndexValue ?? this.indexForTimestep(timestepNumber(timestep));
+    }
+    return this.stepIndexValue;
+  }
+
+  /** Move to the next step. */
+  protected advance(): void {
+    if (this.stepIndexValue === null) throw new InputError('step index advanced before it was set');
+    this.stepIndexValue += 1;
+  }
+
+  /**
+   * Position of a timestep in the schedule. With duplicates the second match is taken (so a
+   * loop started mid-way never skips a sigma); a missing timestep is an error unless the class
+   * falls back to the last index (`missingIsLast`, the DPM-Solver family).
+   */
+  indexForTimestep(t: number, opts: { missingIsLast?: boolean } = {}): number {
+    const want = this.scheduler.timestepDtype === 'float32' ? Math.fround(t) : t;
+    const hits: number[] = [];
+    this.timesteps.forEach((v, i) => {
+      if (v === want) hits.push(i);
+    });
+    if (hits.length === 0) {
+      if (opts.missingIsLast ?? this.scheduler.missingTimestepIsLast) return this.timesteps.length - 1;
+      throw new InputError(
+        `${this.scheduler.className}: timestep ${t} is not in this run's schedule [${this.timesteps.join(', ')}]`,
+      );
+    }
+    return hits.length > 1 ? hits[1] : hits[0];
+  }
+
+  /**
+   * Schedule indices for `addNoise`: looked up per timestep before the loop has a begin index,
+   * the current step index inside a loop, else the begin index (diffusers' rule).
+   */
+  protected noiseIndices(timesteps: readonly number[]): number[] {
+    if (this.beginIndexValue === null) return timesteps.map((t) => this.indexForTimestep(t));
+    const i = this.stepIndexValue ?? this.beginIndexValue;
+    return timesteps.map(() => i);
+  }
+
+  /** Check a step's tensors and return their data. */
+  protected inputs(modelOutput: TensorLike, sample: TensorLike): { mo: Vec; x: Vec; dims: readonly number[] } {
+    const mo = asVec('model_output', modelOutput);
+    const x = asVec('sample', sample);
+    if (mo.length !== x.length) {
+      throw new InputError(
+        `${this.scheduler.className}: model_output dims [${modelOutput.dims.join(', ')}] do not match ` +
+          `sample dims [${sample.dims.join(', ')}]`,
+      );
+    }
+    return { mo, x, dims: sample.dims };
+  }
+}
+
+/** Unit Gaussian noise for a step: `varianceNoise` if given, else drawn with diffusers' randn_tensor. */
+export function stepNoise(dims: readonly number[], opts: StepOptions, className: string): Vec {
+  if (opts.varianceNoise !== undefined) {
+    if (opts.generator !== undefined) {
+      throw new InputError(`${className}: pass either generator or varianceNoise to step, not both`);
+    }
+    const v = asVec('varianceNoise', opts.varianceNoise);
+    if (v.length !== dims.reduce((a, b) => a * b, 1)) {
+      throw new InputError(`${className}: varianceNoise dims [${opts.varianceNoise.dims.join(', ')}] do not match the sample`);
+    }
+    return v;
+  }
+  return randnTensor(dims, { generator: opts.generator }).data;
+}
+
+/** Shared construction of every scheduler: resolve the config and build the training schedule. */
+export interface SchedulerInit {
+  readonly className: SchedulerClassName;
+  readonly config: SchedulerConfigInput;
+  readonly betaSchedules?: readonly BetaSchedule[];
+  /** Apply `rescale_betas_zero_snr` (classes that have the key). */
+  readonly zeroSnr?: boolean;
+  /** And then set ᾱ_T = 2^-24 (the sigma-based classes). */
+  readonly clampLastAlpha?: boolean;
+}
+
+/**
+ * A diffusers scheduler: a config, the training noise schedule, and a factory for runs.
+ * The scheduler's own `timesteps` / `step` etc. act on its current run (see the file header).
+ */
+export abstract class Scheduler {
+  /** diffusers class name (`_class_name`). */
+  readonly className: SchedulerClassName;
+  /** Model evaluations per scheduler step (2 for Heun and KDPM2). */
+  abstract readonly order: number;
+  /** dtype of diffusers' `timesteps` tensor for this class. */
+  abstract readonly timestepDtype: 'int64' | 'float32';
+  /** Whether a timestep missing from the schedule maps to the last index (DPM-Solver family). */
+  readonly missingTimestepIsLast: boolean = false;
+  readonly numTrainTimesteps: number;
+  readonly betas: Float32Array;
+  readonly alphasCumprod: Float32Array;
+  readonly predictionType: PredictionType;
+  private configValue: SchedulerConfig;
+  private reader: ConfigReader;
+  private currentRun: SchedulerRun | undefined;
+
+  protected constructor(init: SchedulerInit, opts: { predictionTypes?: readonly PredictionType[] } = {}) {
+    this.className = init.className;
+    this.configValue = resolveConfig(init.className, init.config);
+    this.reader = new ConfigReader(init.className, this.configValue);
+    const schedule: NoiseSchedule = noiseSchedule(this.cfg, {
+      allowed: init.betaSchedules,
+      zeroSnr: init.zeroSnr === true && this.cfg.bool('rescale_betas_zero_snr'),
+      clampLastAlpha: init.clampLastAlpha,
+    });
+    this.numTrainTimesteps = schedule.numTrainTimesteps;
+    this.betas = schedule.betas;
+    this.alphasCumprod = schedule.alphasCumprod;
+    this.predictionType = this.cfg.oneOf('prediction_type', opts.predictionTypes ?? PREDICTION_TYPES);
+  }
+
+  /** `Cls.from_config(config)`: class defaults, overridden by the config's keys for this class. */
+  static fromConfig<T extends Scheduler>(this: new (config?: SchedulerConfigInput) => T, config: SchedulerConfigInput = {}): T {
+    return new this(config);
+  }
+
+  /** The full config, as `save_config` would write it. */
+  get config(): SchedulerConfig {
+    return this.configValue;
+  }
+
+  /** Validated reads of the config. */
+  protected get cfg(): ConfigReader {
+    return this.reader;
+  }
+
+  /** Change config keys after construction (diffusers' `register_to_config`). */
+  protected registerToConfig(updates: Readonly<Record<string, boolean | number | string | null>>): void {
+    this.configValue = resolveConfig(this.className, { ...this.configValue, ...updates });
+    this.reader = new ConfigReader(this.className, this.configValue);
+  }
+
+  /** Create an independent run for `numInferenceSteps` steps (does not touch the current run). */
+  createRun(numInferenceSteps: number): SchedulerRun {
+    checkInferenceSteps(this.className, numInferenceSteps, this.numTrainTimesteps);
+    return this.makeRun(numInferenceSteps);
+  }
+
+  protected abstract makeRun(numInferenceSteps: number): SchedulerRun;
+
+  /** diffusers' `set_timesteps(n)`: create a run and make it the current one. */
+  setTimesteps(numInferenceSteps: number): SchedulerRun {
+    this.currentRun = this.createRun(numInferenceSteps);
+    return this.currentRun;
+  }
+
+  /** The current run (from `setTimesteps`), if any. */
+  get run(): SchedulerRun | undefined {
+    return this.currentRun;
+  }
+
+  private requireRun(what: string): SchedulerRun {
+    if (this.currentRun === undefined) {
+      throw new InputError(`${this.className}.${what}: call setTimesteps(n) first, or use a run from createRun(n)`);
+    }
+    return this.currentRun;
+  }
+
+  private pickRun(run: SchedulerRun | undefined, what: string): SchedulerRun {
+    if (run === undefined) return this.requireRun(what);
+    if (run.scheduler !== this) throw new InputError(`${this.className}.${what}: the run belongs to another scheduler`);
+    return run;
+  }
+
+  /** Timesteps of the current run; before `setTimesteps`, the training timesteps T-1 … 0. */
+  get timesteps(): readonly number[] {
+    return this.currentRun?.timesteps ?? Array.from({ length: this.numTrainTimesteps }, (_, i) => this.numTrainTimesteps - 1 - i);
+  }
+
+  /** Sigmas of the current run (undefined for schedulers without sigmas or before `setTimesteps`). */
+  get sigmas(): Float32Array | undefined {
+    return this.currentRun?.sigmas;
+  }
+
+  /** Initial noise scale of the current run (of the training schedule before `setTimesteps`). */
+  get initNoiseSigma(): number {
+    return this.currentRun?.initNoiseSigma ?? this.trainInitNoiseSigma();
+  }
+
+  /** `init_noise_sigma` before any `set_timesteps`. */
+  protected trainInitNoiseSigma(): number {
+    return 1;
+  }
+
+  /** Step index of the current run. */
+  get stepIndex(): number | null {
+    return this.currentRun?.stepIndex ?? null;
+  }
+
+  /** Set the begin index of the current run. */
+  setBeginIndex(index = 0): void {
+    this.requireRun('setBeginIndex').setBeginIndex(index);
+  }
+
+  scaleModelInput(sample: TensorLike, timestep: TimestepValue, opts: { run?: SchedulerRun } = {}): Tensor<'float32'> {
+    return this.pickRun(opts.run, 'scaleModelInput').scaleModelInput(sample, timestep);
+  }
+
+  step(
+    modelOutput: TensorLike,
+    timestep: TimestepValue,
+    sample: TensorLike,
+    opts: StepOptions & { run?: SchedulerRun } = {},
+  ): StepOutput {
+    return this.pickRun(opts.run, 'step').step(modelOutput, timestep, sample, opts);
+  }
+
+  /** Forward-diffuse clean samples to `timesteps` (uses the current run's sigmas where needed). */
+  addNoise(
+    original: TensorLike,
+    noise: TensorLike,
+    timesteps: TimestepValue | readonly (number | bigint)[],
+  ): Tensor<'float32'> {
+    if (this.currentRun !== undefined) return this.currentRun.addNoise(original, noise, timesteps);
+    return this.addNoiseWithoutRun(original, noise, timestepList(timesteps));
+  }
+
+  /** `addNoise` before `setTimesteps`: possible for the ᾱ-based classes, an error otherwise. */
+  protected addNoiseWithoutRun(original: TensorLike, noise: TensorLike, timesteps: number[]): Tensor<'float32'> {
+    void original;
+    void noise;
+    void timesteps;
+    return this.requireRun('addNoise').addNoise(original, noise, timesteps);
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * Golden tests for the scheduler family against diffusers 0.33.1 (fixtures in
+ * test/fixtures/schedulers, see ../shared/reference/README.md section 2): the full denoising
+ * loop with the fake model, for every case, plus config handling and error cases.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { Generator, randnTensor } from '../src/random/index.js';
+import { schedulerClass, type Scheduler, type StepOutput } from '../src/schedulers/index.js';
+import { Tensor } from '../src/tensor.js';
+import { loadSafetensorsSync } from '../src/weights/safetensors.js';
+import { fixture, maxAbsDiff } from './helpers.js';
+
+/** The SD 1.x scheduler config every case starts from (README section 2). */
+const SD_BASE = {
+  _class_name: 'PNDMScheduler',
+  num_train_timesteps: 1000,
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  trained_betas: null,
+  clip_sample: false,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  steps_offset: 1,
+  prediction_type: 'epsilon',
+  timestep_spacing: 'leading',
+};
+
+interface SchedulerCase {
+  name: string;
+  scheduler_class: string;
+  config_overrides: Record<string, unknown>;
+  scheduler_config: Record<string, unknown>;
+  num_inference_steps: number;
+  num_loop_iterations: number;
+  seed: number;
+  step_kwargs: { generator?: string; eta?: number };
+  init_noise_sigma: number;
+  order: number;
+  timesteps_list: number[];
+  timesteps_dtype: 'int64' | 'float32';
+  model_output_coefs: number[];
+  outputs: Record<string, string>;
+  max_abs_diff_fp32_vs_fp64: Record<string, number>;
+}
+
+/** cases.json holds Python's `-Infinity` (lambda_min_clipped), which JSON.parse rejects. */
+function loadCases(): SchedulerCase[] {
+  const text = readFileSync(fixture('schedulers', 'cases.json'), 'utf8').replace(/-Infinity/g, '"__-Infinity__"');
+  return JSON.parse(text, (_k, v: unknown) => (v === '__-Infinity__' ? -Infinity : v)) as SchedulerCase[];
+}
+
+const cases = loadCases();
+const tensors = loadSafetensorsSync(fixture('schedulers', 'tensors.safetensors'));
+const noiseFixed = tensors.readFloat32('noise_fixed');
+const f = Math.fround;
+
+/** Tolerance for one output: 20× the fp32-vs-fp64 hint, at least 1e-5, and 1e-5 of the scale. */
+function tolerance(c: SchedulerCase, key: string, expected: Float32Array): number {
+  let scale = 0;
+  for (const v of expected) scale = Math.max(scale, Math.abs(v));
+  return Math.max(1e-5, 20 * (c.max_abs_diff_fp32_vs_fp64[key] ?? 0), 1e-5 * scale);
+}
+
+/** Row i of an (n, ...rest) reference tensor, as a tensor with dims rest. */
+function row(t: Tensor<'float32'>, i: number): Tensor<'float32'> {
+  const rest = t.dims.slice(1);
+  const size = rest.reduce((a, b) => a * b, 1);
+  return new Tensor('float32', t.data.subarray(i * size, (i + 1) * size), rest);
+}
+
+/** The fake model: 0.1·x + (0.05·cos(t/100))·noise_fixed, coefficients rounded to float32. */
+function fakeModel(scaled: Tensor<'float32'>, coef: number): Tensor<'float32'> {
+  const out = new Float32Array(scaled.data.length);
+  const a = f(0.1);
+  const b = f(coef);
+  for (let i = 0; i < out.length; i++) out[i] = f(a * scaled.data[i]) + f(b * noiseFixed.data[i]);
+  return new Tensor('float32', out, scaled.dims);
+}
+
+interface LoopResult {
+  scaled: Tensor<'float32'>[];
+  modelOutputs: Tensor<'float32'>[];
+  steps: StepOutput[];
+  initNoise: Tensor<'float32'>;
+  initSample: Tensor<'float32'>;
+}
+
+/** The reference loop of README section 2, on the scheduler's current run. */
+function runLoop(sched: Scheduler, c: SchedulerCase): LoopResult {
+  sched.setTimesteps(c.num_inference_steps);
+  const gen = new Generator().manualSeed(c.seed);
+  const initNoise = randnTensor([1, 4, 4, 4], { generator: gen });
+  const sigma = f(sched.initNoiseSigma);
+  let sample = new Tensor('float32', initNoise.data.map((v) => v * sigma), initNoise.dims);
+  const initSample = sample;
+  const out: LoopResult = { scaled: [], modelOutputs: [], steps: [], initNoise, initSample };
+  sched.timesteps.forEach((t, i) => {
+    const scaled = sched.scaleModelInput(sample, t);
+    const mo = fakeModel(scaled, c.model_output_coefs[i]);
+    const step = sched.step(mo, t, sample, { generator: gen, eta: c.step_kwargs.eta });
+    out.scaled.push(scaled);
+    out.modelOutputs.push(mo);
+    out.steps.push(step);
+    sample = step.prevSample;
+  });
+  return out;
+}
+
+/** Worst diff/tolerance ratio seen in the current case, reported as a test diagnostic. */
+interface Margin {
+  worst: number;
+  where: string;
+}
+
+function checkClose(
+  c: SchedulerCase,
+  key: string,
+  actual: Tensor<'float32'>,
+  expected: Tensor<'float32'>,
+  what: string,
+  margin?: Margin,
+): void {
+  const tol = tolerance(c, key, expected.data);
+  const d = maxAbsDiff(actual, expected);
+  assert.ok(d <= tol, `${c.name} ${what}: max abs diff ${d.toExponential(3)} > tol ${tol.toExponential(3)}`);
+  if (margin !== undefined && d / tol > margin.worst) {
+    margin.worst = d / tol;
+    margin.where = `${what} (diff ${d.toExponential(2)}, tol ${tol.toExponential(2)})`;
+  }
+}
+
+function timestepsOf(c: SchedulerCase): number[] {
+  const t = tensors.read(c.outputs.timesteps);
+  return Array.from(t.data as ArrayLike<number | bigint>, (v) => Number(v));
+}
+
+describe('scheduler golden loops (diffusers 0.33.1)', () => {
+  for (const c of cases) {
+    it(c.name, (t) => {
+      const m: Margin = { worst: 0, where: '' };
+      const cls = schedulerClass(c.scheduler_class);
+      const sched = cls.fromConfig({ ...SD_BASE, ...c.config_overrides });
+      assert.equal(sched.order, c.order, 'order');
+
+      const loop = runLoop(sched, c);
+
+      // Schedule: timesteps exact (values and dtype), sigmas within tolerance.
+      assert.deepEqual([...sched.timesteps], c.timesteps_list, 'timesteps_list');
+      assert.deepEqual([...sched.timesteps], timestepsOf(c), 'timesteps tensor');
+      assert.equal(sched.timestepDtype, c.timesteps_dtype, 'timesteps dtype');
+      assert.equal(f(sched.initNoiseSigma), f(c.init_noise_sigma), 'init_noise_sigma');
+      if (c.outputs.sigmas !== undefined) {
+        const ref = tensors.readFloat32(c.outputs.sigmas);
+        assert.ok(sched.sigmas !== undefined, 'sigmas');
+        checkClose(c, 'sigmas', new Tensor('float32', sched.sigmas, ref.dims), ref, 'sigmas', m);
+      }
+      assert.equal(loop.steps.length, c.num_loop_iterations, 'loop iterations');
+
+      // The loop, row by row.
+      checkClose(c, 'init_noise', loop.initNoise, tensors.readFloat32(c.outputs.init_noise), 'init_noise');
+      checkClose(c, 'init_sample', loop.initSample, tensors.readFloat32(c.outputs.init_sample), 'init_sample');
+      const refs = {
+        scaled_input: tensors.readFloat32(c.outputs.scaled_input),
+        model_output: tensors.readFloat32(c.outputs.model_output),
+        prev_sample: tensors.readFloat32(c.outputs.prev_sample),
+      };
+      const refX0 = c.outputs.pred_original_sample !== undefined ? tensors.readFloat32(c.outputs.pred_original_sample) : null;
+      const refDenoised = c.outputs.denoised !== undefined ? tensors.readFloat32(c.outputs.denoised) : null;
+      for (let i = 0; i < loop.steps.length; i++) {
+        checkClose(c, 'scaled_input', loop.scaled[i], row(refs.scaled_input, i), `scaled_input[${i}]`, m);
+        checkClose(c, 'model_output', loop.modelOutputs[i], row(refs.model_output, i), `model_output[${i}]`, m);
+        checkClose(c, 'prev_sample', loop.steps[i].prevSample, row(refs.prev_sample, i), `prev_sample[${i}]`, m);
+        if (refX0 !== null) {
+          const x0 = loop.steps[i].predOriginalSample;
+          assert.ok(x0 !== undefined, `${c.name}: pred_original_sample missing`);
+          checkClose(c, 'prev_sample', x0, row(refX0, i), `pred_original_sample[${i}]`, m);
+        }
+        if (refDenoised !== null) {
+          const den = loop.steps[i].denoised;
+          assert.ok(den !== undefined, `${c.name}: denoised missing`);
+          checkClose(c, 'prev_sample', den, row(refDenoised, i), `denoised[${i}]`, m);
+        }
+      }
+      const final = loop.steps[loop.steps.length - 1].prevSample;
+      checkClose(c, 'final_sample', final, tensors.readFloat32(c.outputs.final_sample), 'final_sample', m);
+
+      // The config as save_config writes it, read after the loop.
+      assert.deepEqual({ ...sched.config }, c.scheduler_config, 'scheduler_config');
+      t.diagnostic(`worst diff/tol ${m.worst.toFixed(3)} at ${m.where}`);
+    });
+  }
+});
