@@ -23,6 +23,17 @@ export { ControlNetXSAdapter, type ControlNetXSAdapterConfig } from './models/co
 export { UNetControlNetXSModel, type UNetControlNetXSForwardArgs } from './models/unet-controlnet-xs.js';
 export type { UNetControlNetXSConfig } from './models/unet-controlnet-xs-config.js';
 export { FUSION_RENAMES, fusedKey } from './models/controlnet-xs-fusion.js';
+export {
+  CLIPTextModel,
+  CLIPTextModelWithProjection,
+  type CLIPTextForwardOptions,
+  type CLIPTextModelOutput,
+  type CLIPTextModelWithProjectionOutput,
+  type CLIPTextPretrainedOptions,
+} from './models/clip-text-model.js';
+export type { CLIPTextConfig } from './models/clip-text-config.js';
+export { AutoencoderKL, DiagonalGaussianDistribution, type AutoencoderKLPretrainedOptions, type VaeRunOptions } from './models/autoencoder-kl.js';
+export type { AutoencoderKLConfig } from './models/autoencoder-kl-config.js';
 export * from './random/index.js';
 export * from './tokenizer/index.js';
 export * from './image/index.js';

@@ -244,7 +244,7 @@ describe('behaviour beyond the goldens (vs a float64 re-implementation)', () => 
     worst = Math.max(worst, d);
     assert.ok(d <= REF_TOL, `${what}: max abs diff ${d.toExponential(3)} vs float64 reference exceeds ${REF_TOL}`);
   };
-  after(() => console.log(`# largest diff vs the float64 re-implementation: ${worst.toExponential(2)} (tol ${REF_TOL})`));
+  after(() => console.log(`largest diff vs the float64 re-implementation: ${worst.toExponential(2)} (tol ${REF_TOL})`));
 
   for (const attention of ['fused', 'plain'] as const) {
     test(`padding mask (right padding, a hole, per-row masks) is combined with the causal mask — ${attention}`, async () => {
@@ -309,8 +309,9 @@ test('fp16 variant: initializers stay FLOAT16 in their file, outputs are float32
   assert.ok(init.external?.location.endsWith('model.fp16.safetensors'));
   const out = await m16.forward(ref.read('text_encoder.input_ids'), { outputHiddenStates: true });
   assert.equal(out.lastHiddenState.dtype, 'float32');
-  // fp16 rounding of the weights (2^-11 relative) through 3 layers of a width-32 model: ≲ 1e-2 on |x| ≲ 4.
-  const FP16_TOL = 2e-2;
+  // fp16 rounding of the weights (2^-11 relative) through 3 layers of a width-32 model gives ≈3.5e-3
+  // on |x| ≲ 4; the bound leaves about 3× room.
+  const FP16_TOL = 1e-2;
   assertClose(out.lastHiddenState, ref.read('text_encoder.last_hidden_state'), FP16_TOL, 'fp16 last_hidden_state');
   assertClose(out.poolerOutput, ref.read('text_encoder.pooler_output'), FP16_TOL, 'fp16 pooler_output');
   assertClose(out.hiddenStates![3]!, ref.read('text_encoder.hidden_states.3'), FP16_TOL, 'fp16 hidden_states.3');

@@ -250,6 +250,14 @@ export class AutoencoderKL {
     return { latentDist: new DiagonalGaussianDistribution(moments) };
   }
 
+  /** Create sessions now instead of on first use: the decoder's by default (all a text-to-image pipeline runs). */
+  async prepare(which: 'decoder' | 'encoder' | 'both' = 'decoder'): Promise<void> {
+    await Promise.all([
+      which !== 'encoder' ? this.decoderPart.prepare() : undefined,
+      which !== 'decoder' ? this.encoderPart.prepare() : undefined,
+    ]);
+  }
+
   /** Free both sessions; the next encode/decode creates its session again. */
   async release(): Promise<void> {
     await Promise.all([this.encoderPart.release(), this.decoderPart.release()]);
