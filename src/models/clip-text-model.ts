@@ -69,6 +69,11 @@ export interface CLIPTextModelOutput {
   poolerOutput: Tensor<'float32'>;
   /** numHiddenLayers + 1 tensors [B, L, D], when `outputHiddenStates` was set. */
   hiddenStates?: Tensor<'float32'>[];
+  /**
+   * `hiddenStates` through the final LayerNorm (the last equals lastHiddenState), when
+   * `outputHiddenStates` was set: SD pipelines' `clip_skip` takes `normedHiddenStates[-(clipSkip + 1)]`.
+   */
+  normedHiddenStates?: Tensor<'float32'>[];
 }
 
 export interface CLIPTextModelWithProjectionOutput {
@@ -125,19 +130,25 @@ abstract class CLIPTextBase extends TracedModel {
       op.output(out.pooled, 'pooler_output', F, ['batch', c.hiddenSize]);
     }
     out.hiddenStates.forEach((h, i) => op.output(h, `hidden_states.${i}`, F, ['batch', 'sequence', c.hiddenSize]));
+    // What SD pipelines use for clip_skip: an earlier layer's output through the final LayerNorm.
+    out.hiddenStates.slice(0, -1).forEach((h, i) =>
+      op.output(this.net.text_model.final_layer_norm.forward(op, h), `normed_hidden_states.${i}`, F, ['batch', 'sequence', c.hiddenSize]),
+    );
   }
 
   /** Validate inputs, run, and collect the hidden states if asked. */
   protected async encode(
     inputIds: TensorLike,
     options: CLIPTextForwardOptions,
-  ): Promise<{ out: Record<string, Tensor>; hiddenStates?: Tensor<'float32'>[] }> {
+  ): Promise<{ out: Record<string, Tensor>; hiddenStates?: Tensor<'float32'>[]; normedHiddenStates?: Tensor<'float32'>[] }> {
     const ids = checkInputIds(inputIds, this.config);
     const mask = options.attentionMask === undefined ? onesMask(ids.dims) : checkAttentionMask(options.attentionMask, ids.dims);
     const out = await this.run({ input_ids: ids, attention_mask: mask });
     if (!options.outputHiddenStates) return { out };
-    const hiddenStates = Array.from({ length: this.config.numHiddenLayers + 1 }, (_, i) => out[`hidden_states.${i}`] as Tensor<'float32'>);
-    return { out, hiddenStates };
+    const n = this.config.numHiddenLayers;
+    const hiddenStates = Array.from({ length: n + 1 }, (_, i) => out[`hidden_states.${i}`] as Tensor<'float32'>);
+    const normed = Array.from({ length: n }, (_, i) => out[`normed_hidden_states.${i}`] as Tensor<'float32'>);
+    return { out, hiddenStates, normedHiddenStates: [...normed, out['last_hidden_state'] as Tensor<'float32'>] };
   }
 }
 
@@ -156,11 +167,11 @@ export class CLIPTextModel extends CLIPTextBase {
 
   /** inputIds int64 [B, L] (L ≤ max_position_embeddings) → last_hidden_state [B, L, D], pooler_output [B, D]. */
   async forward(inputIds: TensorLike, options: CLIPTextForwardOptions = {}): Promise<CLIPTextModelOutput> {
-    const { out, hiddenStates } = await this.encode(inputIds, options);
+    const { out, hiddenStates, normedHiddenStates } = await this.encode(inputIds, options);
     return {
       lastHiddenState: out['last_hidden_state'] as Tensor<'float32'>,
       poolerOutput: out['pooler_output'] as Tensor<'float32'>,
-      ...(hiddenStates ? { hiddenStates } : {}),
+      ...(hiddenStates ? { hiddenStates, normedHiddenStates } : {}),
     };
   }
 }

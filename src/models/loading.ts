@@ -4,6 +4,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { parsePythonJson } from '../util/json.js';
 import { ConfigError, WeightLoadError } from '../errors.js';
 import { loadSafetensors } from '../weights/safetensors.js';
 import { WeightSource } from '../weights/source.js';
@@ -29,7 +30,7 @@ export function readConfigJson(folder: string): Record<string, unknown> {
   if (!existsSync(path)) throw new ConfigError(`${path}: missing config.json`);
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
+    raw = parsePythonJson(readFileSync(path, 'utf8'));
   } catch (e) {
     throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`, { cause: e });
   }

@@ -24,6 +24,11 @@ export abstract class TracedModel {
     protected readonly runtimeOptions: ModelRuntimeOptions,
   ) {}
 
+  /** The runtime and trace options this model was created with (a fused model inherits its UNet's). */
+  get runtimeSettings(): ModelRuntimeOptions {
+    return this.runtimeOptions;
+  }
+
   /** Name of the traced graph (errors and profiles use it). */
   protected abstract readonly graphName: string;
 

@@ -225,6 +225,11 @@ export class UNetControlNetXSModel extends TracedModel {
 
   /** diffusers' `from_unet(unet, controlnet)`: fuse a UNet with an adapter (nothing is copied). */
   static async fromUnet(unet: UNet2DConditionModel, controlnet: ControlNetXSAdapter, options: ModelRuntimeOptions = {}): Promise<UNetControlNetXSModel> {
+    return UNetControlNetXSModel.fuse(unet, controlnet, options);
+  }
+
+  /** `fromUnet` without the promise (the fusion only re-keys headers already read). */
+  static fuse(unet: UNet2DConditionModel, controlnet: ControlNetXSAdapter, options: ModelRuntimeOptions = {}): UNetControlNetXSModel {
     const config = fusedConfig(unet.config, controlnet.config);
     const adapter = controlnet.net;
     const groups: CtrlGroupBounds = {

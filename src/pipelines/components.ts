@@ -1,0 +1,100 @@
+/**
+ * Loading pipeline components from a diffusers pipeline folder: `model_index.json` names each
+ * component's library and class; each lives in the subfolder of the same name.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parsePythonJson } from '../util/json.js';
+import { ConfigError, WeightLoadError } from '../errors.js';
+import { AutoencoderKL } from '../models/autoencoder-kl.js';
+import { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
+import { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
+import type { ModelRuntimeOptions } from '../models/traced-model.js';
+import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
+import { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
+import { schedulerFromConfig, type Scheduler } from '../schedulers/index.js';
+import { CLIPTokenizer } from '../tokenizer/index.js';
+
+export type ModelIndex = Record<string, unknown> & { _class_name?: string };
+
+export function readModelIndex(dir: string): ModelIndex {
+  const path = join(dir, 'model_index.json');
+  if (!existsSync(path)) throw new ConfigError(`${dir}: not a diffusers pipeline folder (no model_index.json)`);
+  try {
+    return parsePythonJson(readFileSync(path, 'utf8')) as ModelIndex;
+  } catch (e) {
+    throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+}
+
+/** The [library, class] a component is declared with, or null when absent / null. */
+export function componentClass(index: ModelIndex, name: string): string | null {
+  const v = index[name];
+  if (!Array.isArray(v) || v.length !== 2 || v[1] === null) return null;
+  return String(v[1]);
+}
+
+export interface ComponentLoadOptions extends ModelRuntimeOptions {
+  variant?: string;
+  warn: (message: string) => void;
+}
+
+/** Try the variant first; a component published without it falls back to its plain weights (with a warning). */
+async function withVariant<T>(name: string, opts: ComponentLoadOptions, load: (variant: string | undefined) => Promise<T>): Promise<T> {
+  if (!opts.variant) return load(undefined);
+  try {
+    return await load(opts.variant);
+  } catch (e) {
+    if (!(e instanceof WeightLoadError) || !/no weights found/.test(e.message)) throw e;
+    opts.warn(`${name}: no "${opts.variant}" variant weights; loading the default ones`);
+    return load(undefined);
+  }
+}
+
+export async function loadVae(dir: string, opts: ComponentLoadOptions): Promise<AutoencoderKL> {
+  return withVariant('vae', opts, (variant) => AutoencoderKL.fromPretrained(dir, { subfolder: 'vae', warn: opts.warn, ...runtime(opts), ...(variant ? { variant } : {}) }));
+}
+
+export async function loadTextEncoder(dir: string, subfolder: string, opts: ComponentLoadOptions): Promise<CLIPTextModel> {
+  return withVariant(subfolder, opts, (variant) => CLIPTextModel.fromPretrained(dir, { subfolder, warn: opts.warn, ...runtime(opts), ...(variant ? { variant } : {}) }));
+}
+
+export async function loadTextEncoderWithProjection(dir: string, subfolder: string, opts: ComponentLoadOptions): Promise<CLIPTextModelWithProjection> {
+  return withVariant(subfolder, opts, (variant) =>
+    CLIPTextModelWithProjection.fromPretrained(dir, { subfolder, warn: opts.warn, ...runtime(opts), ...(variant ? { variant } : {}) }),
+  );
+}
+
+export async function loadTokenizer(dir: string, subfolder: string): Promise<CLIPTokenizer> {
+  return CLIPTokenizer.fromPretrained(dir, { subfolder });
+}
+
+/** `unet/` holds a plain UNet (fused with the adapter by the pipeline) or a saved fused model. */
+export async function loadUnet(dir: string, index: ModelIndex, opts: ComponentLoadOptions): Promise<UNet2DConditionModel | UNetControlNetXSModel> {
+  const cls = componentClass(index, 'unet');
+  if (cls === 'UNetControlNetXSModel') {
+    return withVariant('unet', opts, (variant) => UNetControlNetXSModel.fromPretrained(dir, { subfolder: 'unet', warn: opts.warn, ...runtime(opts), ...(variant ? { variant } : {}) }));
+  }
+  if (cls !== null && cls !== 'UNet2DConditionModel') throw new ConfigError(`${dir}/model_index.json: unet class "${cls}" is not supported`);
+  return withVariant('unet', opts, (variant) => UNet2DConditionModel.fromPretrained(dir, { subfolder: 'unet', warn: opts.warn, ...runtime(opts), ...(variant ? { variant } : {}) }));
+}
+
+export async function loadAdapter(dir: string, opts: ComponentLoadOptions): Promise<ControlNetXSAdapter> {
+  return withVariant('controlnet', opts, (variant) => ControlNetXSAdapter.fromPretrained(dir, { subfolder: 'controlnet', warn: opts.warn, ...(variant ? { variant } : {}) }));
+}
+
+export function loadScheduler(dir: string): Scheduler {
+  const path = join(dir, 'scheduler', 'scheduler_config.json');
+  if (!existsSync(path)) throw new ConfigError(`${path}: missing scheduler config`);
+  let raw: unknown;
+  try {
+    raw = parsePythonJson(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+  return schedulerFromConfig(raw as Parameters<typeof schedulerFromConfig>[0]);
+}
+
+function runtime(opts: ModelRuntimeOptions): ModelRuntimeOptions {
+  return { ...(opts.runtime ? { runtime: opts.runtime } : {}), ...(opts.trace ? { trace: opts.trace } : {}) };
+}

@@ -1,0 +1,409 @@
+/**
+ * StableDiffusionControlNetXSPipeline (SD 1.x / 2.x with a ControlNet-XS adapter), step for step
+ * diffusers 0.33.1's `__call__`. Everything a generation changes lives in that call (its scheduler
+ * run, latents, generator), so concurrent generations on one pipeline never interfere.
+ */
+import { InputError } from '../errors.js';
+import { VaeImageProcessor } from '../image/processor.js';
+import type { RGBImage } from '../image/rgb-image.js';
+import type { AutoencoderKL } from '../models/autoencoder-kl.js';
+import type { CLIPTextModel } from '../models/clip-text-model.js';
+import type { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
+import type { ModelRuntimeOptions } from '../models/traced-model.js';
+import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
+import { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
+import { randnTensor, type Generator } from '../random/index.js';
+import type { Scheduler } from '../schedulers/index.js';
+import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
+import type { CLIPTokenizer } from '../tokenizer/index.js';
+import { catBatch, divide, guide, repeatInterleave, scale } from './batch.js';
+import {
+  componentClass,
+  loadAdapter,
+  loadScheduler,
+  loadTextEncoder,
+  loadTokenizer,
+  loadUnet,
+  loadVae,
+  readModelIndex,
+} from './components.js';
+import {
+  checkControlWindow,
+  checkFinite,
+  checkPositiveInt,
+  controlAppliesAt,
+  defaultGenerator,
+  imageBatchSize,
+  resolveControlImage,
+  throwIfAborted,
+  type ControlImageInput,
+} from './inputs.js';
+import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
+
+export interface StableDiffusionControlNetXSComponents {
+  vae: AutoencoderKL;
+  textEncoder: CLIPTextModel;
+  tokenizer: CLIPTokenizer;
+  /** A plain UNet is fused with `controlnet` on construction, as diffusers does. */
+  unet: UNet2DConditionModel | UNetControlNetXSModel;
+  controlnet: ControlNetXSAdapter | null;
+  scheduler: Scheduler;
+  safetyChecker?: null;
+  featureExtractor?: null;
+}
+
+/** What `callbackOnStepEnd` may hand back: replacement latents. */
+export interface StepCallbackResult {
+  latents?: TensorLike;
+}
+
+export interface StableDiffusionControlNetXSCallArgs {
+  prompt?: string | string[];
+  image?: ControlImageInput;
+  height?: number;
+  width?: number;
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  negativePrompt?: string | string[];
+  numImagesPerPrompt?: number;
+  eta?: number;
+  generator?: Generator | Generator[];
+  latents?: TensorLike;
+  promptEmbeds?: TensorLike;
+  negativePromptEmbeds?: TensorLike;
+  outputType?: 'pil' | 'np' | 'latent';
+  controlnetConditioningScale?: number;
+  controlGuidanceStart?: number;
+  controlGuidanceEnd?: number;
+  clipSkip?: number;
+  callbackOnStepEnd?: (
+    pipe: StableDiffusionControlNetXSPipeline,
+    step: number,
+    timestep: number,
+    tensors: { latents: Tensor<'float32'> },
+  ) => StepCallbackResult | void | Promise<StepCallbackResult | void>;
+  /** Cancels the generation between steps. */
+  signal?: AbortSignal;
+  /** Called after every denoising step. */
+  onProgress?: (p: { step: number; total: number; timestep: number }) => void;
+}
+
+/** One denoising step, as `steps()` yields it (latents after the scheduler step). */
+export interface PipelineStep {
+  index: number;
+  total: number;
+  timestep: number;
+  applyControl: boolean;
+  latents: Tensor<'float32'>;
+}
+
+export interface PipelineOutput {
+  /** 'pil': RGBImage[]; 'np': Tensor [B, H, W, 3] in [0, 1]; 'latent': the final latents [B, 4, h, w]. */
+  images: RGBImage[] | Tensor<'float32'>;
+  /** Always null: no safety checker is bundled. */
+  nsfwContentDetected: boolean[] | null;
+}
+
+export interface EncodePromptOptions {
+  numImagesPerPrompt: number;
+  doClassifierFreeGuidance: boolean;
+  negativePrompt?: string | string[];
+  promptEmbeds?: TensorLike;
+  negativePromptEmbeds?: TensorLike;
+  clipSkip?: number;
+}
+
+export class StableDiffusionControlNetXSPipeline {
+  vae: AutoencoderKL;
+  textEncoder: CLIPTextModel;
+  tokenizer: CLIPTokenizer;
+  unet: UNetControlNetXSModel;
+  controlnet: ControlNetXSAdapter | null;
+  /** Swappable: `pipe.scheduler = EulerDiscreteScheduler.fromConfig(pipe.scheduler.config)`. */
+  scheduler: Scheduler;
+  readonly vaeScaleFactor: number;
+  readonly imageProcessor: VaeImageProcessor;
+  readonly controlImageProcessor: VaeImageProcessor;
+  /** Decode options (diffusers' enable_vae_slicing / enable_vae_tiling). */
+  vaeDecode: { sliced: boolean; tiled: boolean } = { sliced: false, tiled: false };
+  private readonly warn: (message: string) => void;
+
+  constructor(components: StableDiffusionControlNetXSComponents, options: { warn?: (message: string) => void } = {}) {
+    this.warn = options.warn ?? console.warn;
+    const { unet, controlnet } = components;
+    if (unet instanceof UNet2DConditionModel) {
+      if (!controlnet) throw new InputError('a plain UNet2DConditionModel needs a `controlnet` (ControlNetXSAdapter) to fuse with');
+      this.unet = UNetControlNetXSModel.fuse(unet, controlnet, unet.runtimeSettings);
+    } else {
+      this.unet = unet;
+    }
+    if (this.unet.config.additionEmbedType !== null) {
+      throw new InputError('this UNet is an SDXL UNet (addition_embed_type "text_time"): use StableDiffusionXLControlNetXSPipeline');
+    }
+    this.vae = components.vae;
+    this.textEncoder = components.textEncoder;
+    this.tokenizer = components.tokenizer;
+    this.controlnet = controlnet;
+    this.scheduler = components.scheduler;
+    this.vaeScaleFactor = 2 ** (this.vae.config.blockOutChannels.length - 1);
+    this.imageProcessor = new VaeImageProcessor({ vaeScaleFactor: this.vaeScaleFactor, doConvertRgb: true });
+    this.controlImageProcessor = new VaeImageProcessor({ vaeScaleFactor: this.vaeScaleFactor, doConvertRgb: true, doNormalize: false });
+  }
+
+  /** Load a diffusers pipeline folder or Hub repo; the adapter comes from `controlnet` or the repo's `controlnet/`. */
+  static async fromPretrained(
+    idOrDir: string,
+    options: PipelineLoadOptions & { controlnet?: ControlNetXSAdapter } = {},
+  ): Promise<StableDiffusionControlNetXSPipeline> {
+    const warn = options.warn ?? console.warn;
+    const dir = await resolvePipelineDir(idOrDir, options);
+    const index = readModelIndex(dir);
+    const opts = { ...modelOptions(options), warn };
+    const [vae, textEncoder, tokenizer, unet, controlnet] = await Promise.all([
+      loadVae(dir, opts),
+      loadTextEncoder(dir, 'text_encoder', opts),
+      loadTokenizer(dir, 'tokenizer'),
+      loadUnet(dir, index, opts),
+      options.controlnet ?? (componentClass(index, 'controlnet') !== null ? loadAdapter(dir, opts) : Promise.resolve(null)),
+    ]);
+    const scheduler = loadScheduler(dir);
+    return new StableDiffusionControlNetXSPipeline({ vae, textEncoder, tokenizer, unet, controlnet, scheduler }, { warn });
+  }
+
+  /** The components, to build another pipeline without loading anything twice. */
+  get components(): StableDiffusionControlNetXSComponents {
+    const { vae, textEncoder, tokenizer, unet, controlnet, scheduler } = this;
+    return { vae, textEncoder, tokenizer, unet, controlnet, scheduler, safetyChecker: null, featureExtractor: null };
+  }
+
+  /** Generate: diffusers' `__call__`. */
+  async run(args: StableDiffusionControlNetXSCallArgs): Promise<PipelineOutput> {
+    const it = this.steps(args);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** The same generation as an async iterator of steps (for previews); its return value is the output. */
+  async *steps(args: StableDiffusionControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
+    const numInferenceSteps = args.numInferenceSteps ?? 50;
+    const guidanceScale = args.guidanceScale ?? 7.5;
+    const numImagesPerPrompt = args.numImagesPerPrompt ?? 1;
+    const conditioningScale = args.controlnetConditioningScale ?? 1.0;
+    const start = args.controlGuidanceStart ?? 0.0;
+    const end = args.controlGuidanceEnd ?? 1.0;
+    const outputType = args.outputType ?? 'pil';
+
+    // 1. Check inputs
+    const image = await resolveControlImage(args.image);
+    this.checkInputs(args, image, { numInferenceSteps, numImagesPerPrompt, guidanceScale, conditioningScale, start, end, outputType });
+
+    // 2. Define call parameters
+    const batchSize = args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length;
+    const doCfg = guidanceScale > 1.0;
+
+    // 3. Encode input prompt (negative rows first for classifier-free guidance)
+    const { promptEmbeds, negativePromptEmbeds } = await this.encodePrompt(args.prompt, {
+      numImagesPerPrompt,
+      doClassifierFreeGuidance: doCfg,
+      ...(args.negativePrompt !== undefined ? { negativePrompt: args.negativePrompt } : {}),
+      ...(args.promptEmbeds ? { promptEmbeds: args.promptEmbeds } : {}),
+      ...(args.negativePromptEmbeds ? { negativePromptEmbeds: args.negativePromptEmbeds } : {}),
+      ...(args.clipSkip !== undefined ? { clipSkip: args.clipSkip } : {}),
+    });
+    const encoderHiddenStates = doCfg ? catBatch([negativePromptEmbeds!, promptEmbeds]) : promptEmbeds;
+
+    // 4. Prepare image
+    const controlImage = this.prepareImage(image, {
+      ...(args.height !== undefined ? { height: args.height } : {}),
+      ...(args.width !== undefined ? { width: args.width } : {}),
+      batchSize: batchSize * numImagesPerPrompt,
+      numImagesPerPrompt,
+      doClassifierFreeGuidance: doCfg,
+    });
+    const [height, width] = controlImage.dims.slice(-2) as [number, number];
+
+    // 5. Prepare timesteps (this generation's own scheduler run)
+    const run = this.scheduler.createRun(numInferenceSteps);
+    const timesteps = run.timesteps;
+
+    // 6. Prepare latent variables
+    const generator = args.generator ?? defaultGenerator();
+    let latents = this.prepareLatents(batchSize * numImagesPerPrompt, height, width, generator, args.latents, run.initNoiseSigma);
+
+    // 7. Prepare extra step kwargs
+    const stepOptions = { generator, eta: args.eta ?? 0.0 };
+
+    // 8. Denoising loop
+    for (let i = 0; i < timesteps.length; i++) {
+      throwIfAborted(args.signal);
+      const t = timesteps[i]!;
+      const latentModelInput = run.scaleModelInput(doCfg ? catBatch([latents, latents]) : latents, t);
+      const applyControl = controlAppliesAt(i, timesteps.length, start, end);
+      const { sample: noisePred } = await this.unet.forward({
+        sample: latentModelInput,
+        timestep: t,
+        encoderHiddenStates,
+        controlnetCond: controlImage,
+        conditioningScale,
+        applyControl,
+      });
+      const guided = doCfg ? guide(noisePred, guidanceScale) : noisePred;
+      latents = run.step(guided, t, latents, stepOptions).prevSample;
+      if (args.callbackOnStepEnd) {
+        const out = await args.callbackOnStepEnd(this, i, t, { latents });
+        if (out && out.latents) latents = expectFloat32('callbackOnStepEnd latents', out.latents, [...latents.dims]);
+      }
+      args.onProgress?.({ step: i + 1, total: timesteps.length, timestep: t });
+      yield { index: i, total: timesteps.length, timestep: t, applyControl, latents };
+    }
+    throwIfAborted(args.signal);
+
+    // 9. Decode and post-process
+    if (outputType === 'latent') return { images: latents, nsfwContentDetected: null };
+    const { sample } = await this.vae.decode(divide(latents, this.vae.config.scalingFactor), this.vaeDecode);
+    const images = outputType === 'pil' ? this.imageProcessor.postprocess(sample, 'pil') : this.imageProcessor.postprocess(sample, 'np');
+    return { images, nsfwContentDetected: null };
+  }
+
+  /** diffusers' encode_prompt: [B·N, L, D] embeddings (each prompt repeated N times), and the negative ones for CFG. */
+  async encodePrompt(
+    prompt: string | string[] | undefined,
+    o: EncodePromptOptions,
+  ): Promise<{ promptEmbeds: Tensor<'float32'>; negativePromptEmbeds: Tensor<'float32'> | null }> {
+    const batchSize = prompt === undefined ? o.promptEmbeds!.dims[0]! : typeof prompt === 'string' ? 1 : prompt.length;
+    let promptEmbeds: Tensor<'float32'>;
+    if (o.promptEmbeds) {
+      promptEmbeds = expectFloat32('promptEmbeds', o.promptEmbeds, [null, null, null]);
+    } else {
+      const ids = this.tokenize(prompt!);
+      const out = await this.textEncoder.forward(ids, { outputHiddenStates: o.clipSkip !== undefined });
+      promptEmbeds = o.clipSkip === undefined ? out.lastHiddenState : pickFromEnd(out.normedHiddenStates!, o.clipSkip + 1, 'clipSkip');
+    }
+    promptEmbeds = repeatInterleave(promptEmbeds, o.numImagesPerPrompt);
+
+    let negative: Tensor<'float32'> | null = null;
+    if (o.doClassifierFreeGuidance) {
+      if (o.negativePromptEmbeds) {
+        negative = expectFloat32('negativePromptEmbeds', o.negativePromptEmbeds, [null, null, null]);
+      } else {
+        const uncond = uncondTokens(prompt, o.negativePrompt, batchSize);
+        const out = await this.textEncoder.forward(this.tokenize(uncond, promptEmbeds.dims[1]!, { warnTruncation: false }));
+        negative = out.lastHiddenState;
+      }
+      negative = repeatInterleave(negative, o.numImagesPerPrompt);
+    }
+    return { promptEmbeds, negativePromptEmbeds: negative };
+  }
+
+  /** Control image → [B·N(·2), 3, H, W] in [0, 1], rows repeated for the batch and for CFG. */
+  prepareImage(
+    image: RGBImage[] | TensorLike,
+    o: { height?: number; width?: number; batchSize: number; numImagesPerPrompt: number; doClassifierFreeGuidance: boolean },
+  ): Tensor<'float32'> {
+    const size = { ...(o.height !== undefined ? { height: o.height } : {}), ...(o.width !== undefined ? { width: o.width } : {}) };
+    const t = this.controlImageProcessor.preprocess(image, size);
+    const repeated = repeatInterleave(t, t.dims[0] === 1 ? o.batchSize : o.numImagesPerPrompt);
+    return o.doClassifierFreeGuidance ? catBatch([repeated, repeated]) : repeated;
+  }
+
+  /** Initial latents [B, 4, H/8, W/8]: given or drawn with `randnTensor`, times the run's init noise sigma. */
+  prepareLatents(batch: number, height: number, width: number, generator: Generator | Generator[], latents: TensorLike | undefined, initNoiseSigma: number): Tensor<'float32'> {
+    const shape = [batch, 4, Math.floor(height / this.vaeScaleFactor), Math.floor(width / this.vaeScaleFactor)];
+    if (Array.isArray(generator) && generator.length !== batch) {
+      throw new InputError(
+        `You have passed a list of generators of length ${generator.length}, but requested an effective batch size of ${batch}. Make sure the batch size matches the length of the generators.`,
+      );
+    }
+    const noise = latents ? expectFloat32('latents', latents, shape) : randnTensor(shape, { generator });
+    return scale(noise, initNoiseSigma);
+  }
+
+  private tokenize(text: string | string[], maxLength = this.tokenizer.modelMaxLength, o: { warnTruncation?: boolean } = {}): Tensor<'int64'> {
+    const texts = typeof text === 'string' ? [text] : text;
+    if (o.warnTruncation !== false) {
+      for (const t of texts) {
+        const full = this.tokenizer.encode(t).inputIds;
+        if (full.length > maxLength) {
+          const removed = this.tokenizer.decode(full.slice(maxLength - 1, -1));
+          this.warn(`The following part of your input was truncated because CLIP can only handle sequences up to ${maxLength} tokens: ${removed}`);
+        }
+      }
+    }
+    return this.tokenizer.call(texts, { padding: 'max_length', maxLength, truncation: true }).inputIds;
+  }
+
+  private checkInputs(
+    args: StableDiffusionControlNetXSCallArgs,
+    image: RGBImage[] | TensorLike,
+    v: { numInferenceSteps: number; numImagesPerPrompt: number; guidanceScale: number; conditioningScale: number; start: number; end: number; outputType: string },
+  ): void {
+    checkPromptInputs(args);
+    checkPositiveInt('numInferenceSteps', v.numInferenceSteps);
+    checkPositiveInt('numImagesPerPrompt', v.numImagesPerPrompt);
+    checkFinite('guidanceScale', v.guidanceScale);
+    checkFinite('controlnetConditioningScale', v.conditioningScale);
+    if (!['pil', 'np', 'latent'].includes(v.outputType)) throw new InputError(`outputType must be 'pil', 'np' or 'latent', got ${JSON.stringify(v.outputType)}`);
+    for (const [name, d] of [['height', args.height], ['width', args.width]] as const) {
+      if (d !== undefined && (!Number.isInteger(d) || d < this.vaeScaleFactor)) throw new InputError(`${name} must be an integer ≥ ${this.vaeScaleFactor}, got ${d}`);
+    }
+    const imageBatch = imageBatchSize(image);
+    const promptBatch = args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length;
+    if (imageBatch !== 1 && imageBatch !== promptBatch) {
+      throw new InputError(`If image batch size is not 1, image batch size must be same as prompt batch size. image batch size: ${imageBatch}, prompt batch size: ${promptBatch}`);
+    }
+    checkControlWindow(v.start, v.end);
+  }
+}
+
+/** Prompt/embedding exclusivity and agreement (diffusers' check_inputs). */
+export function checkPromptInputs(args: { prompt?: unknown; promptEmbeds?: TensorLike; negativePrompt?: unknown; negativePromptEmbeds?: TensorLike }): void {
+  if (args.prompt !== undefined && args.promptEmbeds !== undefined) {
+    throw new InputError('Cannot forward both `prompt` and `promptEmbeds`. Please make sure to only forward one of the two.');
+  }
+  if (args.prompt === undefined && args.promptEmbeds === undefined) {
+    throw new InputError('Provide either `prompt` or `promptEmbeds`. Cannot leave both `prompt` and `promptEmbeds` undefined.');
+  }
+  if (args.prompt !== undefined && typeof args.prompt !== 'string' && !Array.isArray(args.prompt)) {
+    throw new InputError(`\`prompt\` has to be of type string or string[] but is ${typeof args.prompt}`);
+  }
+  if (args.negativePrompt !== undefined && args.negativePromptEmbeds !== undefined) {
+    throw new InputError('Cannot forward both `negativePrompt` and `negativePromptEmbeds`. Please make sure to only forward one of the two.');
+  }
+  if (args.promptEmbeds && args.negativePromptEmbeds && args.promptEmbeds.dims.join() !== args.negativePromptEmbeds.dims.join()) {
+    throw new InputError(
+      `\`promptEmbeds\` and \`negativePromptEmbeds\` must have the same shape when passed directly, but got: [${args.promptEmbeds.dims.join(', ')}] != [${args.negativePromptEmbeds.dims.join(', ')}].`,
+    );
+  }
+}
+
+/** The negative side of CFG: "" per prompt, or the given negative prompt(s), checked against the prompt. */
+export function uncondTokens(prompt: string | string[] | undefined, negative: string | string[] | undefined, batchSize: number): string[] {
+  if (negative === undefined) return Array(batchSize).fill('');
+  if (prompt !== undefined && typeof prompt !== typeof negative) {
+    throw new InputError(`\`negativePrompt\` should be the same type to \`prompt\`, but got ${typeof negative} != ${typeof prompt}.`);
+  }
+  if (typeof negative === 'string') return [negative];
+  if (negative.length !== batchSize) {
+    throw new InputError(
+      `\`negativePrompt\` has batch size ${negative.length}, but \`prompt\` has batch size ${batchSize}. Please make sure that passed \`negativePrompt\` matches the batch size of \`prompt\`.`,
+    );
+  }
+  return [...negative];
+}
+
+/** `list[-k]` with a named error when k is out of range. */
+export function pickFromEnd<T>(list: readonly T[], k: number, name: string): T {
+  if (!Number.isInteger(k) || k < 1 || k > list.length) throw new InputError(`${name} must be between 0 and ${list.length - 1}, got ${k - 1}`);
+  return list[list.length - k]!;
+}
+
+/** Model-level options of a pipeline load. */
+export function modelOptions(o: PipelineLoadOptions): ModelRuntimeOptions & { variant?: string } {
+  return {
+    ...(o.variant ? { variant: o.variant } : {}),
+    ...(o.runtime ? { runtime: o.runtime } : {}),
+    ...(o.trace ? { trace: o.trace } : {}),
+  };
+}

@@ -1,0 +1,167 @@
+/**
+ * StableDiffusionControlNetXSPipeline against diffusers 0.33.1: every case of
+ * test/fixtures/tiny-sd-cnxs/pipeline — control image, prompt embeddings, latents after every step
+ * and the final images, whole tensors, tolerances from the cases' fp32-vs-fp64 hints.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import { InputError } from '../src/errors.js';
+import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
+import { StableDiffusionControlNetXSPipeline, type StableDiffusionControlNetXSCallArgs } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
+import { Generator } from '../src/random/index.js';
+import { schedulerFromConfig } from '../src/schedulers/index.js';
+import { Tensor } from '../src/tensor.js';
+import { parsePythonJson } from '../src/util/json.js';
+import { loadSafetensorsSync } from '../src/weights/safetensors.js';
+import { assertClose, fixture } from './helpers.js';
+
+const D = fixture('tiny-sd-cnxs');
+const P = join(D, 'pipeline');
+const ref = loadSafetensorsSync(join(P, 'tensors.safetensors'));
+
+interface PipelineCase {
+  name: string;
+  load: { variant: string | null };
+  scheduler: { class: string; config: Record<string, unknown> };
+  call: Record<string, unknown>;
+  tensors: Record<string, string>;
+  max_abs_diff_fp32_vs_fp64: Record<string, number>;
+}
+const cases = parsePythonJson(readFileSync(join(P, 'cases.json'), 'utf8')) as PipelineCase[];
+
+/** diffusers' call arguments → ours (tensors by key, generator by seed, image by file). */
+export function callArgs(c: PipelineCase, dir: string, read: (key: string) => Tensor): StableDiffusionControlNetXSCallArgs {
+  const k = c.call;
+  const opt = <T>(v: unknown, f: (x: never) => T): T | undefined => (v === null || v === undefined ? undefined : f(v as never));
+  const args: StableDiffusionControlNetXSCallArgs = {
+    image: join(dir, k['image'] as string),
+    numInferenceSteps: k['num_inference_steps'] as number,
+    guidanceScale: k['guidance_scale'] as number,
+    numImagesPerPrompt: k['num_images_per_prompt'] as number,
+    eta: k['eta'] as number,
+    outputType: k['output_type'] as 'np' | 'latent',
+    controlnetConditioningScale: k['controlnet_conditioning_scale'] as number,
+    controlGuidanceStart: k['control_guidance_start'] as number,
+    controlGuidanceEnd: k['control_guidance_end'] as number,
+  };
+  const set = <K extends keyof StableDiffusionControlNetXSCallArgs>(key: K, v: StableDiffusionControlNetXSCallArgs[K] | undefined) => {
+    if (v !== undefined) args[key] = v;
+  };
+  set('prompt', opt(k['prompt'], (x: string | string[]) => x));
+  set('negativePrompt', opt(k['negative_prompt'], (x: string | string[]) => x));
+  set('height', opt(k['height'], (x: number) => x));
+  set('width', opt(k['width'], (x: number) => x));
+  set('clipSkip', opt(k['clip_skip'], (x: number) => x));
+  set('latents', opt(k['latents'], (x: string) => read(x)));
+  set('promptEmbeds', opt(k['prompt_embeds'], (x: string) => read(x)));
+  set('negativePromptEmbeds', opt(k['negative_prompt_embeds'], (x: string) => read(x)));
+  set('generator', opt(k['generator'], (x: { seed: number }) => new Generator().manualSeed(x.seed)));
+  return args;
+}
+
+const tol = (c: PipelineCase, what: string, floor: number) => Math.max(floor, 20 * (c.max_abs_diff_fp32_vs_fp64[what] ?? 0));
+
+let pipe: StableDiffusionControlNetXSPipeline;
+let pipe16: StableDiffusionControlNetXSPipeline;
+
+before(async () => {
+  pipe = await StableDiffusionControlNetXSPipeline.fromPretrained(D, { controlnet: await ControlNetXSAdapter.fromPretrained(join(D, 'controlnet')) });
+  pipe16 = await StableDiffusionControlNetXSPipeline.fromPretrained(D, {
+    variant: 'fp16',
+    controlnet: await ControlNetXSAdapter.fromPretrained(join(D, 'controlnet'), { variant: 'fp16' }),
+  });
+});
+
+describe('StableDiffusionControlNetXSPipeline equals diffusers', () => {
+  for (const c of cases) {
+    test(c.name, async () => {
+      const base = c.load.variant === 'fp16' ? pipe16 : pipe;
+      const p = new StableDiffusionControlNetXSPipeline({ ...base.components, scheduler: schedulerFromConfig(c.scheduler.config) });
+      const args = callArgs(c, P, (k) => ref.read(k));
+      const steps: Tensor<'float32'>[] = [];
+      const out = await p.run({ ...args, callbackOnStepEnd: (_p, _i, _t, { latents }) => void steps.push(latents) });
+      const T = (name: string) => ref.read(c.tensors[name]!);
+
+      // control image as the UNet saw it (first row)
+      const control = p.prepareImage(await (await import('../src/pipelines/inputs.js')).resolveControlImage(args.image), {
+        ...(args.height ? { height: args.height } : {}),
+        ...(args.width ? { width: args.width } : {}),
+        batchSize: 1,
+        numImagesPerPrompt: 1,
+        doClassifierFreeGuidance: false,
+      });
+      assertClose(control, T('control_image'), 1e-6, 'control_image');
+      if (c.tensors['prompt_embeds'] && !args.promptEmbeds) {
+        const { promptEmbeds } = await p.encodePrompt(args.prompt, {
+          numImagesPerPrompt: args.numImagesPerPrompt ?? 1,
+          doClassifierFreeGuidance: false,
+          ...(args.clipSkip !== undefined ? { clipSkip: args.clipSkip } : {}),
+        });
+        assertClose(promptEmbeds, T('prompt_embeds'), tol(c, 'prompt_embeds', 1e-5), 'prompt_embeds');
+      }
+      const each = T('latents_after_each_step');
+      assert.equal(steps.length, each.dims[0]);
+      const per = each.data.length / steps.length;
+      steps.forEach((s, i) =>
+        assertClose(s, new Tensor('float32', (each.data as Float32Array).subarray(i * per, (i + 1) * per), each.dims.slice(1)), tol(c, 'latents_final', 1e-4), `latents after step ${i}`),
+      );
+      assert.ok(out.images instanceof Tensor);
+      assertClose(out.images, T('images'), tol(c, 'images', 1e-4), 'images');
+      assert.equal(out.nsfwContentDetected, null);
+    });
+  }
+});
+
+test("output type 'pil' rounds like numpy_to_pil (case a's uint8 images)", async () => {
+  const c = cases.find((x) => x.name === 'a_default_latents')!;
+  const p = new StableDiffusionControlNetXSPipeline({ ...pipe.components, scheduler: schedulerFromConfig(c.scheduler.config) });
+  const { images } = await p.run({ ...callArgs(c, P, (k) => ref.read(k)), outputType: 'pil' });
+  assert.ok(Array.isArray(images));
+  const expected = ref.read(c.tensors['images_uint8_pil']!);
+  const got = images[0]!.data;
+  let off = 0;
+  for (let i = 0; i < got.length; i++) if (got[i] !== Number(expected.data[i])) off++;
+  assert.equal(off, 0, `${off} pixels differ from diffusers' uint8 output`);
+});
+
+test('two generations interleaved on one pipeline give what each gives alone', async () => {
+  const c = cases.find((x) => x.name === 'q_ddim_eta1_seed5')!; // stochastic: the generator is drawn inside step
+  const p = new StableDiffusionControlNetXSPipeline({ ...pipe.components, scheduler: schedulerFromConfig(c.scheduler.config) });
+  const a = p.steps({ ...callArgs(c, P, (k) => ref.read(k)), outputType: 'latent' });
+  const b = p.steps({ ...callArgs(c, P, (k) => ref.read(k)), outputType: 'latent', numInferenceSteps: 6, generator: new Generator().manualSeed(9) });
+  let ra = await a.next();
+  let rb = await b.next();
+  while (!ra.done || !rb.done) {
+    if (!ra.done) ra = await a.next();
+    if (!rb.done) rb = await b.next();
+  }
+  assertClose(ra.value.images as Tensor, ref.read(c.tensors['latents_final']!), tol(c, 'latents_final', 1e-4), 'interleaved run a');
+  const alone = await p.run({ ...callArgs(c, P, (k) => ref.read(k)), outputType: 'latent', numInferenceSteps: 6, generator: new Generator().manualSeed(9) });
+  assertClose(rb.value.images as Tensor, alone.images as Tensor, 0, 'interleaved run b');
+});
+
+test('cancel with an AbortSignal; bad arguments are named', async () => {
+  const c = cases[0]!;
+  const controller = new AbortController();
+  const args = callArgs(c, P, (k) => ref.read(k));
+  await assert.rejects(
+    pipe.run({ ...args, signal: controller.signal, callbackOnStepEnd: (_p, i) => void (i === 1 && controller.abort()) }),
+    /aborted/,
+  );
+  const bad: [Partial<StableDiffusionControlNetXSCallArgs>, RegExp][] = [
+    [{ prompt: undefined }, /Provide either `prompt` or `promptEmbeds`/],
+    [{ promptEmbeds: Tensor.zeros([1, 77, 32]) }, /Cannot forward both `prompt` and `promptEmbeds`/],
+    [{ controlGuidanceStart: 0.5, controlGuidanceEnd: 0.5 }, /cannot be larger or equal/],
+    [{ controlGuidanceEnd: 1.5 }, /can't be larger than 1.0/],
+    [{ numInferenceSteps: 0 }, /numInferenceSteps must be a positive integer/],
+    [{ negativePrompt: ['a', 'b'] }, /should be the same type/],
+    [{ image: undefined }, /`image` must be passed/],
+    [{ generator: [new Generator(), new Generator()] }, /list of generators of length 2/],
+    [{ image: join(P, 'does-not-exist.png') }, /does-not-exist\.png/],
+  ];
+  for (const [patch, message] of bad) {
+    await assert.rejects(pipe.run({ ...args, latents: undefined, ...patch } as StableDiffusionControlNetXSCallArgs), (e: Error) => e instanceof InputError && message.test(e.message), String(message));
+  }
+});
