@@ -4,64 +4,23 @@
  * and the final images, whole tensors, tolerances from the cases' fp32-vs-fp64 hints.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { InputError } from '../src/errors.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { StableDiffusionControlNetXSPipeline, type StableDiffusionControlNetXSCallArgs } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { Generator } from '../src/random/index.js';
+import { callArgs, readCases, tolerance, type PipelineCase } from './pipeline-cases.js';
 import { schedulerFromConfig } from '../src/schedulers/index.js';
 import { Tensor } from '../src/tensor.js';
-import { parsePythonJson } from '../src/util/json.js';
-import { loadSafetensorsSync } from '../src/weights/safetensors.js';
 import { assertClose, fixture } from './helpers.js';
 
 const D = fixture('tiny-sd-cnxs');
 const P = join(D, 'pipeline');
-const ref = loadSafetensorsSync(join(P, 'tensors.safetensors'));
 
-interface PipelineCase {
-  name: string;
-  load: { variant: string | null };
-  scheduler: { class: string; config: Record<string, unknown> };
-  call: Record<string, unknown>;
-  tensors: Record<string, string>;
-  max_abs_diff_fp32_vs_fp64: Record<string, number>;
-}
-const cases = parsePythonJson(readFileSync(join(P, 'cases.json'), 'utf8')) as PipelineCase[];
-
-/** diffusers' call arguments → ours (tensors by key, generator by seed, image by file). */
-export function callArgs(c: PipelineCase, dir: string, read: (key: string) => Tensor): StableDiffusionControlNetXSCallArgs {
-  const k = c.call;
-  const opt = <T>(v: unknown, f: (x: never) => T): T | undefined => (v === null || v === undefined ? undefined : f(v as never));
-  const args: StableDiffusionControlNetXSCallArgs = {
-    image: join(dir, k['image'] as string),
-    numInferenceSteps: k['num_inference_steps'] as number,
-    guidanceScale: k['guidance_scale'] as number,
-    numImagesPerPrompt: k['num_images_per_prompt'] as number,
-    eta: k['eta'] as number,
-    outputType: k['output_type'] as 'np' | 'latent',
-    controlnetConditioningScale: k['controlnet_conditioning_scale'] as number,
-    controlGuidanceStart: k['control_guidance_start'] as number,
-    controlGuidanceEnd: k['control_guidance_end'] as number,
-  };
-  const set = <K extends keyof StableDiffusionControlNetXSCallArgs>(key: K, v: StableDiffusionControlNetXSCallArgs[K] | undefined) => {
-    if (v !== undefined) args[key] = v;
-  };
-  set('prompt', opt(k['prompt'], (x: string | string[]) => x));
-  set('negativePrompt', opt(k['negative_prompt'], (x: string | string[]) => x));
-  set('height', opt(k['height'], (x: number) => x));
-  set('width', opt(k['width'], (x: number) => x));
-  set('clipSkip', opt(k['clip_skip'], (x: number) => x));
-  set('latents', opt(k['latents'], (x: string) => read(x)));
-  set('promptEmbeds', opt(k['prompt_embeds'], (x: string) => read(x)));
-  set('negativePromptEmbeds', opt(k['negative_prompt_embeds'], (x: string) => read(x)));
-  set('generator', opt(k['generator'], (x: { seed: number }) => new Generator().manualSeed(x.seed)));
-  return args;
-}
-
-const tol = (c: PipelineCase, what: string, floor: number) => Math.max(floor, 20 * (c.max_abs_diff_fp32_vs_fp64[what] ?? 0));
+const { cases, read } = readCases(P);
+const tol = tolerance;
+const callArgsOf = (c: PipelineCase) => callArgs<StableDiffusionControlNetXSCallArgs>(c, P, read);
 
 let pipe: StableDiffusionControlNetXSPipeline;
 let pipe16: StableDiffusionControlNetXSPipeline;
@@ -79,10 +38,10 @@ describe('StableDiffusionControlNetXSPipeline equals diffusers', () => {
     test(c.name, async () => {
       const base = c.load.variant === 'fp16' ? pipe16 : pipe;
       const p = new StableDiffusionControlNetXSPipeline({ ...base.components, scheduler: schedulerFromConfig(c.scheduler.config) });
-      const args = callArgs(c, P, (k) => ref.read(k));
+      const args = callArgsOf(c);
       const steps: Tensor<'float32'>[] = [];
       const out = await p.run({ ...args, callbackOnStepEnd: (_p, _i, _t, { latents }) => void steps.push(latents) });
-      const T = (name: string) => ref.read(c.tensors[name]!);
+      const T = (name: string) => read(c.tensors[name]!);
 
       // control image as the UNet saw it (first row)
       const control = p.prepareImage(await (await import('../src/pipelines/inputs.js')).resolveControlImage(args.image), {
@@ -117,9 +76,9 @@ describe('StableDiffusionControlNetXSPipeline equals diffusers', () => {
 test("output type 'pil' rounds like numpy_to_pil (case a's uint8 images)", async () => {
   const c = cases.find((x) => x.name === 'a_default_latents')!;
   const p = new StableDiffusionControlNetXSPipeline({ ...pipe.components, scheduler: schedulerFromConfig(c.scheduler.config) });
-  const { images } = await p.run({ ...callArgs(c, P, (k) => ref.read(k)), outputType: 'pil' });
+  const { images } = await p.run({ ...callArgsOf(c), outputType: 'pil' });
   assert.ok(Array.isArray(images));
-  const expected = ref.read(c.tensors['images_uint8_pil']!);
+  const expected = read(c.tensors['images_uint8_pil']!);
   const got = images[0]!.data;
   let off = 0;
   for (let i = 0; i < got.length; i++) if (got[i] !== Number(expected.data[i])) off++;
@@ -129,23 +88,23 @@ test("output type 'pil' rounds like numpy_to_pil (case a's uint8 images)", async
 test('two generations interleaved on one pipeline give what each gives alone', async () => {
   const c = cases.find((x) => x.name === 'q_ddim_eta1_seed5')!; // stochastic: the generator is drawn inside step
   const p = new StableDiffusionControlNetXSPipeline({ ...pipe.components, scheduler: schedulerFromConfig(c.scheduler.config) });
-  const a = p.steps({ ...callArgs(c, P, (k) => ref.read(k)), outputType: 'latent' });
-  const b = p.steps({ ...callArgs(c, P, (k) => ref.read(k)), outputType: 'latent', numInferenceSteps: 6, generator: new Generator().manualSeed(9) });
+  const a = p.steps({ ...callArgsOf(c), outputType: 'latent' });
+  const b = p.steps({ ...callArgsOf(c), outputType: 'latent', numInferenceSteps: 6, generator: new Generator().manualSeed(9) });
   let ra = await a.next();
   let rb = await b.next();
   while (!ra.done || !rb.done) {
     if (!ra.done) ra = await a.next();
     if (!rb.done) rb = await b.next();
   }
-  assertClose(ra.value.images as Tensor, ref.read(c.tensors['latents_final']!), tol(c, 'latents_final', 1e-4), 'interleaved run a');
-  const alone = await p.run({ ...callArgs(c, P, (k) => ref.read(k)), outputType: 'latent', numInferenceSteps: 6, generator: new Generator().manualSeed(9) });
+  assertClose(ra.value.images as Tensor, read(c.tensors['latents_final']!), tol(c, 'latents_final', 1e-4), 'interleaved run a');
+  const alone = await p.run({ ...callArgsOf(c), outputType: 'latent', numInferenceSteps: 6, generator: new Generator().manualSeed(9) });
   assertClose(rb.value.images as Tensor, alone.images as Tensor, 0, 'interleaved run b');
 });
 
 test('cancel with an AbortSignal; bad arguments are named', async () => {
   const c = cases[0]!;
   const controller = new AbortController();
-  const args = callArgs(c, P, (k) => ref.read(k));
+  const args = callArgsOf(c);
   await assert.rejects(
     pipe.run({ ...args, signal: controller.signal, callbackOnStepEnd: (_p, i) => void (i === 1 && controller.abort()) }),
     /aborted/,

@@ -9,14 +9,13 @@ import type { RGBImage } from '../image/rgb-image.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import type { CLIPTextModel } from '../models/clip-text-model.js';
 import type { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
-import type { ModelRuntimeOptions } from '../models/traced-model.js';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
-import { randnTensor, type Generator } from '../random/index.js';
+import type { Generator } from '../random/index.js';
 import type { Scheduler } from '../schedulers/index.js';
 import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
 import type { CLIPTokenizer } from '../tokenizer/index.js';
-import { catBatch, divide, guide, repeatInterleave, scale } from './batch.js';
+import { catBatch, divide, repeatInterleave } from './batch.js';
 import {
   componentClass,
   loadAdapter,
@@ -31,14 +30,29 @@ import {
   checkControlWindow,
   checkFinite,
   checkPositiveInt,
-  controlAppliesAt,
   defaultGenerator,
   imageBatchSize,
   resolveControlImage,
-  throwIfAborted,
   type ControlImageInput,
 } from './inputs.js';
 import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
+import {
+  checkPromptInputs,
+  denoise,
+  finish,
+  modelOptions,
+  pickFromEnd,
+  prepareControlImage,
+  prepareLatents,
+  tokenizeTruncating,
+  uncondTokens,
+  type PipelineOutput,
+  type PipelineStep,
+  type PrepareImageOptions,
+  type StepCallbackResult,
+} from './shared.js';
+
+export type { PipelineOutput, PipelineStep, StepCallbackResult } from './shared.js';
 
 export interface StableDiffusionControlNetXSComponents {
   vae: AutoencoderKL;
@@ -50,11 +64,6 @@ export interface StableDiffusionControlNetXSComponents {
   scheduler: Scheduler;
   safetyChecker?: null;
   featureExtractor?: null;
-}
-
-/** What `callbackOnStepEnd` may hand back: replacement latents. */
-export interface StepCallbackResult {
-  latents?: TensorLike;
 }
 
 export interface StableDiffusionControlNetXSCallArgs {
@@ -86,22 +95,6 @@ export interface StableDiffusionControlNetXSCallArgs {
   signal?: AbortSignal;
   /** Called after every denoising step. */
   onProgress?: (p: { step: number; total: number; timestep: number }) => void;
-}
-
-/** One denoising step, as `steps()` yields it (latents after the scheduler step). */
-export interface PipelineStep {
-  index: number;
-  total: number;
-  timestep: number;
-  applyControl: boolean;
-  latents: Tensor<'float32'>;
-}
-
-export interface PipelineOutput {
-  /** 'pil': RGBImage[]; 'np': Tensor [B, H, W, 3] in [0, 1]; 'latent': the final latents [B, 4, h, w]. */
-  images: RGBImage[] | Tensor<'float32'>;
-  /** Always null: no safety checker is bundled. */
-  nsfwContentDetected: boolean[] | null;
 }
 
 export interface EncodePromptOptions {
@@ -178,11 +171,7 @@ export class StableDiffusionControlNetXSPipeline {
 
   /** Generate: diffusers' `__call__`. */
   async run(args: StableDiffusionControlNetXSCallArgs): Promise<PipelineOutput> {
-    const it = this.steps(args);
-    for (;;) {
-      const r = await it.next();
-      if (r.done) return r.value;
-    }
+    return finish(this.steps(args));
   }
 
   /** The same generation as an async iterator of steps (for previews); its return value is the output. */
@@ -201,7 +190,7 @@ export class StableDiffusionControlNetXSPipeline {
 
     // 2. Define call parameters
     const batchSize = args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length;
-    const doCfg = guidanceScale > 1.0;
+    const doCfg = guidanceScale > 1.0; // Imagen's guidance weight w; 1 means no guidance
 
     // 3. Encode input prompt (negative rows first for classifier-free guidance)
     const { promptEmbeds, negativePromptEmbeds } = await this.encodePrompt(args.prompt, {
@@ -226,39 +215,30 @@ export class StableDiffusionControlNetXSPipeline {
 
     // 5. Prepare timesteps (this generation's own scheduler run)
     const run = this.scheduler.createRun(numInferenceSteps);
-    const timesteps = run.timesteps;
 
     // 6. Prepare latent variables
     const generator = args.generator ?? defaultGenerator();
-    let latents = this.prepareLatents(batchSize * numImagesPerPrompt, height, width, generator, args.latents, run.initNoiseSigma);
+    const latentShape = [batchSize * numImagesPerPrompt, 4, Math.floor(height / this.vaeScaleFactor), Math.floor(width / this.vaeScaleFactor)];
+    const latents0 = prepareLatents(latentShape, generator, args.latents, run.initNoiseSigma);
 
-    // 7. Prepare extra step kwargs
-    const stepOptions = { generator, eta: args.eta ?? 0.0 };
-
-    // 8. Denoising loop
-    for (let i = 0; i < timesteps.length; i++) {
-      throwIfAborted(args.signal);
-      const t = timesteps[i]!;
-      const latentModelInput = run.scaleModelInput(doCfg ? catBatch([latents, latents]) : latents, t);
-      const applyControl = controlAppliesAt(i, timesteps.length, start, end);
-      const { sample: noisePred } = await this.unet.forward({
-        sample: latentModelInput,
-        timestep: t,
-        encoderHiddenStates,
-        controlnetCond: controlImage,
-        conditioningScale,
-        applyControl,
-      });
-      const guided = doCfg ? guide(noisePred, guidanceScale) : noisePred;
-      latents = run.step(guided, t, latents, stepOptions).prevSample;
-      if (args.callbackOnStepEnd) {
-        const out = await args.callbackOnStepEnd(this, i, t, { latents });
-        if (out && out.latents) latents = expectFloat32('callbackOnStepEnd latents', out.latents, [...latents.dims]);
-      }
-      args.onProgress?.({ step: i + 1, total: timesteps.length, timestep: t });
-      yield { index: i, total: timesteps.length, timestep: t, applyControl, latents };
-    }
-    throwIfAborted(args.signal);
+    // 7. Prepare extra step kwargs (generator, eta) and 8. the denoising loop
+    const latents = yield* denoise({
+      pipe: this,
+      unet: this.unet,
+      run,
+      latents: latents0,
+      encoderHiddenStates,
+      controlImage,
+      guidanceScale,
+      conditioningScale,
+      controlGuidanceStart: start,
+      controlGuidanceEnd: end,
+      generator,
+      eta: args.eta ?? 0.0,
+      ...(args.callbackOnStepEnd ? { callbackOnStepEnd: args.callbackOnStepEnd } : {}),
+      ...(args.onProgress ? { onProgress: args.onProgress } : {}),
+      ...(args.signal ? { signal: args.signal } : {}),
+    });
 
     // 9. Decode and post-process
     if (outputType === 'latent') return { images: latents, nsfwContentDetected: null };
@@ -277,7 +257,7 @@ export class StableDiffusionControlNetXSPipeline {
     if (o.promptEmbeds) {
       promptEmbeds = expectFloat32('promptEmbeds', o.promptEmbeds, [null, null, null]);
     } else {
-      const ids = this.tokenize(prompt!);
+      const ids = tokenizeTruncating(this.tokenizer, prompt!, { warn: this.warn });
       const out = await this.textEncoder.forward(ids, { outputHiddenStates: o.clipSkip !== undefined });
       promptEmbeds = o.clipSkip === undefined ? out.lastHiddenState : pickFromEnd(out.normedHiddenStates!, o.clipSkip + 1, 'clipSkip');
     }
@@ -289,7 +269,7 @@ export class StableDiffusionControlNetXSPipeline {
         negative = expectFloat32('negativePromptEmbeds', o.negativePromptEmbeds, [null, null, null]);
       } else {
         const uncond = uncondTokens(prompt, o.negativePrompt, batchSize);
-        const out = await this.textEncoder.forward(this.tokenize(uncond, promptEmbeds.dims[1]!, { warnTruncation: false }));
+        const out = await this.textEncoder.forward(tokenizeTruncating(this.tokenizer, uncond, { maxLength: promptEmbeds.dims[1]! }));
         negative = out.lastHiddenState;
       }
       negative = repeatInterleave(negative, o.numImagesPerPrompt);
@@ -298,40 +278,8 @@ export class StableDiffusionControlNetXSPipeline {
   }
 
   /** Control image → [B·N(·2), 3, H, W] in [0, 1], rows repeated for the batch and for CFG. */
-  prepareImage(
-    image: RGBImage[] | TensorLike,
-    o: { height?: number; width?: number; batchSize: number; numImagesPerPrompt: number; doClassifierFreeGuidance: boolean },
-  ): Tensor<'float32'> {
-    const size = { ...(o.height !== undefined ? { height: o.height } : {}), ...(o.width !== undefined ? { width: o.width } : {}) };
-    const t = this.controlImageProcessor.preprocess(image, size);
-    const repeated = repeatInterleave(t, t.dims[0] === 1 ? o.batchSize : o.numImagesPerPrompt);
-    return o.doClassifierFreeGuidance ? catBatch([repeated, repeated]) : repeated;
-  }
-
-  /** Initial latents [B, 4, H/8, W/8]: given or drawn with `randnTensor`, times the run's init noise sigma. */
-  prepareLatents(batch: number, height: number, width: number, generator: Generator | Generator[], latents: TensorLike | undefined, initNoiseSigma: number): Tensor<'float32'> {
-    const shape = [batch, 4, Math.floor(height / this.vaeScaleFactor), Math.floor(width / this.vaeScaleFactor)];
-    if (Array.isArray(generator) && generator.length !== batch) {
-      throw new InputError(
-        `You have passed a list of generators of length ${generator.length}, but requested an effective batch size of ${batch}. Make sure the batch size matches the length of the generators.`,
-      );
-    }
-    const noise = latents ? expectFloat32('latents', latents, shape) : randnTensor(shape, { generator });
-    return scale(noise, initNoiseSigma);
-  }
-
-  private tokenize(text: string | string[], maxLength = this.tokenizer.modelMaxLength, o: { warnTruncation?: boolean } = {}): Tensor<'int64'> {
-    const texts = typeof text === 'string' ? [text] : text;
-    if (o.warnTruncation !== false) {
-      for (const t of texts) {
-        const full = this.tokenizer.encode(t).inputIds;
-        if (full.length > maxLength) {
-          const removed = this.tokenizer.decode(full.slice(maxLength - 1, -1));
-          this.warn(`The following part of your input was truncated because CLIP can only handle sequences up to ${maxLength} tokens: ${removed}`);
-        }
-      }
-    }
-    return this.tokenizer.call(texts, { padding: 'max_length', maxLength, truncation: true }).inputIds;
+  prepareImage(image: RGBImage[] | TensorLike, o: PrepareImageOptions): Tensor<'float32'> {
+    return prepareControlImage(this.controlImageProcessor, image, o);
   }
 
   private checkInputs(
@@ -357,53 +305,3 @@ export class StableDiffusionControlNetXSPipeline {
   }
 }
 
-/** Prompt/embedding exclusivity and agreement (diffusers' check_inputs). */
-export function checkPromptInputs(args: { prompt?: unknown; promptEmbeds?: TensorLike; negativePrompt?: unknown; negativePromptEmbeds?: TensorLike }): void {
-  if (args.prompt !== undefined && args.promptEmbeds !== undefined) {
-    throw new InputError('Cannot forward both `prompt` and `promptEmbeds`. Please make sure to only forward one of the two.');
-  }
-  if (args.prompt === undefined && args.promptEmbeds === undefined) {
-    throw new InputError('Provide either `prompt` or `promptEmbeds`. Cannot leave both `prompt` and `promptEmbeds` undefined.');
-  }
-  if (args.prompt !== undefined && typeof args.prompt !== 'string' && !Array.isArray(args.prompt)) {
-    throw new InputError(`\`prompt\` has to be of type string or string[] but is ${typeof args.prompt}`);
-  }
-  if (args.negativePrompt !== undefined && args.negativePromptEmbeds !== undefined) {
-    throw new InputError('Cannot forward both `negativePrompt` and `negativePromptEmbeds`. Please make sure to only forward one of the two.');
-  }
-  if (args.promptEmbeds && args.negativePromptEmbeds && args.promptEmbeds.dims.join() !== args.negativePromptEmbeds.dims.join()) {
-    throw new InputError(
-      `\`promptEmbeds\` and \`negativePromptEmbeds\` must have the same shape when passed directly, but got: [${args.promptEmbeds.dims.join(', ')}] != [${args.negativePromptEmbeds.dims.join(', ')}].`,
-    );
-  }
-}
-
-/** The negative side of CFG: "" per prompt, or the given negative prompt(s), checked against the prompt. */
-export function uncondTokens(prompt: string | string[] | undefined, negative: string | string[] | undefined, batchSize: number): string[] {
-  if (negative === undefined) return Array(batchSize).fill('');
-  if (prompt !== undefined && typeof prompt !== typeof negative) {
-    throw new InputError(`\`negativePrompt\` should be the same type to \`prompt\`, but got ${typeof negative} != ${typeof prompt}.`);
-  }
-  if (typeof negative === 'string') return [negative];
-  if (negative.length !== batchSize) {
-    throw new InputError(
-      `\`negativePrompt\` has batch size ${negative.length}, but \`prompt\` has batch size ${batchSize}. Please make sure that passed \`negativePrompt\` matches the batch size of \`prompt\`.`,
-    );
-  }
-  return [...negative];
-}
-
-/** `list[-k]` with a named error when k is out of range. */
-export function pickFromEnd<T>(list: readonly T[], k: number, name: string): T {
-  if (!Number.isInteger(k) || k < 1 || k > list.length) throw new InputError(`${name} must be between 0 and ${list.length - 1}, got ${k - 1}`);
-  return list[list.length - k]!;
-}
-
-/** Model-level options of a pipeline load. */
-export function modelOptions(o: PipelineLoadOptions): ModelRuntimeOptions & { variant?: string } {
-  return {
-    ...(o.variant ? { variant: o.variant } : {}),
-    ...(o.runtime ? { runtime: o.runtime } : {}),
-    ...(o.trace ? { trace: o.trace } : {}),
-  };
-}

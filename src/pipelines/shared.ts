@@ -1,0 +1,199 @@
+/**
+ * Steps the ControlNet-XS pipelines (SD and SDXL) share: prompt checks and tokenization, control
+ * image and latent preparation, and the denoising loop itself (diffusers' step 8).
+ */
+import { InputError } from '../errors.js';
+import type { VaeImageProcessor } from '../image/processor.js';
+import type { RGBImage } from '../image/rgb-image.js';
+import type { ModelRuntimeOptions } from '../models/traced-model.js';
+import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
+import { randnTensor, type Generator } from '../random/index.js';
+import type { SchedulerRun } from '../schedulers/index.js';
+import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
+import type { CLIPTokenizer } from '../tokenizer/index.js';
+import { catBatch, guide, repeatInterleave, scale } from './batch.js';
+import { controlAppliesAt, throwIfAborted } from './inputs.js';
+import type { PipelineLoadOptions } from './resolve.js';
+
+/** What `callbackOnStepEnd` may hand back: replacement latents. */
+export interface StepCallbackResult {
+  latents?: TensorLike;
+}
+
+/** One denoising step, as `steps()` yields it (latents after the scheduler step). */
+export interface PipelineStep {
+  index: number;
+  total: number;
+  timestep: number;
+  applyControl: boolean;
+  latents: Tensor<'float32'>;
+}
+
+export interface PipelineOutput {
+  /** 'pil': RGBImage[]; 'np': Tensor [B, H, W, 3] in [0, 1]; 'latent': the final latents [B, 4, h, w]. */
+  images: RGBImage[] | Tensor<'float32'>;
+  /** Always null: no safety checker is bundled. */
+  nsfwContentDetected: boolean[] | null;
+}
+
+/** Tokenize to `maxLength` with truncation, warning about what was cut (diffusers' message). */
+export function tokenizeTruncating(
+  tokenizer: CLIPTokenizer,
+  text: string | readonly string[],
+  o: { maxLength?: number; warn?: (message: string) => void } = {},
+): Tensor<'int64'> {
+  const texts = typeof text === 'string' ? [text] : text;
+  const maxLength = o.maxLength ?? tokenizer.modelMaxLength;
+  if (o.warn) {
+    for (const t of texts) {
+      const full = tokenizer.encode(t).inputIds;
+      if (full.length > maxLength) {
+        const removed = tokenizer.decode(full.slice(maxLength - 1, -1));
+        o.warn(`The following part of your input was truncated because CLIP can only handle sequences up to ${maxLength} tokens: ${removed}`);
+      }
+    }
+  }
+  return tokenizer.call(texts, { padding: 'max_length', maxLength, truncation: true }).inputIds;
+}
+
+export interface PrepareImageOptions {
+  height?: number;
+  width?: number;
+  batchSize: number;
+  numImagesPerPrompt: number;
+  doClassifierFreeGuidance: boolean;
+}
+
+/** Control image → [B·N(·2), 3, H, W] in [0, 1], rows repeated for the batch and for CFG. */
+export function prepareControlImage(processor: VaeImageProcessor, image: RGBImage[] | TensorLike, o: PrepareImageOptions): Tensor<'float32'> {
+  const size = { ...(o.height !== undefined ? { height: o.height } : {}), ...(o.width !== undefined ? { width: o.width } : {}) };
+  const t = processor.preprocess(image, size);
+  const repeated = repeatInterleave(t, t.dims[0] === 1 ? o.batchSize : o.numImagesPerPrompt);
+  return o.doClassifierFreeGuidance ? catBatch([repeated, repeated]) : repeated;
+}
+
+/** Initial latents: given (checked against `shape`) or drawn with `randnTensor`, times the run's init noise sigma. */
+export function prepareLatents(shape: number[], generator: Generator | Generator[], latents: TensorLike | undefined, initNoiseSigma: number): Tensor<'float32'> {
+  const batch = shape[0]!;
+  if (Array.isArray(generator) && generator.length !== batch) {
+    throw new InputError(
+      `You have passed a list of generators of length ${generator.length}, but requested an effective batch size of ${batch}. Make sure the batch size matches the length of the generators.`,
+    );
+  }
+  const noise = latents ? expectFloat32('latents', latents, shape) : randnTensor(shape, { generator });
+  return scale(noise, initNoiseSigma);
+}
+
+export interface DenoiseOptions<P> {
+  pipe: P;
+  unet: UNetControlNetXSModel;
+  run: SchedulerRun;
+  latents: Tensor<'float32'>;
+  encoderHiddenStates: Tensor<'float32'>;
+  controlImage: Tensor<'float32'>;
+  addedCondKwargs?: { textEmbeds: TensorLike; timeIds: TensorLike };
+  guidanceScale: number;
+  conditioningScale: number;
+  controlGuidanceStart: number;
+  controlGuidanceEnd: number;
+  generator: Generator | Generator[];
+  eta: number;
+  callbackOnStepEnd?: (pipe: P, step: number, timestep: number, tensors: { latents: Tensor<'float32'> }) => StepCallbackResult | void | Promise<StepCallbackResult | void>;
+  onProgress?: (p: { step: number; total: number; timestep: number }) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * diffusers' denoising loop: per timestep, scale the (CFG-doubled) latents, run the fused UNet with
+ * control on or off, guide, and step this generation's scheduler run. Yields after every step and
+ * returns the final latents.
+ */
+export async function* denoise<P>(o: DenoiseOptions<P>): AsyncGenerator<PipelineStep, Tensor<'float32'>, void> {
+  const doCfg = o.guidanceScale > 1.0;
+  const timesteps = o.run.timesteps;
+  let latents = o.latents;
+  for (let i = 0; i < timesteps.length; i++) {
+    throwIfAborted(o.signal);
+    const t = timesteps[i]!;
+    const latentModelInput = o.run.scaleModelInput(doCfg ? catBatch([latents, latents]) : latents, t);
+    const applyControl = controlAppliesAt(i, timesteps.length, o.controlGuidanceStart, o.controlGuidanceEnd);
+    const { sample: noisePred } = await o.unet.forward({
+      sample: latentModelInput,
+      timestep: t,
+      encoderHiddenStates: o.encoderHiddenStates,
+      controlnetCond: o.controlImage,
+      conditioningScale: o.conditioningScale,
+      applyControl,
+      ...(o.addedCondKwargs ? { addedCondKwargs: o.addedCondKwargs } : {}),
+    });
+    const guided = doCfg ? guide(noisePred, o.guidanceScale) : noisePred;
+    latents = o.run.step(guided, t, latents, { generator: o.generator, eta: o.eta }).prevSample;
+    if (o.callbackOnStepEnd) {
+      const out = await o.callbackOnStepEnd(o.pipe, i, t, { latents });
+      if (out && out.latents) latents = expectFloat32('callbackOnStepEnd latents', out.latents, [...latents.dims]);
+    }
+    o.onProgress?.({ step: i + 1, total: timesteps.length, timestep: t });
+    yield { index: i, total: timesteps.length, timestep: t, applyControl, latents };
+  }
+  throwIfAborted(o.signal);
+  return latents;
+}
+
+/** Drain a steps() iterator and return its output. */
+export async function finish<T>(it: AsyncGenerator<PipelineStep, T, void>): Promise<T> {
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** Prompt/embedding exclusivity and agreement (diffusers' check_inputs). */
+export function checkPromptInputs(args: { prompt?: unknown; promptEmbeds?: TensorLike; negativePrompt?: unknown; negativePromptEmbeds?: TensorLike }): void {
+  if (args.prompt !== undefined && args.promptEmbeds !== undefined) {
+    throw new InputError('Cannot forward both `prompt` and `promptEmbeds`. Please make sure to only forward one of the two.');
+  }
+  if (args.prompt === undefined && args.promptEmbeds === undefined) {
+    throw new InputError('Provide either `prompt` or `promptEmbeds`. Cannot leave both `prompt` and `promptEmbeds` undefined.');
+  }
+  if (args.prompt !== undefined && typeof args.prompt !== 'string' && !Array.isArray(args.prompt)) {
+    throw new InputError(`\`prompt\` has to be of type string or string[] but is ${typeof args.prompt}`);
+  }
+  if (args.negativePrompt !== undefined && args.negativePromptEmbeds !== undefined) {
+    throw new InputError('Cannot forward both `negativePrompt` and `negativePromptEmbeds`. Please make sure to only forward one of the two.');
+  }
+  if (args.promptEmbeds && args.negativePromptEmbeds && args.promptEmbeds.dims.join() !== args.negativePromptEmbeds.dims.join()) {
+    throw new InputError(
+      `\`promptEmbeds\` and \`negativePromptEmbeds\` must have the same shape when passed directly, but got: [${args.promptEmbeds.dims.join(', ')}] != [${args.negativePromptEmbeds.dims.join(', ')}].`,
+    );
+  }
+}
+
+/** The negative side of CFG: "" per prompt, or the given negative prompt(s), checked against the prompt. */
+export function uncondTokens(prompt: string | string[] | undefined, negative: string | string[] | undefined, batchSize: number): string[] {
+  if (negative === undefined) return Array(batchSize).fill('');
+  if (prompt !== undefined && typeof prompt !== typeof negative) {
+    throw new InputError(`\`negativePrompt\` should be the same type to \`prompt\`, but got ${typeof negative} != ${typeof prompt}.`);
+  }
+  if (typeof negative === 'string') return [negative];
+  if (negative.length !== batchSize) {
+    throw new InputError(
+      `\`negativePrompt\` has batch size ${negative.length}, but \`prompt\` has batch size ${batchSize}. Please make sure that passed \`negativePrompt\` matches the batch size of \`prompt\`.`,
+    );
+  }
+  return [...negative];
+}
+
+/** `list[-k]` with a named error when k is out of range. */
+export function pickFromEnd<T>(list: readonly T[], k: number, name: string): T {
+  if (!Number.isInteger(k) || k < 1 || k > list.length) throw new InputError(`${name} must be between 0 and ${list.length - 1}, got ${k - 1}`);
+  return list[list.length - k]!;
+}
+
+/** Model-level options of a pipeline load. */
+export function modelOptions(o: PipelineLoadOptions): ModelRuntimeOptions & { variant?: string } {
+  return {
+    ...(o.variant ? { variant: o.variant } : {}),
+    ...(o.runtime ? { runtime: o.runtime } : {}),
+    ...(o.trace ? { trace: o.trace } : {}),
+  };
+}

@@ -1,0 +1,404 @@
+/**
+ * StableDiffusionXLControlNetXSPipeline, step for step diffusers 0.33.1's `__call__`: two text
+ * encoders (penultimate hidden states concatenated, pooled embeddings from the second), SDXL
+ * micro-conditioning (`add_time_ids`) and a fused SDXL UNet + ControlNet-XS adapter.
+ */
+import { InputError } from '../errors.js';
+import { VaeImageProcessor } from '../image/processor.js';
+import type { RGBImage } from '../image/rgb-image.js';
+import type { AutoencoderKL } from '../models/autoencoder-kl.js';
+import type { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
+import type { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
+import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
+import { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
+import type { Generator } from '../random/index.js';
+import type { Scheduler } from '../schedulers/index.js';
+import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
+import type { CLIPTokenizer } from '../tokenizer/index.js';
+import { catBatch, divide, repeatInterleave } from './batch.js';
+import {
+  componentClass,
+  loadAdapter,
+  loadScheduler,
+  loadTextEncoder,
+  loadTextEncoderWithProjection,
+  loadTokenizer,
+  loadUnet,
+  loadVae,
+  readModelIndex,
+} from './components.js';
+import { checkControlWindow, checkFinite, checkPositiveInt, defaultGenerator, imageBatchSize, resolveControlImage, type ControlImageInput } from './inputs.js';
+import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
+import {
+  checkPromptInputs,
+  denoise,
+  finish,
+  modelOptions,
+  pickFromEnd,
+  prepareControlImage,
+  prepareLatents,
+  tokenizeTruncating,
+  type PipelineOutput,
+  type PipelineStep,
+  type StepCallbackResult,
+} from './shared.js';
+
+export interface StableDiffusionXLControlNetXSComponents {
+  vae: AutoencoderKL;
+  textEncoder: CLIPTextModel;
+  textEncoder2: CLIPTextModelWithProjection;
+  tokenizer: CLIPTokenizer;
+  tokenizer2: CLIPTokenizer;
+  /** A plain SDXL UNet is fused with `controlnet` on construction, as diffusers does. */
+  unet: UNet2DConditionModel | UNetControlNetXSModel;
+  controlnet: ControlNetXSAdapter | null;
+  scheduler: Scheduler;
+  /** With no negative prompt, negative embeddings are zeros (model_index.json; default true). */
+  forceZerosForEmptyPrompt?: boolean;
+  featureExtractor?: null;
+}
+
+type Size = readonly [number, number];
+
+export interface StableDiffusionXLControlNetXSCallArgs {
+  prompt?: string | string[];
+  prompt2?: string | string[];
+  image?: ControlImageInput;
+  height?: number;
+  width?: number;
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  negativePrompt?: string | string[];
+  negativePrompt2?: string | string[];
+  numImagesPerPrompt?: number;
+  eta?: number;
+  generator?: Generator | Generator[];
+  latents?: TensorLike;
+  promptEmbeds?: TensorLike;
+  negativePromptEmbeds?: TensorLike;
+  pooledPromptEmbeds?: TensorLike;
+  negativePooledPromptEmbeds?: TensorLike;
+  outputType?: 'pil' | 'np' | 'latent';
+  controlnetConditioningScale?: number;
+  controlGuidanceStart?: number;
+  controlGuidanceEnd?: number;
+  /** (height, width) of the original image; defaults to the control image's size. */
+  originalSize?: Size;
+  cropsCoordsTopLeft?: Size;
+  targetSize?: Size;
+  negativeOriginalSize?: Size;
+  negativeCropsCoordsTopLeft?: Size;
+  negativeTargetSize?: Size;
+  clipSkip?: number;
+  callbackOnStepEnd?: (
+    pipe: StableDiffusionXLControlNetXSPipeline,
+    step: number,
+    timestep: number,
+    tensors: { latents: Tensor<'float32'> },
+  ) => StepCallbackResult | void | Promise<StepCallbackResult | void>;
+  signal?: AbortSignal;
+  onProgress?: (p: { step: number; total: number; timestep: number }) => void;
+}
+
+export interface SDXLPromptEmbeddings {
+  promptEmbeds: Tensor<'float32'>;
+  negativePromptEmbeds: Tensor<'float32'> | null;
+  pooledPromptEmbeds: Tensor<'float32'>;
+  negativePooledPromptEmbeds: Tensor<'float32'> | null;
+}
+
+export class StableDiffusionXLControlNetXSPipeline {
+  vae: AutoencoderKL;
+  textEncoder: CLIPTextModel;
+  textEncoder2: CLIPTextModelWithProjection;
+  tokenizer: CLIPTokenizer;
+  tokenizer2: CLIPTokenizer;
+  unet: UNetControlNetXSModel;
+  controlnet: ControlNetXSAdapter | null;
+  scheduler: Scheduler;
+  readonly forceZerosForEmptyPrompt: boolean;
+  readonly vaeScaleFactor: number;
+  readonly imageProcessor: VaeImageProcessor;
+  readonly controlImageProcessor: VaeImageProcessor;
+  vaeDecode: { sliced: boolean; tiled: boolean } = { sliced: false, tiled: false };
+  private readonly warn: (message: string) => void;
+
+  constructor(components: StableDiffusionXLControlNetXSComponents, options: { warn?: (message: string) => void } = {}) {
+    this.warn = options.warn ?? console.warn;
+    const { unet, controlnet } = components;
+    if (unet instanceof UNet2DConditionModel) {
+      if (!controlnet) throw new InputError('a plain UNet2DConditionModel needs a `controlnet` (ControlNetXSAdapter) to fuse with');
+      this.unet = UNetControlNetXSModel.fuse(unet, controlnet, unet.runtimeSettings);
+    } else {
+      this.unet = unet;
+    }
+    if (this.unet.config.additionEmbedType !== 'text_time') {
+      throw new InputError('this UNet has no SDXL text_time embedding: use StableDiffusionControlNetXSPipeline for SD 1.x/2.x');
+    }
+    this.vae = components.vae;
+    this.textEncoder = components.textEncoder;
+    this.textEncoder2 = components.textEncoder2;
+    this.tokenizer = components.tokenizer;
+    this.tokenizer2 = components.tokenizer2;
+    this.controlnet = controlnet;
+    this.scheduler = components.scheduler;
+    this.forceZerosForEmptyPrompt = components.forceZerosForEmptyPrompt ?? true;
+    this.vaeScaleFactor = 2 ** (this.vae.config.blockOutChannels.length - 1);
+    this.imageProcessor = new VaeImageProcessor({ vaeScaleFactor: this.vaeScaleFactor, doConvertRgb: true });
+    this.controlImageProcessor = new VaeImageProcessor({ vaeScaleFactor: this.vaeScaleFactor, doConvertRgb: true, doNormalize: false });
+  }
+
+  static async fromPretrained(
+    idOrDir: string,
+    options: PipelineLoadOptions & { controlnet?: ControlNetXSAdapter } = {},
+  ): Promise<StableDiffusionXLControlNetXSPipeline> {
+    const warn = options.warn ?? console.warn;
+    const dir = await resolvePipelineDir(idOrDir, options);
+    const index = readModelIndex(dir);
+    const opts = { ...modelOptions(options), warn };
+    const [vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet] = await Promise.all([
+      loadVae(dir, opts),
+      loadTextEncoder(dir, 'text_encoder', opts),
+      loadTextEncoderWithProjection(dir, 'text_encoder_2', opts),
+      loadTokenizer(dir, 'tokenizer'),
+      loadTokenizer(dir, 'tokenizer_2'),
+      loadUnet(dir, index, opts),
+      options.controlnet ?? (componentClass(index, 'controlnet') !== null ? loadAdapter(dir, opts) : Promise.resolve(null)),
+    ]);
+    const forceZerosForEmptyPrompt = index['force_zeros_for_empty_prompt'] !== false;
+    return new StableDiffusionXLControlNetXSPipeline(
+      { vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet, scheduler: loadScheduler(dir), forceZerosForEmptyPrompt },
+      { warn },
+    );
+  }
+
+  get components(): StableDiffusionXLControlNetXSComponents {
+    const { vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet, scheduler, forceZerosForEmptyPrompt } = this;
+    return { vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet, scheduler, forceZerosForEmptyPrompt, featureExtractor: null };
+  }
+
+  async run(args: StableDiffusionXLControlNetXSCallArgs): Promise<PipelineOutput> {
+    return finish(this.steps(args));
+  }
+
+  async *steps(args: StableDiffusionXLControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
+    const numInferenceSteps = args.numInferenceSteps ?? 50;
+    const guidanceScale = args.guidanceScale ?? 5.0;
+    const numImagesPerPrompt = args.numImagesPerPrompt ?? 1;
+    const conditioningScale = args.controlnetConditioningScale ?? 1.0;
+    const start = args.controlGuidanceStart ?? 0.0;
+    const end = args.controlGuidanceEnd ?? 1.0;
+    const outputType = args.outputType ?? 'pil';
+
+    // 1. Check inputs
+    const image = await resolveControlImage(args.image);
+    this.checkInputs(args, image, { numInferenceSteps, numImagesPerPrompt, guidanceScale, conditioningScale, start, end, outputType });
+
+    // 2. Define call parameters
+    const batchSize = args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length;
+    const doCfg = guidanceScale > 1.0;
+
+    // 3. Encode input prompt
+    const emb = await this.encodePrompt(args, { numImagesPerPrompt, doClassifierFreeGuidance: doCfg });
+
+    // 4. Prepare image
+    const controlImage = prepareControlImage(this.controlImageProcessor, image, {
+      ...(args.height !== undefined ? { height: args.height } : {}),
+      ...(args.width !== undefined ? { width: args.width } : {}),
+      batchSize: batchSize * numImagesPerPrompt,
+      numImagesPerPrompt,
+      doClassifierFreeGuidance: doCfg,
+    });
+    const [height, width] = controlImage.dims.slice(-2) as [number, number];
+
+    // 5. Prepare timesteps
+    const run = this.scheduler.createRun(numInferenceSteps);
+
+    // 6. Prepare latent variables
+    const generator = args.generator ?? defaultGenerator();
+    const rows = batchSize * numImagesPerPrompt;
+    const latentShape = [rows, 4, Math.floor(height / this.vaeScaleFactor), Math.floor(width / this.vaeScaleFactor)];
+    const latents0 = prepareLatents(latentShape, generator, args.latents, run.initNoiseSigma);
+
+    // 7. Prepare added time ids & embeddings (micro-conditioning)
+    const originalSize = args.originalSize ?? ([height, width] as const);
+    const targetSize = args.targetSize ?? ([height, width] as const);
+    const addTimeIds = this.getAddTimeIds(originalSize, args.cropsCoordsTopLeft ?? [0, 0], targetSize, emb.pooledPromptEmbeds.dims[1]!);
+    const negativeAddTimeIds =
+      args.negativeOriginalSize && args.negativeTargetSize
+        ? this.getAddTimeIds(args.negativeOriginalSize, args.negativeCropsCoordsTopLeft ?? [0, 0], args.negativeTargetSize, emb.pooledPromptEmbeds.dims[1]!)
+        : addTimeIds;
+    const encoderHiddenStates = doCfg ? catBatch([emb.negativePromptEmbeds!, emb.promptEmbeds]) : emb.promptEmbeds;
+    const textEmbeds = doCfg ? catBatch([emb.negativePooledPromptEmbeds!, emb.pooledPromptEmbeds]) : emb.pooledPromptEmbeds;
+    // `cat([neg, pos]).repeat(B·N, 1)`: rows alternate neg, pos, … against embeddings [neg × B·N, pos × B·N]
+    // (a diffusers quirk, kept for parity when B·N > 1 and the negative ids differ).
+    const idsOnce = doCfg ? catBatch([negativeAddTimeIds, addTimeIds]) : addTimeIds;
+    const timeIds = catBatch(Array(rows).fill(idsOnce));
+
+    // 8. Denoising loop
+    const latents = yield* denoise({
+      pipe: this,
+      unet: this.unet,
+      run,
+      latents: latents0,
+      encoderHiddenStates,
+      controlImage,
+      addedCondKwargs: { textEmbeds, timeIds },
+      guidanceScale,
+      conditioningScale,
+      controlGuidanceStart: start,
+      controlGuidanceEnd: end,
+      generator,
+      eta: args.eta ?? 0.0,
+      ...(args.callbackOnStepEnd ? { callbackOnStepEnd: args.callbackOnStepEnd } : {}),
+      ...(args.onProgress ? { onProgress: args.onProgress } : {}),
+      ...(args.signal ? { signal: args.signal } : {}),
+    });
+
+    // 9. Decode (the VAE runs in float32, so force_upcast has nothing to do) and post-process
+    if (outputType === 'latent') return { images: latents, nsfwContentDetected: null };
+    const { sample } = await this.vae.decode(divide(latents, this.vae.config.scalingFactor), this.vaeDecode);
+    const images = outputType === 'pil' ? this.imageProcessor.postprocess(sample, 'pil') : this.imageProcessor.postprocess(sample, 'np');
+    return { images, nsfwContentDetected: null };
+  }
+
+  /**
+   * diffusers' SDXL encode_prompt: per encoder the penultimate hidden state (or
+   * `hidden_states[-(clipSkip + 2)]`), concatenated on the feature axis; pooled = text_encoder_2's
+   * projection. Rows repeated per image; negatives zeros when `forceZerosForEmptyPrompt`.
+   */
+  async encodePrompt(
+    args: Pick<
+      StableDiffusionXLControlNetXSCallArgs,
+      'prompt' | 'prompt2' | 'negativePrompt' | 'negativePrompt2' | 'promptEmbeds' | 'negativePromptEmbeds' | 'pooledPromptEmbeds' | 'negativePooledPromptEmbeds' | 'clipSkip'
+    >,
+    o: { numImagesPerPrompt: number; doClassifierFreeGuidance: boolean },
+  ): Promise<SDXLPromptEmbeddings> {
+    const prompt = args.prompt === undefined ? undefined : typeof args.prompt === 'string' ? [args.prompt] : args.prompt;
+    const batchSize = prompt ? prompt.length : args.promptEmbeds!.dims[0]!;
+    const encoders = [
+      { tokenizer: this.tokenizer, encoder: this.textEncoder },
+      { tokenizer: this.tokenizer2, encoder: this.textEncoder2 },
+    ] as const;
+
+    let promptEmbeds: Tensor<'float32'>;
+    let pooled: Tensor<'float32'>;
+    if (args.promptEmbeds) {
+      promptEmbeds = expectFloat32('promptEmbeds', args.promptEmbeds, [null, null, null]);
+      pooled = expectFloat32('pooledPromptEmbeds', args.pooledPromptEmbeds!, [promptEmbeds.dims[0]!, null]);
+    } else {
+      const prompt2 = args.prompt2 === undefined ? prompt! : typeof args.prompt2 === 'string' ? [args.prompt2] : args.prompt2;
+      const parts: Tensor<'float32'>[] = [];
+      let pooledOut: Tensor<'float32'> | null = null;
+      for (const [k, { tokenizer, encoder }] of encoders.entries()) {
+        const ids = tokenizeTruncating(tokenizer, k === 0 ? prompt! : prompt2, { warn: this.warn });
+        const out = await encoder.forward(ids, { outputHiddenStates: true });
+        if ('textEmbeds' in out) pooledOut = out.textEmbeds;
+        parts.push(pickFromEnd(out.hiddenStates!, (args.clipSkip ?? 0) + 2, 'clipSkip'));
+      }
+      promptEmbeds = concatLastAxis(parts);
+      pooled = pooledOut!;
+    }
+
+    let negative: Tensor<'float32'> | null = null;
+    let negativePooled: Tensor<'float32'> | null = null;
+    const zeroOut = args.negativePrompt === undefined && this.forceZerosForEmptyPrompt;
+    if (o.doClassifierFreeGuidance && args.negativePromptEmbeds === undefined && zeroOut) {
+      negative = Tensor.zeros(promptEmbeds.dims);
+      negativePooled = Tensor.zeros(pooled.dims);
+    } else if (o.doClassifierFreeGuidance && args.negativePromptEmbeds === undefined) {
+      const neg1 = args.negativePrompt ?? '';
+      const neg2 = args.negativePrompt2 ?? neg1;
+      const list = (n: string | string[]) => (typeof n === 'string' ? Array<string>(batchSize).fill(n) : n);
+      const uncond = [list(neg1), list(neg2)];
+      if (uncond[0]!.length !== batchSize) {
+        throw new InputError(
+          `\`negativePrompt\` has batch size ${uncond[0]!.length}, but \`prompt\` has batch size ${batchSize}. Please make sure that passed \`negativePrompt\` matches the batch size of \`prompt\`.`,
+        );
+      }
+      const parts: Tensor<'float32'>[] = [];
+      for (const [k, { tokenizer, encoder }] of encoders.entries()) {
+        const ids = tokenizeTruncating(tokenizer, uncond[k]!, { maxLength: promptEmbeds.dims[1]! });
+        const out = await encoder.forward(ids, { outputHiddenStates: true });
+        if ('textEmbeds' in out) negativePooled = out.textEmbeds;
+        parts.push(pickFromEnd(out.hiddenStates!, 2, 'clipSkip'));
+      }
+      negative = concatLastAxis(parts);
+    } else if (o.doClassifierFreeGuidance) {
+      negative = expectFloat32('negativePromptEmbeds', args.negativePromptEmbeds!, [...promptEmbeds.dims]);
+      if (!args.negativePooledPromptEmbeds) {
+        throw new InputError('If `negativePromptEmbeds` are provided, `negativePooledPromptEmbeds` also have to be passed.');
+      }
+      negativePooled = expectFloat32('negativePooledPromptEmbeds', args.negativePooledPromptEmbeds, [...pooled.dims]);
+    }
+
+    const n = o.numImagesPerPrompt;
+    return {
+      promptEmbeds: repeatInterleave(promptEmbeds, n),
+      negativePromptEmbeds: negative && repeatInterleave(negative, n),
+      pooledPromptEmbeds: repeatInterleave(pooled, n),
+      negativePooledPromptEmbeds: negativePooled && repeatInterleave(negativePooled, n),
+    };
+  }
+
+  /** [1, 6]: original (h, w) + crop top-left (y, x) + target (h, w), checked against the UNet's add_embedding width. */
+  getAddTimeIds(originalSize: Size, crops: Size, targetSize: Size, projectionDim: number): Tensor<'float32'> {
+    const ids = [...originalSize, ...crops, ...targetSize];
+    const c = this.unet.config;
+    const passed = c.additionTimeEmbedDim! * ids.length + projectionDim;
+    const expected = c.projectionClassEmbeddingsInputDim!;
+    if (passed !== expected) {
+      throw new InputError(
+        `Model expects an added time embedding vector of length ${expected}, but a vector of ${passed} was created. The model has an incorrect config. Please check \`unet.config.time_embedding_type\` and \`text_encoder_2.config.projection_dim\`.`,
+      );
+    }
+    return new Tensor('float32', Float32Array.from(ids), [1, ids.length]);
+  }
+
+  private checkInputs(
+    args: StableDiffusionXLControlNetXSCallArgs,
+    image: RGBImage[] | TensorLike,
+    v: { numInferenceSteps: number; numImagesPerPrompt: number; guidanceScale: number; conditioningScale: number; start: number; end: number; outputType: string },
+  ): void {
+    checkPromptInputs(args);
+    if (args.prompt2 !== undefined && args.promptEmbeds !== undefined) {
+      throw new InputError('Cannot forward both `prompt2` and `promptEmbeds`. Please make sure to only forward one of the two.');
+    }
+    if (args.negativePrompt2 !== undefined && args.negativePromptEmbeds !== undefined) {
+      throw new InputError('Cannot forward both `negativePrompt2` and `negativePromptEmbeds`. Please make sure to only forward one of the two.');
+    }
+    if (args.promptEmbeds !== undefined && args.pooledPromptEmbeds === undefined) {
+      throw new InputError('If `promptEmbeds` are provided, `pooledPromptEmbeds` also have to be passed. Make sure to generate `pooledPromptEmbeds` from the same text encoder that was used to generate `promptEmbeds`.');
+    }
+    if (args.negativePromptEmbeds !== undefined && args.negativePooledPromptEmbeds === undefined) {
+      throw new InputError('If `negativePromptEmbeds` are provided, `negativePooledPromptEmbeds` also have to be passed. Make sure to generate `negativePooledPromptEmbeds` from the same text encoder that was used to generate `negativePromptEmbeds`.');
+    }
+    checkPositiveInt('numInferenceSteps', v.numInferenceSteps);
+    checkPositiveInt('numImagesPerPrompt', v.numImagesPerPrompt);
+    checkFinite('guidanceScale', v.guidanceScale);
+    checkFinite('controlnetConditioningScale', v.conditioningScale);
+    if (!['pil', 'np', 'latent'].includes(v.outputType)) throw new InputError(`outputType must be 'pil', 'np' or 'latent', got ${JSON.stringify(v.outputType)}`);
+    const imageBatch = imageBatchSize(image);
+    const promptBatch = args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length;
+    if (imageBatch !== 1 && imageBatch !== promptBatch) {
+      throw new InputError(`If image batch size is not 1, image batch size must be same as prompt batch size. image batch size: ${imageBatch}, prompt batch size: ${promptBatch}`);
+    }
+    checkControlWindow(v.start, v.end);
+  }
+}
+
+/** torch.concat(parts, dim=-1) for [B, L, Dk] tensors. */
+function concatLastAxis(parts: readonly Tensor<'float32'>[]): Tensor<'float32'> {
+  const [b, l] = parts[0]!.dims as [number, number, number];
+  const widths = parts.map((p) => p.dims[2]!);
+  const total = widths.reduce((x, y) => x + y, 0);
+  const out = new Float32Array(b * l * total);
+  for (let r = 0; r < b * l; r++) {
+    let at = r * total;
+    parts.forEach((p, k) => {
+      out.set(p.data.subarray(r * widths[k]!, (r + 1) * widths[k]!), at);
+      at += widths[k]!;
+    });
+  }
+  return new Tensor('float32', out, [b, l, total]);
+}
