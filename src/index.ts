@@ -37,3 +37,19 @@ export type { AutoencoderKLConfig } from './models/autoencoder-kl-config.js';
 export * from './random/index.js';
 export * from './tokenizer/index.js';
 export * from './image/index.js';
+export {
+  StableDiffusionControlNetXSPipeline,
+  type StableDiffusionControlNetXSCallArgs,
+  type StableDiffusionControlNetXSComponents,
+} from './pipelines/stable-diffusion-controlnet-xs.js';
+export {
+  StableDiffusionXLControlNetXSPipeline,
+  type StableDiffusionXLControlNetXSCallArgs,
+  type StableDiffusionXLControlNetXSComponents,
+} from './pipelines/stable-diffusion-xl-controlnet-xs.js';
+export type { PipelineOutput, PipelineStep, StepCallbackResult } from './pipelines/shared.js';
+export type { ControlImageInput } from './pipelines/inputs.js';
+export type { PipelineLoadOptions, Device } from './pipelines/resolve.js';
+export * from './schedulers/index.js';
+export { SCHEDULER_ALIASES, schedulerAlias, type SchedulerAlias } from './schedulers/aliases.js';
+export { addPngText, readPngText } from './image/png-text.js';

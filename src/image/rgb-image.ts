@@ -7,6 +7,7 @@ import { rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import sharp from 'sharp';
 import { InputError } from '../errors.js';
+import { addPngText } from './png-text.js';
 
 /** Output formats `RGBImage.save` can write, picked from the file extension. */
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
@@ -73,13 +74,14 @@ export class RGBImage {
    * temporary file in the same folder first, which is then renamed over `path`, so a reader never sees
    * a half-written file; the temporary file is removed if anything fails.
    */
-  async save(path: string): Promise<void> {
+  async save(path: string, options: { pngText?: Readonly<Record<string, string>> } = {}): Promise<void> {
     const ext = extname(path).toLowerCase();
     const format = FORMAT_BY_EXTENSION[ext];
     if (format === undefined) {
       throw new InputError(`${path}: cannot tell the image format from extension "${ext}" (use .png, .jpg, .jpeg or .webp)`);
     }
-    const bytes = await this.encode(format);
+    let bytes = await this.encode(format);
+    if (options.pngText && format === 'png') bytes = addPngText(bytes, options.pngText);
     const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
     try {
       await writeFile(tmp, bytes);

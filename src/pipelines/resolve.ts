@@ -29,3 +29,9 @@ export async function resolvePipelineDir(idOrDir: string, _options: PipelineLoad
   if (existsSync(idOrDir) && statSync(idOrDir).isDirectory()) return idOrDir;
   throw new ConfigError(`${idOrDir}: not a local pipeline folder`);
 }
+
+/** A local model folder. Hub ids are resolved by the hub layer when it is present. */
+export async function resolveModelDir(idOrDir: string, _options: PipelineLoadOptions): Promise<string> {
+  if (existsSync(idOrDir) && statSync(idOrDir).isDirectory()) return idOrDir;
+  throw new ConfigError(`${idOrDir}: not a local model folder`);
+}
