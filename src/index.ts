@@ -53,3 +53,4 @@ export type { PipelineLoadOptions, Device } from './pipelines/resolve.js';
 export * from './schedulers/index.js';
 export { SCHEDULER_ALIASES, schedulerAlias, type SchedulerAlias } from './schedulers/aliases.js';
 export { addPngText, readPngText } from './image/png-text.js';
+export * from './hub/index.js';

@@ -13,7 +13,7 @@ import { randnTensor, type Generator } from '../random/index.js';
 import { expectFloat32, Tensor, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { parseAutoencoderKLConfig, vaeTileSizes, type AutoencoderKLConfig } from './autoencoder-kl-config.js';
-import { modelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { TracedModel, assertFinite, type ModelRuntimeOptions } from './traced-model.js';
 import { TILE_OVERLAP_FACTOR, batchItem, concatBatch, decodeTilePlan, encodeTilePlan, tiledApply } from './vae-tiling.js';
 
@@ -178,7 +178,7 @@ export class AutoencoderKL {
     if (options.dtype !== undefined && options.dtype !== 'float32') {
       throw new ConfigError(`dtype "${String(options.dtype)}" is not supported; computation runs in float32`);
     }
-    const folder = modelFolder(dir, options.subfolder);
+    const folder = await resolveModelFolder(dir, options);
     const config = parseAutoencoderKLConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
     return AutoencoderKL.fromSource(config, source, options);

@@ -12,7 +12,7 @@ import { Module } from '../nn/module.js';
 import { Tensor, numel, type TensorLike } from '../tensor.js';
 import { WeightSource, type BoundWeights, type WeightRef } from '../weights/source.js';
 import { clipActivation, parseCLIPTextConfig, type CLIPTextConfig } from './clip-text-config.js';
-import { modelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { TracedModel, type ModelRuntimeOptions } from './traced-model.js';
 
 /**
@@ -92,7 +92,7 @@ export function dropPositionIds(source: WeightSource): WeightSource {
 }
 
 async function loadPretrained(dir: string, options: CLIPTextPretrainedOptions): Promise<{ config: CLIPTextConfig; source: WeightSource }> {
-  const folder = modelFolder(dir, options.subfolder);
+  const folder = await resolveModelFolder(dir, options);
   const config = parseCLIPTextConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
   const source = await openWeights(folder, 'model', options.variant);
   return { config, source };

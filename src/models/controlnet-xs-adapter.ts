@@ -24,7 +24,7 @@ import {
 import { Conv2d } from '../nn/layers.js';
 import type { WeightSource } from '../weights/source.js';
 import { parseConfig, perBlock, type Camelize, type Warn } from './config.js';
-import { modelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 
 const DEFAULTS = {
   conditioning_channels: 3,
@@ -173,7 +173,7 @@ export class ControlNetXSAdapter {
   ) {}
 
   static async fromPretrained(dir: string, options: PretrainedOptions = {}): Promise<ControlNetXSAdapter> {
-    const folder = modelFolder(dir, options.subfolder);
+    const folder = await resolveModelFolder(dir, options);
     const origin = `${folder}/config.json`;
     const config = parseAdapterConfig(readConfigJson(folder), origin, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);

@@ -8,6 +8,7 @@ import { parsePythonJson } from '../util/json.js';
 import { ConfigError, WeightLoadError } from '../errors.js';
 import { loadSafetensors } from '../weights/safetensors.js';
 import { WeightSource } from '../weights/source.js';
+import { resolvePretrained } from '../hub/index.js';
 
 export interface PretrainedOptions {
   subfolder?: string;
@@ -15,6 +16,33 @@ export interface PretrainedOptions {
   variant?: string;
   /** Receives non-fatal notices (unknown config keys); default `console.warn`. */
   warn?: (message: string) => void;
+  /** For Hub ids ("org/name"): branch, tag or commit; default `main`. */
+  revision?: string;
+  /** Hugging Face cache root (default as Python: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub). */
+  cacheDir?: string;
+  /** Use only the local cache (also on with HF_HUB_OFFLINE=1). */
+  localFilesOnly?: boolean;
+  token?: string | false;
+  endpoint?: string;
+  onDownloadProgress?: (p: { file: string; loaded: number; total: number | null }) => void;
+}
+
+/** A local model folder (plus subfolder), or a Hub repo id resolved into the Python-compatible cache. */
+export async function resolveModelFolder(dir: string, o: PretrainedOptions): Promise<string> {
+  if (existsSync(dir) || !/^[\w.-]+\/[\w.-]+$/.test(dir)) return modelFolder(dir, o.subfolder);
+  const folder = await resolvePretrained(dir, {
+    files: 'model',
+    ...(o.subfolder ? { subfolder: o.subfolder } : {}),
+    ...(o.variant ? { variant: o.variant } : {}),
+    ...(o.revision ? { revision: o.revision } : {}),
+    ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
+    ...(o.localFilesOnly ? { localFilesOnly: true } : {}),
+    ...(o.token !== undefined ? { token: o.token } : {}),
+    ...(o.endpoint ? { endpoint: o.endpoint } : {}),
+    ...(o.onDownloadProgress ? { onProgress: o.onDownloadProgress } : {}),
+    ...(o.warn ? { warn: o.warn } : {}),
+  });
+  return modelFolder(folder);
 }
 
 export function modelFolder(dir: string, subfolder?: string): string {
@@ -45,7 +73,11 @@ export function readConfigJson(folder: string): Record<string, unknown> {
 export async function openWeights(folder: string, baseName: string, variant?: string): Promise<WeightSource> {
   const stem = variant ? `${baseName}.${variant}` : baseName;
   const single = join(folder, `${stem}.safetensors`);
-  const index = join(folder, `${stem}.safetensors.index.json`);
+  // Sharded variants are indexed as `<base>.safetensors.index.<variant>.json` (diffusers and transformers).
+  const indexNames = variant
+    ? [`${baseName}.safetensors.index.${variant}.json`, `${stem}.safetensors.index.json`]
+    : [`${baseName}.safetensors.index.json`];
+  const index = indexNames.map((n) => join(folder, n)).find((p) => existsSync(p)) ?? join(folder, indexNames[0]!);
   if (existsSync(single)) return WeightSource.fromFiles([await loadSafetensors(single)], single);
   if (existsSync(index)) {
     let map: Record<string, string>;

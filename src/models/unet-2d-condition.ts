@@ -12,7 +12,7 @@ import { DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, type BlockAttention } 
 import { expectFloat32, type Tensor, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { perBlock } from './config.js';
-import { modelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { TracedModel, assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
 import { parseUNet2DConditionConfig, type UNet2DConditionConfig } from './unet-2d-condition-config.js';
 
@@ -196,7 +196,7 @@ export class UNet2DConditionModel extends TracedModel {
     if (options.dtype !== undefined && options.dtype !== 'float32') {
       throw new ConfigError(`dtype "${String(options.dtype)}" is not supported; computation runs in float32`);
     }
-    const folder = modelFolder(dir, options.subfolder);
+    const folder = await resolveModelFolder(dir, options);
     const config = parseUNet2DConditionConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
     return UNet2DConditionModel.fromSource(config, source, options);

@@ -24,7 +24,7 @@ import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { perBlock } from './config.js';
 import type { ControlNetXSAdapter } from './controlnet-xs-adapter.js';
 import { fuseWeights, fusedConfig } from './controlnet-xs-fusion.js';
-import { modelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { TracedModel, assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
 import type { UNet2DConditionModel } from './unet-2d-condition.js';
 import { parseUNetControlNetXSConfig, type UNetControlNetXSConfig } from './unet-controlnet-xs-config.js';
@@ -242,7 +242,7 @@ export class UNetControlNetXSModel extends TracedModel {
 
   /** Load a saved fused model (`UNetControlNetXSModel.save_pretrained` output). */
   static async fromPretrained(dir: string, options: PretrainedOptions & ModelRuntimeOptions = {}): Promise<UNetControlNetXSModel> {
-    const folder = modelFolder(dir, options.subfolder);
+    const folder = await resolveModelFolder(dir, options);
     const config = parseUNetControlNetXSConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
     const g = config.ctrlMaxNormNumGroups;

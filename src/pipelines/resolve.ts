@@ -1,6 +1,5 @@
 /** Where a pipeline's files are: a local folder as is, or a Hub repo resolved into the Python-compatible cache. */
-import { existsSync, statSync } from 'node:fs';
-import { ConfigError } from '../errors.js';
+import { resolvePretrained, type PretrainedHubOptions } from '../hub/index.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import type { TraceOptions } from '../graph/builder.js';
 
@@ -16,7 +15,8 @@ export interface PipelineLoadOptions {
   revision?: string;
   cacheDir?: string;
   localFilesOnly?: boolean;
-  token?: string;
+  token?: string | false;
+  signal?: AbortSignal;
   endpoint?: string;
   onDownloadProgress?: (p: { file: string; loaded: number; total: number | null }) => void;
   runtime?: RuntimeOptions;
@@ -24,14 +24,27 @@ export interface PipelineLoadOptions {
   warn?: (message: string) => void;
 }
 
-/** A local pipeline folder. Hub ids are resolved by the hub layer when it is present. */
-export async function resolvePipelineDir(idOrDir: string, _options: PipelineLoadOptions): Promise<string> {
-  if (existsSync(idOrDir) && statSync(idOrDir).isDirectory()) return idOrDir;
-  throw new ConfigError(`${idOrDir}: not a local pipeline folder`);
+/** The Hub part of the options (revision, cache, offline, token, endpoint, progress). */
+export function hubOptions(o: PipelineLoadOptions): PretrainedHubOptions {
+  return {
+    ...(o.variant ? { variant: o.variant } : {}),
+    ...(o.revision ? { revision: o.revision } : {}),
+    ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
+    ...(o.localFilesOnly ? { localFilesOnly: true } : {}),
+    ...(o.token !== undefined ? { token: o.token } : {}),
+    ...(o.endpoint ? { endpoint: o.endpoint } : {}),
+    ...(o.onDownloadProgress ? { onProgress: o.onDownloadProgress } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.warn ? { warn: o.warn } : {}),
+  };
 }
 
-/** A local model folder. Hub ids are resolved by the hub layer when it is present. */
-export async function resolveModelDir(idOrDir: string, _options: PipelineLoadOptions): Promise<string> {
-  if (existsSync(idOrDir) && statSync(idOrDir).isDirectory()) return idOrDir;
-  throw new ConfigError(`${idOrDir}: not a local model folder`);
+/** A pipeline folder: local as is, or a Hub repo downloaded (only the files it needs) into the cache. */
+export async function resolvePipelineDir(idOrDir: string, options: PipelineLoadOptions): Promise<string> {
+  return resolvePretrained(idOrDir, { ...hubOptions(options), files: 'pipeline' });
+}
+
+/** A single model folder (config.json + weights), local or from the Hub. */
+export async function resolveModelDir(idOrDir: string, options: PipelineLoadOptions & { subfolder?: string }): Promise<string> {
+  return resolvePretrained(idOrDir, { ...hubOptions(options), files: 'model', ...(options.subfolder ? { subfolder: options.subfolder } : {}) });
 }
