@@ -3,8 +3,10 @@
  * (diffusers' controlnet_xs.py). Built from a UNet and an adapter (`fromUnet`, the pipelines' path)
  * or from a saved fused folder (`fromPretrained`).
  *
- * The traced graph holds both variants behind one ONNX `If` on `apply_control`: the control branch
- * and the base-only branch share every weight, and with control off nothing of the control model runs.
+ * One traced graph serves control on and off: the base UNet runs in the main graph (where
+ * onnxruntime's layout optimisations apply), and each piece of control-model work sits in the
+ * `then` branch of an ONNX `If` on the `apply_control` input whose `else` branch passes the base
+ * features through. With control off nothing of the control model runs; weights are shared.
  */
 import { OnnxDataType } from '../graph/onnx-proto.js';
 import type { GraphBuilder, Value } from '../graph/builder.js';
@@ -141,20 +143,34 @@ export class UNetControlNetXSNet extends Module {
     return 2 ** (this.down_blocks.length - 1);
   }
 
-  /** One complete forward pass, with control (`scale` given) or base-only (`scale` null). */
-  forward(op: GraphBuilder, io: { sample: Value; t: Value; context: Value; cond: Value; added: { textEmbeds: Value; timeIds: Value } | null }, scale: Value | null): Value {
+  /**
+   * The forward pass. `control` decides where the control model's work goes: behind an ONNX `If`
+   * on a boolean graph input ('gated', what the model runs), always ('on') or nowhere ('off').
+   */
+  forward(
+    op: GraphBuilder,
+    io: { sample: Value; t: Value; context: Value; cond: Value; added: { textEmbeds: Value; timeIds: Value } | null; scale: Value },
+    control: { gate: Value } | 'on' | 'off',
+  ): Value {
     const b = op.at('');
     const c = this.config;
-    // 1. time
+    const gated = (g: GraphBuilder, passthrough: readonly Value[], fn: (branch: GraphBuilder) => Value[]): Value[] => {
+      if (control === 'on') return fn(g);
+      if (control === 'off') return [...passthrough];
+      return g.ifElse(control.gate, fn, () => [...passthrough], passthrough.length);
+    };
+
+    // 1. time (with a learned control time embedding, control steps blend ctrl·m + base·(1−m))
     const tEmb = this.base_time_proj.forward(op, io.t);
-    let temb: Value;
-    if (this.ctrl_time_embedding && scale) {
-      const m = c.timeEmbeddingMix ** 0.3;
-      const ctrlT = b.op('Mul', [this.ctrl_time_embedding.forward(op, tEmb), b.scalar(m)]);
-      const baseT = b.op('Mul', [this.base_time_embedding.forward(op, tEmb), b.scalar(1 - m)]);
-      temb = b.op('Add', [ctrlT, baseT]);
-    } else {
-      temb = this.base_time_embedding.forward(op, tEmb);
+    let temb = this.base_time_embedding.forward(op, tEmb);
+    const ctrlTime = this.ctrl_time_embedding;
+    if (ctrlTime) {
+      const baseTemb = temb;
+      [temb] = gated(b, [baseTemb], (g) => {
+        const m = c.timeEmbeddingMix ** 0.3;
+        const ctrlT = g.op('Mul', [ctrlTime.forward(g, tEmb), g.scalar(m)]);
+        return [g.op('Add', [ctrlT, g.op('Mul', [baseTemb, g.scalar(1 - m)])])];
+      }) as [Value];
     }
     if (this.base_add_embedding && this.base_add_time_proj && io.added) {
       const a = op.at('base_add_embedding');
@@ -164,23 +180,24 @@ export class UNetControlNetXSNet extends Module {
       const addEmbeds = a.op('Concat', [io.added.textEmbeds, timeEmbeds], { attrs: { axis: -1 } });
       temb = b.op('Add', [temb, this.base_add_embedding.forward(op, addEmbeds)]);
     }
-    const x: Exchange = { temb, context: io.context, scale };
+    const x: Exchange = { temb, context: io.context, scale: io.scale, control: gated };
 
-    // 2. conv in (+ the conditioning image embedding on the control side)
+    // 2. conv in, and on the control side conv in + the conditioning image's embedding
     let hBase = this.base_conv_in.forward(op, io.sample);
-    let hCtrl: Value | null = null;
-    if (scale) {
+    let hCtrl: Value = b.scalar(0); // stands in for the control stream while control is off
+    const baseIn = hBase;
+    [hBase, hCtrl] = gated(b, [baseIn, hCtrl], (g) => {
       let cond = io.cond;
       if (c.ctrlConditioningChannelOrder === 'bgr') {
         const chs = c.ctrlConditioningChannels;
-        cond = b.op('Gather', [cond, b.ints(Array.from({ length: chs }, (_, i) => chs - 1 - i))], { attrs: { axis: 1 } });
+        cond = g.op('Gather', [cond, g.ints(Array.from({ length: chs }, (_, i) => chs - 1 - i))], { attrs: { axis: 1 } });
       }
-      const hint = this.controlnet_cond_embedding.forward(op, cond);
-      hCtrl = b.op('Add', [this.ctrl_conv_in.forward(op, io.sample), hint]);
-      hBase = b.op('Add', [hBase, b.op('Mul', [this.control_to_base_for_conv_in.forward(op, hCtrl), scale])]);
-    }
+      const hint = this.controlnet_cond_embedding.forward(g, cond);
+      const ctrl = g.op('Add', [this.ctrl_conv_in.forward(g, io.sample), hint]);
+      return [g.op('Add', [baseIn, g.op('Mul', [this.control_to_base_for_conv_in.forward(g, ctrl), io.scale])]), ctrl];
+    }) as [Value, Value];
     const skipsBase: Value[] = [hBase];
-    const skipsCtrl: (Value | null)[] = [hCtrl];
+    const skipsCtrl: Value[] = [hCtrl];
 
     // 3. down
     for (const down of this.down_blocks) {
@@ -270,14 +287,8 @@ export class UNetControlNetXSModel extends TracedModel {
           : null,
     };
     const scale = op.input('conditioning_scale', F, []);
-    const applyControl = op.input('apply_control', OnnxDataType.BOOL, []);
-    const [out] = op.ifElse(
-      applyControl,
-      (b) => [this.net.forward(b, io, scale)],
-      (b) => [this.net.forward(b, io, null)],
-      1,
-    );
-    op.output(out!, 'out_sample', F, ['batch', 4, 'height', 'width']);
+    const gate = op.input('apply_control', OnnxDataType.BOOL, []);
+    op.output(this.net.forward(op, { ...io, scale }, { gate }), 'out_sample', F, ['batch', 4, 'height', 'width']);
   }
 
   async forward(args: UNetControlNetXSForwardArgs): Promise<{ sample: Tensor<'float32'> }> {

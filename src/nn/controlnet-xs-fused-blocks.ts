@@ -2,7 +2,11 @@
  * The fused ControlNet-XS blocks (diffusers' ControlNetXSCrossAttn{Down,Mid,Up}Block2D): each
  * holds a base subblock and its control twin and exchanges features between them —
  * base → ctrl by concatenation through a zero conv, ctrl → base by adding a zero conv's output
- * scaled by `conditioning_scale`. With control off only the base half is traced.
+ * scaled by `conditioning_scale`.
+ *
+ * The base subblocks are traced into the main graph; everything the control model does sits
+ * behind `Exchange.control`, which the fused model turns into an ONNX `If` on `apply_control`
+ * (base features pass through unchanged when control is off, and nothing of the control model runs).
  */
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import type { Transformer2DModel } from './attention.js';
@@ -26,8 +30,13 @@ import { UNetMidBlock2DCrossAttn, transformerFor, type BlockAttention } from './
 export interface Exchange {
   temb: Value;
   context: Value;
-  /** Scalar conditioning scale; null when control is off (the control half is not traced). */
-  scale: Value | null;
+  /** Scalar conditioning scale. */
+  scale: Value;
+  /**
+   * Control-model work: `fn` computes new values for `passthrough` (in a builder of its own);
+   * when control is off the `passthrough` values come out unchanged.
+   */
+  control(op: GraphBuilder, passthrough: readonly Value[], fn: (b: GraphBuilder) => Value[]): Value[];
 }
 
 function concat(op: GraphBuilder, a: Value, b: Value): Value {
@@ -73,32 +82,36 @@ export class ControlNetXSCrossAttnDownBlock2D extends Module {
   }
 
   /** Returns both streams and the skip states of each subblock (resnets, then the downsampler). */
-  forward(op: GraphBuilder, hBase: Value, hCtrl: Value | null, x: Exchange): { hBase: Value; hCtrl: Value | null; skipsBase: Value[]; skipsCtrl: (Value | null)[] } {
+  forward(op: GraphBuilder, hBase: Value, hCtrl: Value, x: Exchange): { hBase: Value; hCtrl: Value; skipsBase: Value[]; skipsCtrl: Value[] } {
     const b = op.at(this.path);
     const skipsBase: Value[] = [];
-    const skipsCtrl: (Value | null)[] = [];
+    const skipsCtrl: Value[] = [];
+    const subblock = (i: number, base: (h: Value) => Value, ctrl: (c: GraphBuilder, h: Value) => Value): void => {
+      const before = hBase;
+      hBase = base(hBase);
+      [hBase, hCtrl] = x.control(b, [hBase, hCtrl], (c) => {
+        const cc = c.at(this.path);
+        const h = ctrl(c, concat(cc, hCtrl, this.base_to_ctrl[i]!.forward(c, before))); // concat base → ctrl
+        return [addCtrl(cc, hBase, this.ctrl_to_base[i]!, h, x.scale), h]; // add ctrl → base
+      }) as [Value, Value];
+      skipsBase.push(hBase);
+      skipsCtrl.push(hCtrl);
+    };
     for (let i = 0; i < DOWN_LAYERS; i++) {
-      if (x.scale && hCtrl) hCtrl = concat(b, hCtrl, this.base_to_ctrl[i]!.forward(op, hBase)); // concat base → ctrl
-      hBase = this.base_resnets[i]!.forward(op, hBase, x.temb);
-      if (this.base_attentions) hBase = this.base_attentions[i]!.forward(op, hBase, x.context);
-      if (x.scale && hCtrl) {
-        hCtrl = this.ctrl_resnets[i]!.forward(op, hCtrl, x.temb);
-        if (this.ctrl_attentions) hCtrl = this.ctrl_attentions[i]!.forward(op, hCtrl, x.context);
-        hBase = addCtrl(b, hBase, this.ctrl_to_base[i]!, hCtrl, x.scale); // add ctrl → base
-      }
-      skipsBase.push(hBase);
-      skipsCtrl.push(hCtrl);
+      subblock(
+        i,
+        (h) => {
+          const r = this.base_resnets[i]!.forward(op, h, x.temb);
+          return this.base_attentions ? this.base_attentions[i]!.forward(op, r, x.context) : r;
+        },
+        (c, h) => {
+          const r = this.ctrl_resnets[i]!.forward(c, h, x.temb);
+          return this.ctrl_attentions ? this.ctrl_attentions[i]!.forward(c, r, x.context) : r;
+        },
+      );
     }
-    if (this.base_downsamplers && this.ctrl_downsamplers) {
-      if (x.scale && hCtrl) hCtrl = concat(b, hCtrl, this.base_to_ctrl[DOWN_LAYERS]!.forward(op, hBase));
-      hBase = this.base_downsamplers.forward(op, hBase);
-      if (x.scale && hCtrl) {
-        hCtrl = this.ctrl_downsamplers.forward(op, hCtrl);
-        hBase = addCtrl(b, hBase, this.ctrl_to_base[DOWN_LAYERS]!, hCtrl, x.scale);
-      }
-      skipsBase.push(hBase);
-      skipsCtrl.push(hCtrl);
-    }
+    const [baseDown, ctrlDown] = [this.base_downsamplers, this.ctrl_downsamplers];
+    if (baseDown && ctrlDown) subblock(DOWN_LAYERS, (h) => baseDown.forward(op, h), (c, h) => ctrlDown.forward(c, h));
     return { hBase, hCtrl, skipsBase, skipsCtrl };
   }
 }
@@ -131,15 +144,17 @@ export class ControlNetXSCrossAttnMidBlock2D extends Module {
     this.ctrl_to_base = this.child('ctrl_to_base', (p) => zeroConv(p, o.ctrlChannels, o.baseChannels));
   }
 
-  forward(op: GraphBuilder, hBase: Value, hCtrl: Value | null, x: Exchange): { hBase: Value; hCtrl: Value | null } {
+  forward(op: GraphBuilder, hBase: Value, hCtrl: Value, x: Exchange): { hBase: Value; hCtrl: Value } {
     const b = op.at(this.path);
-    if (x.scale && hCtrl) hCtrl = concat(b, hCtrl, this.base_to_ctrl.forward(op, hBase)); // concat base → ctrl
-    hBase = this.base_midblock.forward(op, hBase, x.temb, x.context);
-    if (x.scale && hCtrl) {
-      hCtrl = this.ctrl_midblock.forward(op, hCtrl, x.temb, x.context);
-      hBase = addCtrl(b, hBase, this.ctrl_to_base, hCtrl, x.scale); // add ctrl → base
-    }
-    return { hBase, hCtrl };
+    const before = hBase;
+    const base = this.base_midblock.forward(op, hBase, x.temb, x.context);
+    const [outBase, outCtrl] = x.control(b, [base, hCtrl], (c) => {
+      const cc = c.at(this.path);
+      const joined = concat(cc, hCtrl, this.base_to_ctrl.forward(c, before)); // concat base → ctrl
+      const h = this.ctrl_midblock.forward(c, joined, x.temb, x.context);
+      return [addCtrl(cc, base, this.ctrl_to_base, h, x.scale), h]; // add ctrl → base
+    });
+    return { hBase: outBase!, hCtrl: outCtrl! };
   }
 }
 
@@ -174,12 +189,13 @@ export class ControlNetXSCrossAttnUpBlock2D extends Module {
   }
 
   /** Consumes the last UP_LAYERS skips of each stream (last first). */
-  forward(op: GraphBuilder, h: Value, skipsBase: Value[], skipsCtrl: (Value | null)[], x: Exchange): Value {
+  forward(op: GraphBuilder, h: Value, skipsBase: Value[], skipsCtrl: Value[], x: Exchange): Value {
     const b = op.at(this.path);
     for (let i = 0; i < UP_LAYERS; i++) {
       const sBase = skipsBase.pop()!;
       const sCtrl = skipsCtrl.pop()!;
-      if (x.scale && sCtrl) h = addCtrl(b, h, this.ctrl_to_base[i]!, sCtrl, x.scale); // add ctrl → base
+      const hIn = h;
+      [h] = x.control(b, [hIn], (c) => [addCtrl(c.at(this.path), hIn, this.ctrl_to_base[i]!, sCtrl, x.scale)]) as [Value]; // add ctrl → base
       h = this.resnets[i]!.forward(op, concat(b, h, sBase), x.temb);
       if (this.attentions) h = this.attentions[i]!.forward(op, h, x.context);
     }
