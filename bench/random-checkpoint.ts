@@ -3,11 +3,15 @@
  * project's perf-configs) so anyone can benchmark without downloading. Shapes come from our own module
  * trees; values are distinct (onnxruntime de-duplicates identical initializers) and scaled like an init.
  */
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ControlNetXSAdapterNet, parseAdapterConfig } from '../src/models/controlnet-xs-adapter.js';
 import { readConfigJson } from '../src/models/loading.js';
+import { AutoencoderKLNet } from '../src/models/autoencoder-kl.js';
+import { parseAutoencoderKLConfig } from '../src/models/autoencoder-kl-config.js';
+import { CLIPTextNet } from '../src/models/clip-text-model.js';
+import { parseCLIPTextConfig } from '../src/models/clip-text-config.js';
 import { UNet2DConditionNet, unetLayout } from '../src/models/unet-2d-condition.js';
 import { parseUNet2DConditionConfig } from '../src/models/unet-2d-condition-config.js';
 import { numel } from '../src/tensor.js';
@@ -16,6 +20,8 @@ import { writeSafetensors } from '../src/weights/write-safetensors.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const CONFIGS = join(HERE, 'configs');
+/** The CLIP BPE files (the same vocabulary as every SD checkpoint). */
+const TOKENIZER = join(HERE, '..', 'test', 'fixtures', 'clip-tokenizer');
 
 /** xorshift32 uniforms in [-a, a): fast, seeded, distinct per tensor. */
 function randomBytes(p: ParameterSpec, seed: number): Uint8Array {
@@ -36,32 +42,58 @@ function randomBytes(p: ParameterSpec, seed: number): Uint8Array {
   return new Uint8Array(out.buffer);
 }
 
-function writeRandom(dir: string, params: ParameterSpec[]): void {
+function writeRandom(dir: string, params: ParameterSpec[], file = 'diffusion_pytorch_model.safetensors'): void {
   mkdirSync(dir, { recursive: true });
   writeSafetensors(
-    join(dir, 'diffusion_pytorch_model.safetensors'),
+    join(dir, file),
     params.map((p, i) => ({ name: p.key, dtype: 'F32', shape: p.shape, bytes: () => randomBytes(p, i + 1) })),
   );
 }
 
-/** Ensure `<out>/unet` and `<out>/controlnet` exist with random weights; returns `out`. */
+/** One component: its config copied from bench/configs, its weights random, its shapes from our module tree. */
+function component(out: string, name: string, params: (raw: Record<string, unknown>) => ParameterSpec[], file?: string): void {
+  const dir = join(out, name);
+  const weights = join(dir, file ?? 'diffusion_pytorch_model.safetensors');
+  if (existsSync(weights)) return;
+  console.error(`writing random ${name} weights to ${dir} …`);
+  writeRandom(dir, params(readConfigJson(join(CONFIGS, name))), file);
+  copyFileSync(join(CONFIGS, name, 'config.json'), join(dir, 'config.json'));
+}
+
+/**
+ * Ensure `out` is a complete diffusers pipeline folder with random weights (SD 2.1-base dimensions):
+ * model_index.json, unet, controlnet, vae, text_encoder, tokenizer, scheduler. Returns `out`.
+ */
 export function ensureRandomCheckpoint(out: string): string {
   const quiet = () => {};
-  if (!existsSync(join(out, 'unet', 'diffusion_pytorch_model.safetensors'))) {
-    const raw = readConfigJson(join(CONFIGS, 'unet'));
+  component(out, 'unet', (raw) => {
     const config = parseUNet2DConditionConfig(raw, 'bench unet', quiet);
-    const net = new UNet2DConditionNet(config, unetLayout(config, 'bench unet'));
-    console.error(`writing random UNet weights to ${out}/unet …`);
-    writeRandom(join(out, 'unet'), [...net.parameters()]);
-    copyFileSync(join(CONFIGS, 'unet', 'config.json'), join(out, 'unet', 'config.json'));
+    return [...new UNet2DConditionNet(config, unetLayout(config, 'bench unet')).parameters()];
+  });
+  component(out, 'controlnet', (raw) => [...new ControlNetXSAdapterNet(parseAdapterConfig(raw, 'bench controlnet', quiet), 'bench controlnet').parameters()]);
+  component(out, 'vae', (raw) => [...new AutoencoderKLNet(parseAutoencoderKLConfig(raw, 'bench vae', quiet)).parameters()]);
+  component(out, 'text_encoder', (raw) => [...new CLIPTextNet(parseCLIPTextConfig(raw, 'bench text_encoder', quiet), false).parameters()], 'model.safetensors');
+  mkdirSync(join(out, 'scheduler'), { recursive: true });
+  copyFileSync(join(CONFIGS, 'scheduler', 'scheduler_config.json'), join(out, 'scheduler', 'scheduler_config.json'));
+  mkdirSync(join(out, 'tokenizer'), { recursive: true });
+  for (const f of ['vocab.json', 'merges.txt', 'tokenizer_config.json', 'special_tokens_map.json']) {
+    copyFileSync(join(TOKENIZER, f), join(out, 'tokenizer', f));
   }
-  if (!existsSync(join(out, 'controlnet', 'diffusion_pytorch_model.safetensors'))) {
-    const config = parseAdapterConfig(readConfigJson(join(CONFIGS, 'controlnet')), 'bench controlnet', quiet);
-    const net = new ControlNetXSAdapterNet(config, 'bench controlnet');
-    console.error(`writing random adapter weights to ${out}/controlnet …`);
-    writeRandom(join(out, 'controlnet'), [...net.parameters()]);
-    copyFileSync(join(CONFIGS, 'controlnet', 'config.json'), join(out, 'controlnet', 'config.json'));
-  }
+  writeFileSync(
+    join(out, 'model_index.json'),
+    JSON.stringify({
+      _class_name: 'StableDiffusionControlNetXSPipeline',
+      controlnet: ['diffusers', 'ControlNetXSAdapter'],
+      feature_extractor: [null, null],
+      requires_safety_checker: false,
+      safety_checker: [null, null],
+      scheduler: ['diffusers', 'PNDMScheduler'],
+      text_encoder: ['transformers', 'CLIPTextModel'],
+      tokenizer: ['transformers', 'CLIPTokenizer'],
+      unet: ['diffusers', 'UNet2DConditionModel'],
+      vae: ['diffusers', 'AutoencoderKL'],
+    }, null, 2),
+  );
   return out;
 }
 

@@ -7,7 +7,23 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { Generator, randnTensor } from '../src/random/index.js';
-import { schedulerClass, type Scheduler, type StepOutput } from '../src/schedulers/index.js';
+import { ConfigError, InputError } from '../src/errors.js';
+import {
+  DDIMScheduler,
+  DDPMScheduler,
+  DEISMultistepScheduler,
+  DPMSolverMultistepScheduler,
+  DPMSolverSinglestepScheduler,
+  EulerDiscreteScheduler,
+  LCMScheduler,
+  PNDMScheduler,
+  SCHEDULER_CLASSES,
+  schedulerClass,
+  schedulerFromConfig,
+  UniPCMultistepScheduler,
+  type Scheduler,
+  type StepOutput,
+} from '../src/schedulers/index.js';
 import { Tensor } from '../src/tensor.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
 import { fixture, maxAbsDiff } from './helpers.js';
@@ -167,8 +183,9 @@ describe('scheduler golden loops (diffusers 0.33.1)', () => {
         model_output: tensors.readFloat32(c.outputs.model_output),
         prev_sample: tensors.readFloat32(c.outputs.prev_sample),
       };
-      const refX0 = c.outputs.pred_original_sample !== undefined ? tensors.readFloat32(c.outputs.pred_original_sample) : null;
-      const refDenoised = c.outputs.denoised !== undefined ? tensors.readFloat32(c.outputs.denoised) : null;
+      const optional = (key: string) => (c.outputs[key] !== undefined ? tensors.readFloat32(c.outputs[key]) : null);
+      const refX0 = optional('pred_original_sample');
+      const refDenoised = optional('denoised');
       for (let i = 0; i < loop.steps.length; i++) {
         checkClose(c, 'scaled_input', loop.scaled[i], row(refs.scaled_input, i), `scaled_input[${i}]`, m);
         checkClose(c, 'model_output', loop.modelOutputs[i], row(refs.model_output, i), `model_output[${i}]`, m);
@@ -192,4 +209,134 @@ describe('scheduler golden loops (diffusers 0.33.1)', () => {
       t.diagnostic(`worst diff/tol ${m.worst.toFixed(3)} at ${m.where}`);
     });
   }
+});
+
+/** One golden case per class, for the config tests. */
+function firstCaseOf(className: string): SchedulerCase {
+  const c = cases.find((x) => x.scheduler_class === className);
+  assert.ok(c, className);
+  return c;
+}
+
+describe('scheduler configs (from_config / save_config)', () => {
+  it('every golden scheduler_config round-trips through schedulerFromConfig', () => {
+    for (const name of Object.keys(SCHEDULER_CLASSES)) {
+      const c = firstCaseOf(name);
+      const sched = schedulerFromConfig(c.scheduler_config);
+      assert.equal(sched.className, name);
+      assert.deepEqual({ ...sched.config }, c.scheduler_config, name);
+      assert.deepEqual({ ...schedulerFromConfig(sched.config).config }, { ...sched.config }, `${name} round trip`);
+    }
+  });
+
+  it('swapping classes keeps the betas and the keys of compatible classes, and drops unknown keys', () => {
+    const pndm = PNDMScheduler.fromConfig({ ...SD_BASE, some_unknown_key: 3 });
+    assert.equal(pndm.config.some_unknown_key, undefined);
+    const euler = EulerDiscreteScheduler.fromConfig(pndm.config);
+    assert.equal(euler.config._class_name, 'EulerDiscreteScheduler');
+    assert.equal(euler.config.skip_prk_steps, true, 'PNDM key kept as a hidden key');
+    assert.equal(euler.config.beta_schedule, 'scaled_linear');
+    assert.deepEqual(euler.alphasCumprod, pndm.alphasCumprod);
+    assert.equal(euler.config.timestep_spacing, 'leading');
+    const back = PNDMScheduler.fromConfig(euler.config);
+    assert.equal(back.config.skip_prk_steps, true);
+    assert.equal(back.config.interpolation_type, 'linear', 'Euler key kept as a hidden key');
+    assert.equal(back.config._class_name, 'PNDMScheduler');
+  });
+
+  it('maps algorithm and solver types between the DPM-Solver, UniPC and DEIS classes like diffusers', () => {
+    const deis = DEISMultistepScheduler.fromConfig(SD_BASE);
+    const dpm = DPMSolverMultistepScheduler.fromConfig(deis.config);
+    assert.equal(dpm.config.algorithm_type, 'dpmsolver++');
+    assert.equal(dpm.config.solver_type, 'midpoint');
+    const unipc = UniPCMultistepScheduler.fromConfig(dpm.config);
+    assert.equal(unipc.config.solver_type, 'bh2');
+    const deis2 = DEISMultistepScheduler.fromConfig(unipc.config);
+    assert.equal(deis2.config.algorithm_type, 'deis');
+    assert.equal(deis2.config.solver_type, 'logrho');
+  });
+
+  it('a class built without a config has the diffusers defaults', () => {
+    const d = new DDIMScheduler();
+    assert.equal(d.config.beta_schedule, 'linear');
+    assert.equal(d.config.num_train_timesteps, 1000);
+    assert.equal(d.config._class_name, 'DDIMScheduler');
+    assert.equal(d.config._diffusers_version, '0.33.1');
+    assert.deepEqual(Object.keys(d.config), Object.keys(d.config).sort(), 'keys sorted like save_config');
+    assert.equal(LCMScheduler.fromConfig().config.beta_schedule, 'scaled_linear');
+  });
+
+  it('DPMSolverSinglestep switches lower_order_final on like diffusers', () => {
+    const s = DPMSolverSinglestepScheduler.fromConfig(SD_BASE);
+    assert.equal(s.config.lower_order_final, false);
+    s.setTimesteps(7);
+    assert.equal(s.config.lower_order_final, true);
+  });
+});
+
+describe('scheduler errors', () => {
+  const throwsNamed = (fn: () => unknown, type: new (...a: never[]) => Error, text: string): void => {
+    assert.throws(fn, (e: unknown) => e instanceof type && (e as Error).message.includes(text));
+  };
+
+  it('unknown or missing _class_name is a ConfigError naming it', () => {
+    throwsNamed(() => schedulerFromConfig({ ...SD_BASE, _class_name: 'FancyScheduler' }), ConfigError, 'FancyScheduler');
+    throwsNamed(() => schedulerFromConfig({ beta_start: 0.1 }), ConfigError, '_class_name');
+    throwsNamed(() => schedulerClass(42), ConfigError, '42');
+  });
+
+  it('unknown beta_schedule, prediction_type or timestep_spacing is a ConfigError naming the value', () => {
+    for (const cls of Object.values(SCHEDULER_CLASSES)) {
+      throwsNamed(() => cls.fromConfig({ ...SD_BASE, beta_schedule: 'cubic' }), ConfigError, 'cubic');
+      throwsNamed(() => cls.fromConfig({ ...SD_BASE, prediction_type: 'noise' }), ConfigError, 'noise');
+    }
+    throwsNamed(() => DDIMScheduler.fromConfig({ timestep_spacing: 'sideways' }), ConfigError, 'sideways');
+    throwsNamed(() => DDIMScheduler.fromConfig({ num_train_timesteps: -5 }), ConfigError, '-5');
+    throwsNamed(() => DDPMScheduler.fromConfig({ trained_betas: [0.1, 0.2] }), ConfigError, 'trained_betas');
+  });
+
+  it('num_inference_steps outside [1, num_train_timesteps] is an InputError naming the value', () => {
+    for (const cls of Object.values(SCHEDULER_CLASSES)) {
+      const s = cls.fromConfig(SD_BASE);
+      throwsNamed(() => s.setTimesteps(1001), InputError, '1001');
+      throwsNamed(() => s.setTimesteps(0), InputError, '0');
+      throwsNamed(() => s.createRun(2.5), InputError, '2.5');
+    }
+    throwsNamed(() => LCMScheduler.fromConfig(SD_BASE).setTimesteps(51), InputError, '51');
+  });
+
+  it('stepping without a run, or with a run of another scheduler, is an InputError', () => {
+    const a = DDIMScheduler.fromConfig(SD_BASE);
+    const b = DDIMScheduler.fromConfig(SD_BASE);
+    const x = Tensor.zeros([1, 4, 4, 4]);
+    throwsNamed(() => a.step(x, 1, x), InputError, 'setTimesteps');
+    throwsNamed(() => a.step(x, 1, x, { run: b.createRun(5) }), InputError, 'another scheduler');
+    const euler = EulerDiscreteScheduler.fromConfig(SD_BASE);
+    euler.setTimesteps(5);
+    throwsNamed(() => euler.step(x, 123.5, x), InputError, '123.5');
+  });
+});
+
+describe('scheduler helpers', () => {
+  it('timestepsTensor carries diffusers dtype', () => {
+    const ddim = DDIMScheduler.fromConfig(SD_BASE).setTimesteps(7).timestepsTensor();
+    assert.equal(ddim.dtype, 'int64');
+    assert.deepEqual(Array.from(ddim.data as BigInt64Array, Number), timestepsOf(firstCaseOf('DDIMScheduler')));
+    const euler = EulerDiscreteScheduler.fromConfig(SD_BASE).setTimesteps(7).timestepsTensor();
+    assert.equal(euler.dtype, 'float32');
+  });
+
+  it('addNoise mixes √ᾱ·x₀ + √(1-ᾱ)·ε per batch item, before and after setTimesteps', () => {
+    const s = DDIMScheduler.fromConfig(SD_BASE);
+    const x0 = Tensor.float32(Array.from({ length: 8 }, (_, i) => i - 3), [2, 4]);
+    const eps = Tensor.float32(Array.from({ length: 8 }, (_, i) => 0.5 - i / 4), [2, 4]);
+    const out = s.addNoise(x0, eps, [10n, 500n]);
+    for (let i = 0; i < 8; i++) {
+      const a = s.alphasCumprod[i < 4 ? 10 : 500];
+      const want = f(f(f(Math.sqrt(a)) * x0.data[i]) + f(f(Math.sqrt(f(1 - a))) * eps.data[i]));
+      assert.equal(out.data[i], want);
+    }
+    s.setTimesteps(10);
+    assert.deepEqual(s.addNoise(x0, eps, [10, 500]).data, out.data);
+  });
 });

@@ -6,7 +6,6 @@ import { InputError } from '../errors.js';
 import { Tensor, type TensorLike } from '../tensor.js';
 import { fround } from './float32.js';
 import { asVec } from './ops.js';
-import { alphaSigmaFromSigma } from './sigmas.js';
 
 /** Python-style index: negative values count from the end. */
 export function pyIndex(i: number, length: number, what: string): number {
@@ -58,16 +57,4 @@ export function addNoiseAlphaProd(
 /** Karras σ-form (Euler, LMS, Heun, KDPM2): x₀ + σ ε. */
 export function addNoiseSigma(sigmas: readonly number[], original: TensorLike, noise: TensorLike): Tensor<'float32'> {
   return mixNoise(original, noise, sigmas.map((s) => [1, s] as const));
-}
-
-/** DPM-Solver form: α_t x₀ + σ_t ε with (α_t, σ_t) from σ. */
-export function addNoiseAlphaSigma(sigmas: readonly number[], original: TensorLike, noise: TensorLike): Tensor<'float32'> {
-  return mixNoise(
-    original,
-    noise,
-    sigmas.map((s) => {
-      const { alpha, sigma } = alphaSigmaFromSigma(s);
-      return [alpha, sigma] as const;
-    }),
-  );
 }

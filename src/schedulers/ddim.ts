@@ -7,7 +7,7 @@ import type { SchedulerConfigInput } from './config.js';
 import { fround } from './float32.js';
 import { div, like, lin } from './ops.js';
 import { limitX0, predictFromAlphaProd, readX0Limits, type X0Limits } from './prediction.js';
-import { stepNoise, timestepNumber, type StepOptions, type StepOutput, type TimestepValue } from './scheduler.js';
+import { timestepNumber, type StepOptions, type StepOutput, type TimestepValue } from './scheduler.js';
 import { spacedTimesteps, TIMESTEP_SPACINGS } from './timesteps.js';
 
 export class DDIMScheduler extends AlphaProdScheduler {
@@ -72,7 +72,7 @@ export class DDIMRun extends AlphaProdRun {
     const direction = lin([[dirCoef, eps]]);
     let prev = lin([[fround(Math.sqrt(aPrev)), x0], [1, direction]]);
     if (eta > 0) {
-      const z = stepNoise(dims, opts, s.className);
+      const z = this.stepNoise(dims, opts);
       prev = lin([[1, prev], [std, z]]);
     }
     return { prevSample: like(dims, prev), predOriginalSample: like(dims, x0) };

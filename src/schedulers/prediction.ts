@@ -9,12 +9,19 @@
  *
  * v-prediction (Salimans & Ho 2022, "Progressive Distillation", §4) is v = α_t ε - σ_t x₀.
  */
+import { InputError } from '../errors.js';
 import type { ConfigReader } from './config.js';
 import { fround } from './float32.js';
 import { clamp, div, lin, thresholdSample, type Vec } from './ops.js';
 
-export type PredictionType = 'epsilon' | 'v_prediction' | 'sample';
+/** What the model predicts; `flow_prediction` (flow-matching velocity) only for the DPM-Solver family. */
+export type PredictionType = 'epsilon' | 'v_prediction' | 'sample' | 'flow_prediction';
+/** The kinds most classes implement. */
 export const PREDICTION_TYPES: readonly PredictionType[] = ['epsilon', 'v_prediction', 'sample'];
+
+function unsupported(kind: PredictionType): never {
+  throw new InputError(`prediction_type ${JSON.stringify(kind)} is not supported here`);
+}
 
 /**
  * ᾱ-form: x̂₀ and ε̂ from the model output at cumulative alpha `alphaProd` (float32).
@@ -41,6 +48,8 @@ export function predictFromAlphaProd(
         x0: lin([[sa, sample], [-sb, modelOutput]]),
         eps: lin([[sa, modelOutput], [sb, sample]]),
       };
+    default:
+      return unsupported(kind);
   }
 }
 
@@ -63,6 +72,8 @@ export function predictX0FromSigma(kind: PredictionType, sigma: number, modelOut
     }
     case 'sample':
       return modelOutput;
+    default:
+      return unsupported(kind);
   }
 }
 
@@ -80,6 +91,8 @@ export function dataPrediction(kind: PredictionType, alpha: number, sigma: numbe
       return lin([[alpha, sample], [-sigma, modelOutput]]);
     case 'sample':
       return modelOutput;
+    default:
+      return unsupported(kind);
   }
 }
 
@@ -97,6 +110,8 @@ export function noisePrediction(kind: PredictionType, alpha: number, sigma: numb
       return div(lin([[1, sample], [-alpha, modelOutput]]), sigma);
     case 'v_prediction':
       return lin([[alpha, modelOutput], [sigma, sample]]);
+    default:
+      return unsupported(kind);
   }
 }
 

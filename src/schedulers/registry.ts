@@ -3,8 +3,27 @@
  * `scheduler_config.json` with the class it names.
  */
 import { ConfigError } from '../errors.js';
-import { describe, isSchedulerClassName, SCHEDULER_CLASS_NAMES, type SchedulerClassName, type SchedulerConfigInput } from './config.js';
+import {
+  describe,
+  isSchedulerClassName,
+  SCHEDULER_CLASS_NAMES,
+  type SchedulerClassName,
+  type SchedulerConfigInput,
+} from './config.js';
 import { DDIMScheduler } from './ddim.js';
+import { DDPMScheduler } from './ddpm.js';
+import { DEISMultistepScheduler } from './deis.js';
+import { DPMSolverMultistepScheduler } from './dpmsolver-multistep.js';
+import { DPMSolverSinglestepScheduler } from './dpmsolver-singlestep.js';
+import { EulerAncestralDiscreteScheduler } from './euler-ancestral.js';
+import { EulerDiscreteScheduler } from './euler.js';
+import { HeunDiscreteScheduler } from './heun.js';
+import { KDPM2AncestralDiscreteScheduler } from './kdpm2-ancestral.js';
+import { KDPM2DiscreteScheduler } from './kdpm2.js';
+import { LCMScheduler } from './lcm.js';
+import { LMSDiscreteScheduler } from './lms.js';
+import { PNDMScheduler } from './pndm.js';
+import { UniPCMultistepScheduler } from './unipc.js';
 import type { Scheduler } from './scheduler.js';
 
 /** A scheduler class: constructible from a config, with diffusers' `from_config`. */
@@ -16,6 +35,19 @@ export interface SchedulerClass {
 /** Every implemented class by its diffusers name. */
 export const SCHEDULER_CLASSES: Readonly<Partial<Record<SchedulerClassName, SchedulerClass>>> = Object.freeze({
   DDIMScheduler,
+  PNDMScheduler,
+  EulerDiscreteScheduler,
+  EulerAncestralDiscreteScheduler,
+  LMSDiscreteScheduler,
+  DPMSolverMultistepScheduler,
+  DPMSolverSinglestepScheduler,
+  UniPCMultistepScheduler,
+  DEISMultistepScheduler,
+  DDPMScheduler,
+  HeunDiscreteScheduler,
+  KDPM2DiscreteScheduler,
+  KDPM2AncestralDiscreteScheduler,
+  LCMScheduler,
 });
 
 /** The class for a diffusers `_class_name`; `ConfigError` naming it when unknown. */

@@ -29,11 +29,23 @@
  * }
  * ```
  *
- * Semantics follow diffusers 0.33.1 exactly, including which step index the first call picks
- * (`index_for_timestep`), and the float32 arithmetic of its torch tensors (see float32.ts, ops.ts).
+ * Details:
+ * - A run's step index is set on its first `scaleModelInput`/`step` call, like diffusers'
+ *   `_init_step_index` (the begin index if `setBeginIndex` was called, else the position of the
+ *   timestep in the schedule), and advances by one per `step`.
+ * - Step noise comes from the `generator` given to `step`. Without one diffusers uses torch's
+ *   global generator; here each run lazily owns a generator with torch's default seed, so no
+ *   random state is shared either.
+ * - The one config change diffusers makes while setting timesteps (DPMSolverSinglestep turning
+ *   on `lower_order_final`) is kept, since it is part of what `save_config` writes; it depends
+ *   on the config alone for the default `final_sigmas_type`.
+ *
+ * Semantics follow diffusers 0.33.1 exactly, including the float32 arithmetic of its torch
+ * tensors and numpy's float64 schedule math (see float32.ts, ops.ts), so results match the
+ * reference bit for bit where the reference is deterministic.
  */
 import { InputError } from '../errors.js';
-import { randnTensor, type Generator } from '../random/index.js';
+import { Generator, randnTensor } from '../random/index.js';
 import { Tensor, type TensorLike } from '../tensor.js';
 import { noiseSchedule, type BetaSchedule, type NoiseSchedule } from './betas.js';
 import {
@@ -112,6 +124,7 @@ export abstract class SchedulerRun {
   readonly initNoiseSigma: number;
   private stepIndexValue: number | null = null;
   private beginIndexValue: number | null = null;
+  private fallbackGenerator: Generator | undefined;
 
   protected constructor(
     readonly scheduler: Scheduler,
@@ -146,12 +159,17 @@ export abstract class SchedulerRun {
     return this;
   }
 
-  /** The timesteps as a tensor with diffusers' dtype (int64 or float32), e.g. for a UNet input. */
+  /** The timesteps as a tensor with diffusers' dtype (int64, float32 or float64), e.g. for a UNet input. */
   timestepsTensor(): Tensor {
-    if (this.scheduler.timestepDtype === 'int64') {
-      return new Tensor('int64', BigInt64Array.from(this.timesteps, (t) => BigInt(t)), [this.timesteps.length]);
+    const n = [this.timesteps.length];
+    switch (this.scheduler.timestepDtype) {
+      case 'int64':
+        return new Tensor('int64', BigInt64Array.from(this.timesteps, (t) => BigInt(t)), n);
+      case 'float64':
+        return new Tensor('float64', Float64Array.from(this.timesteps), n);
+      case 'float32':
+        return new Tensor('float32', Float32Array.from(this.timesteps), n);
     }
-    return new Tensor('float32', Float32Array.from(this.timesteps), [this.timesteps.length]);
   }
 
   /** Scale the model input for the current noise level (identity unless overridden). */
@@ -217,6 +235,30 @@ export abstract class SchedulerRun {
     return timesteps.map(() => i);
   }
 
+  /**
+   * Unit Gaussian noise for a step: `varianceNoise` if given, else diffusers' `randn_tensor`
+   * with the step's generator. Without one, diffusers draws from torch's global generator; here
+   * each run owns a generator with torch's default seed instead, so draws still advance from
+   * step to step without any state shared between runs.
+   */
+  protected stepNoise(dims: readonly number[], opts: StepOptions): Vec {
+    const className = this.scheduler.className;
+    if (opts.varianceNoise !== undefined) {
+      if (opts.generator !== undefined) {
+        throw new InputError(`${className}: pass either generator or varianceNoise to step, not both`);
+      }
+      const v = asVec('varianceNoise', opts.varianceNoise);
+      if (v.length !== dims.reduce((a, b) => a * b, 1)) {
+        throw new InputError(
+          `${className}: varianceNoise dims [${opts.varianceNoise.dims.join(', ')}] do not match the sample`,
+        );
+      }
+      return v;
+    }
+    this.fallbackGenerator ??= new Generator();
+    return randnTensor(dims, { generator: opts.generator ?? this.fallbackGenerator }).data;
+  }
+
   /** Check a step's tensors and return their data. */
   protected inputs(modelOutput: TensorLike, sample: TensorLike): { mo: Vec; x: Vec; dims: readonly number[] } {
     const mo = asVec('model_output', modelOutput);
@@ -231,21 +273,6 @@ export abstract class SchedulerRun {
   }
 }
 
-/** Unit Gaussian noise for a step: `varianceNoise` if given, else drawn with diffusers' randn_tensor. */
-export function stepNoise(dims: readonly number[], opts: StepOptions, className: string): Vec {
-  if (opts.varianceNoise !== undefined) {
-    if (opts.generator !== undefined) {
-      throw new InputError(`${className}: pass either generator or varianceNoise to step, not both`);
-    }
-    const v = asVec('varianceNoise', opts.varianceNoise);
-    if (v.length !== dims.reduce((a, b) => a * b, 1)) {
-      throw new InputError(`${className}: varianceNoise dims [${opts.varianceNoise.dims.join(', ')}] do not match the sample`);
-    }
-    return v;
-  }
-  return randnTensor(dims, { generator: opts.generator }).data;
-}
-
 /** Shared construction of every scheduler: resolve the config and build the training schedule. */
 export interface SchedulerInit {
   readonly className: SchedulerClassName;
@@ -255,6 +282,12 @@ export interface SchedulerInit {
   readonly zeroSnr?: boolean;
   /** And then set ᾱ_T = 2^-24 (the sigma-based classes). */
   readonly clampLastAlpha?: boolean;
+}
+
+/** Class-level choices passed to the base constructor. */
+export interface SchedulerOptions {
+  /** The `prediction_type` values the class implements (all three by default). */
+  readonly predictionTypes?: readonly PredictionType[];
 }
 
 /**
@@ -267,7 +300,7 @@ export abstract class Scheduler {
   /** Model evaluations per scheduler step (2 for Heun and KDPM2). */
   abstract readonly order: number;
   /** dtype of diffusers' `timesteps` tensor for this class. */
-  abstract readonly timestepDtype: 'int64' | 'float32';
+  abstract readonly timestepDtype: 'int64' | 'float32' | 'float64';
   /** Whether a timestep missing from the schedule maps to the last index (DPM-Solver family). */
   readonly missingTimestepIsLast: boolean = false;
   readonly numTrainTimesteps: number;
@@ -278,7 +311,7 @@ export abstract class Scheduler {
   private reader: ConfigReader;
   private currentRun: SchedulerRun | undefined;
 
-  protected constructor(init: SchedulerInit, opts: { predictionTypes?: readonly PredictionType[] } = {}) {
+  protected constructor(init: SchedulerInit, opts: SchedulerOptions = {}) {
     this.className = init.className;
     this.configValue = resolveConfig(init.className, init.config);
     this.reader = new ConfigReader(init.className, this.configValue);
@@ -294,7 +327,10 @@ export abstract class Scheduler {
   }
 
   /** `Cls.from_config(config)`: class defaults, overridden by the config's keys for this class. */
-  static fromConfig<T extends Scheduler>(this: new (config?: SchedulerConfigInput) => T, config: SchedulerConfigInput = {}): T {
+  static fromConfig<T extends Scheduler>(
+    this: new (config?: SchedulerConfigInput) => T,
+    config: SchedulerConfigInput = {},
+  ): T {
     return new this(config);
   }
 
@@ -348,7 +384,8 @@ export abstract class Scheduler {
 
   /** Timesteps of the current run; before `setTimesteps`, the training timesteps T-1 … 0. */
   get timesteps(): readonly number[] {
-    return this.currentRun?.timesteps ?? Array.from({ length: this.numTrainTimesteps }, (_, i) => this.numTrainTimesteps - 1 - i);
+    const T = this.numTrainTimesteps;
+    return this.currentRun?.timesteps ?? Array.from({ length: T }, (_, i) => T - 1 - i);
   }
 
   /** Sigmas of the current run (undefined for schedulers without sigmas or before `setTimesteps`). */

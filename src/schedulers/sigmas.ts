@@ -101,7 +101,7 @@ export function sigmaToT(sigma: number, logTable: Float32Array, opts: { float32R
 
 /** α_t, σ_t of the variance-preserving process at Karras sigma σ: α = 1/√(σ²+1), σ_t = σ·α (float32). */
 export function alphaSigmaFromSigma(sigma: number): { alpha: number; sigma: number } {
-  const alpha = fround(1 / Math.sqrt(fround(fround(sigma * sigma) + 1)));
+  const alpha = fround(1 / fround(Math.sqrt(fround(fround(sigma * sigma) + 1))));
   return { alpha, sigma: fround(sigma * alpha) };
 }
 

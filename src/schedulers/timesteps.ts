@@ -45,8 +45,8 @@ export function npInterpOnIndex(x: number, fp: ArrayLike<number>): number {
   if (x >= n - 1) return fp[n - 1];
   const j = Math.floor(x);
   if (j === x) return fp[j];
-  const slope = (fp[j + 1] - fp[j]) / 1;
-  return slope * (x - j) + fp[j];
+  // slope·(x - x_j) + y_j with unit grid spacing, as numpy evaluates it.
+  return (fp[j + 1] - fp[j]) * (x - j) + fp[j];
 }
 
 export interface SpacingOptions {

@@ -1,0 +1,95 @@
+/**
+ * Benchmark on real SD 2.1-base dimensions with random weights (no download): pipeline load, UNet +
+ * ControlNet-XS step at batch 2 (classifier-free guidance) for 32² and 64² latents with control on
+ * and off, text encoder, VAE decode at 512 px, a whole 20-step 512 px generation, and peak RSS.
+ * Prints a table and one JSON line.
+ *
+ *   npm run bench -- [--sizes 32,64] [--repeats 2] [--steps 20] [--skip-full] [--out bench/out/sd21-random]
+ *                    [--attention fused|plain] [--threads N] [--device cpu|webgpu]
+ */
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { RGBImage } from '../src/image/rgb-image.js';
+import { StableDiffusionControlNetXSPipeline } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
+import { Generator, randn } from '../src/random/index.js';
+import type { RuntimeOptions } from '../src/runtime/session.js';
+import { ensureRandomCheckpoint } from './random-checkpoint.js';
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '32,64' },
+    repeats: { type: 'string', default: '2' },
+    steps: { type: 'string', default: '20' },
+    'skip-full': { type: 'boolean', default: false },
+    out: { type: 'string', default: join(dirname(fileURLToPath(import.meta.url)), 'out', 'sd21-random') },
+    attention: { type: 'string', default: 'fused' },
+    threads: { type: 'string' },
+    device: { type: 'string', default: 'cpu' },
+  },
+});
+
+const peakRssGB = () => (process.resourceUsage().maxRSS * 1024) / 1e9;
+const now = () => performance.now() / 1000;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const rows: { what: string; seconds: number }[] = [];
+const record = (what: string, seconds: number) => {
+  rows.push({ what, seconds });
+  console.error(`${what}: ${seconds.toFixed(2)} s (peak RSS so far ${peakRssGB().toFixed(2)} GB)`);
+};
+async function time(what: string, repeats: number, fn: () => Promise<unknown>): Promise<void> {
+  await fn(); // warm-up: the first run grows onnxruntime's arenas
+  const t: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const t0 = now();
+    await fn();
+    t.push(now() - t0);
+  }
+  record(what, median(t));
+}
+
+const dir = ensureRandomCheckpoint(values.out!);
+const runtime: RuntimeOptions = {
+  ...(values.threads ? { intraOpNumThreads: Number(values.threads) } : {}),
+  ...(values.device !== 'cpu' ? { executionProviders: [values.device!, 'cpu'] } : {}),
+};
+const load = { runtime, trace: { attention: values.attention as 'fused' | 'plain' }, warn: () => {} };
+
+let t0 = now();
+const pipe = await StableDiffusionControlNetXSPipeline.fromPretrained(dir, load);
+await Promise.all([pipe.unet.prepare(), pipe.textEncoder.prepare(), pipe.vae.prepare('decoder')]);
+record('load pipeline (files → ready sessions)', now() - t0);
+
+const repeats = Number(values.repeats);
+const ids = pipe.tokenizer.call(['a photo of a bird', ''], { padding: 'max_length', maxLength: 77, truncation: true }).inputIds;
+await time('text encoder, 2 prompts', repeats, () => pipe.textEncoder.forward(ids));
+const { lastHiddenState: context } = await pipe.textEncoder.forward(ids);
+
+for (const size of values.sizes!.split(',').map(Number)) {
+  const g = new Generator().manualSeed(1);
+  const args = {
+    sample: randn([2, 4, size, size], { generator: g }),
+    timestep: 500,
+    encoderHiddenStates: context,
+    controlnetCond: randn([2, 3, size * 8, size * 8], { generator: g }),
+  };
+  for (const applyControl of [true, false]) {
+    await time(`UNet+CNXS step b2 ${size}×${size} control ${applyControl ? 'on' : 'off'}`, repeats, () => pipe.unet.forward({ ...args, applyControl }));
+  }
+}
+const latents = randn([1, 4, 64, 64], { generator: new Generator().manualSeed(2) });
+await time('VAE decode 512×512', repeats, () => pipe.vae.decode(latents));
+
+if (!values['skip-full']) {
+  const control = new RGBImage(512, 512, new Uint8Array(512 * 512 * 3).map((_, i) => (i * 7) & 255));
+  t0 = now();
+  await pipe.run({ prompt: 'a photo of a bird', image: control, numInferenceSteps: Number(values.steps), generator: new Generator().manualSeed(0), outputType: 'np' });
+  record(`full generation 512×512, ${values.steps} steps, CFG`, now() - t0);
+}
+
+const peak = peakRssGB();
+console.log('\n| measurement | value |\n|---|---|');
+for (const r of rows) console.log(`| ${r.what} | ${r.seconds.toFixed(2)} s |`);
+console.log(`| peak RSS | ${peak.toFixed(2)} GB |`);
+console.log(JSON.stringify({ date: new Date().toISOString(), attention: values.attention, device: values.device, rows, peakRssGB: peak }));
+await Promise.all([pipe.unet.release(), pipe.textEncoder.release(), pipe.vae.release()]);

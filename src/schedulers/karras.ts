@@ -1,0 +1,178 @@
+/**
+ * Common ground of the Karras-style discrete samplers (Euler, Euler ancestral, LMS, Heun, KDPM2
+ * and KDPM2 ancestral): they integrate the probability-flow ODE in σ = √((1-ᾱ)/ᾱ), feed the
+ * model x/√(σ²+1), and use float32 timesteps that may fall between training steps.
+ */
+import type { Tensor, TensorLike } from '../tensor.js';
+import { addNoiseSigma } from './add-noise.js';
+import { trainSigmas } from './betas.js';
+import { fround, roundHalfEven } from './float32.js';
+import { div, like, lin, asVec, type Vec } from './ops.js';
+import {
+  Scheduler,
+  SchedulerRun,
+  timestepList,
+  type SchedulerInit,
+  type SchedulerOptions,
+  type TimestepValue,
+} from './scheduler.js';
+import {
+  interpSigmas,
+  logSigmas,
+  rampSigmas,
+  readSigmaRamp,
+  sigmaToT,
+  type SigmaRamp,
+} from './sigmas.js';
+import { spacedTimesteps, TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.js';
+
+/** An inference grid before the class-specific post-processing. */
+export interface SigmaGrid {
+  /** Timesteps: float32 values from the spacing, or float64 values from σ → t after a ramp. */
+  readonly timesteps: number[];
+  /** σ per timestep in float64 (the final σ is appended by each class). */
+  readonly sigmas: number[];
+}
+
+/**
+ * [v₀, v₁, v₁, v₂, v₂, …]: the first value once and every later one twice, the layout of the
+ * two-call samplers (torch's `repeat_interleave(2)` after the first). `last` says what happens
+ * to the final value: doubled like the others, kept `single`, or repeated once more (`extra`).
+ */
+export function doubleAfterFirst(values: ArrayLike<number>, last: 'double' | 'single' | 'extra'): number[] {
+  const v = Array.from(values);
+  const tail = v[v.length - 1];
+  const middle = last === 'single' ? v.slice(1, -1) : v.slice(1);
+  const out = [v[0], ...middle.flatMap((x) => [x, x])];
+  if (last !== 'double') out.push(tail);
+  return out;
+}
+
+export abstract class KarrasScheduler extends Scheduler {
+  /** float32, or float64 for KDPM2 with a sigma ramp (diffusers keeps numpy's float64 there). */
+  readonly timestepDtype: 'float32' | 'float64';
+  /** Training sigmas σ_t (float32), indexed by training timestep. */
+  readonly trainSigmas: Float32Array;
+  readonly spacing: TimestepSpacing;
+  readonly sigmaRamp: SigmaRamp;
+  private logTable: Float32Array | undefined;
+
+  /**
+   * @param opts.ramps whether the class reads `use_karras_sigmas` and friends
+   * @param opts.float64RampTimesteps whether timesteps stay float64 after a ramp (KDPM2)
+   */
+  protected constructor(init: SchedulerInit, opts: SchedulerOptions & { ramps: boolean; float64RampTimesteps?: boolean }) {
+    super(init, opts);
+    this.trainSigmas = trainSigmas(this.alphasCumprod);
+    this.spacing = this.cfg.oneOf('timestep_spacing', TIMESTEP_SPACINGS);
+    this.cfg.int('steps_offset');
+    this.sigmaRamp = opts.ramps ? readSigmaRamp(this.cfg) : null;
+    this.timestepDtype = opts.float64RampTimesteps && this.sigmaRamp !== null ? 'float64' : 'float32';
+  }
+
+  /** numpy float32 log of the training sigmas (built on first use). */
+  get logSigmas(): Float32Array {
+    this.logTable ??= logSigmas(this.trainSigmas);
+    return this.logTable;
+  }
+
+  /** `init_noise_sigma` for a σ table: max σ for linspace/trailing spacing, else √(max σ² + 1). */
+  initNoiseSigmaFor(sigmas: ArrayLike<number>): number {
+    let max = -Infinity;
+    for (let i = 0; i < sigmas.length; i++) if (sigmas[i] > max) max = sigmas[i];
+    if (this.spacing === 'linspace' || this.spacing === 'trailing') return max;
+    return fround(Math.sqrt(fround(fround(max * max) + 1)));
+  }
+
+  protected override trainInitNoiseSigma(): number {
+    return this.initNoiseSigmaFor(this.trainSigmas);
+  }
+
+  /** Inference timesteps from the spacing, as float32 values. */
+  protected spacingTimesteps(n: number): number[] {
+    return spacedTimesteps(this.spacing, {
+      trainTimesteps: this.numTrainTimesteps,
+      steps: n,
+      stepsOffset: this.cfg.int('steps_offset'),
+      roundLinspace: false,
+    }).map(fround);
+  }
+
+  /**
+   * Replace interpolated sigmas by the configured ramp (if any) between the grid's ends, or the
+   * config's `sigma_min` / `sigma_max` where the class reads them, and map each σ back to a
+   * timestep t(σ). Returns the input unchanged without a ramp.
+   */
+  protected applyRamp(
+    grid: SigmaGrid,
+    n: number,
+    opts: { boundsFromConfig: boolean; roundKarrasTimesteps?: boolean },
+  ): SigmaGrid {
+    if (this.sigmaRamp === null) return grid;
+    const useConfig = opts.boundsFromConfig || this.sigmaRamp !== 'karras';
+    const [lo, hi] = this.rampBounds(grid.sigmas[grid.sigmas.length - 1], grid.sigmas[0], useConfig);
+    const sigmas = rampSigmas(this.sigmaRamp, lo, hi, n);
+    let timesteps = sigmas.map((sg) => sigmaToT(sg, this.logSigmas));
+    if (this.sigmaRamp === 'karras' && opts.roundKarrasTimesteps) timesteps = timesteps.map(roundHalfEven);
+    return { timesteps, sigmas };
+  }
+
+  /**
+   * The usual grid:
+   * 1. timesteps from the spacing (float32);
+   * 2. σ by interpolating the training sigmas there (float64);
+   * 3. the ramp, if configured.
+   */
+  protected sigmaGrid(n: number, opts: { boundsFromConfig: boolean; roundKarrasTimesteps?: boolean }): SigmaGrid {
+    const timesteps = this.spacingTimesteps(n);
+    return this.applyRamp({ timesteps, sigmas: interpSigmas(timesteps, this.trainSigmas) }, n, opts);
+  }
+
+  /** σ_min / σ_max of a ramp: the config's values when present and set, else the grid's ends. */
+  protected rampBounds(gridMin: number, gridMax: number, useConfig: boolean): [number, number] {
+    const read = (key: string): number | null => {
+      const v = this.config[key];
+      return useConfig && typeof v === 'number' ? v : null;
+    };
+    return [read('sigma_min') ?? gridMin, read('sigma_max') ?? gridMax];
+  }
+
+  /** σ → t against the training log-sigma table in float32 (KDPM2's interpolated timesteps). */
+  timestepForSigma32(sigma: number): number {
+    return sigmaToT(sigma, this.logSigmas, { float32Result: true });
+  }
+}
+
+export abstract class KarrasRun extends SchedulerRun {
+  declare readonly scheduler: KarrasScheduler;
+  declare readonly sigmas: Float32Array;
+
+  /** x / √(σ² + 1): the model sees unit-variance inputs. */
+  protected scaleBySigma(sample: TensorLike, sigma: number): Tensor<'float32'> {
+    const x = asVec('sample', sample);
+    return like(sample.dims, div(x, fround(Math.sqrt(fround(fround(sigma * sigma) + 1)))));
+  }
+
+  /** d = (x - x̂₀)/σ, the slope dx/dσ of the probability-flow ODE. */
+  protected static derivative(x: Vec, x0: Vec, sigma: number): Vec {
+    return div(lin([[1, x], [-1, x0]]), sigma);
+  }
+
+  /** x + d·dt: one explicit step of size dt along slope d. */
+  protected static move(x: Vec, d: Vec, dt: number): Vec {
+    return lin([[1, x], [dt, d]]);
+  }
+
+  addNoise(
+    original: TensorLike,
+    noise: TensorLike,
+    timesteps: TimestepValue | readonly (number | bigint)[],
+  ): Tensor<'float32'> {
+    const idx = this.noiseIndices(timestepList(timesteps));
+    return addNoiseSigma(
+      idx.map((i) => this.sigmas[i]),
+      original,
+      noise,
+    );
+  }
+}
