@@ -203,6 +203,23 @@ export class GraphBuilder {
     return v;
   }
 
+  /** A parameter reshaped once in the root graph (GroupNorm's [C] → [C, 1, 1] for NCHW broadcasting). */
+  paramReshaped(p: ParameterSpec, shape: readonly number[]): Value {
+    const key = `${p.key}#R${shape.join(',')}`;
+    const cached = this.ctx.paramCache.get(key);
+    if (cached) return cached;
+    const dims = this.constantRoot(BigInt64Array.from(shape.map((d) => BigInt(d))), [shape.length], `${p.key}/shape`);
+    const v = this.rootOp('Reshape', [this.param(p), dims], {}, `${p.key}/Reshape`);
+    this.ctx.paramCache.set(key, v);
+    return v;
+  }
+
+  private constantRoot(data: BigInt64Array, dims: readonly number[], name: string): Value {
+    const unique = this.ctx.fresh(name);
+    this.ctx.initializers.push({ name: unique, dataType: OnnxDataType.INT64, dims, raw: new Uint8Array(data.buffer.slice(0)) });
+    return new Value(unique);
+  }
+
   private rootOp(opType: string, inputs: Value[], options: OpOptions, name: string): Value {
     const out = this.ctx.fresh(name);
     this.ctx.rootNodes.push({
