@@ -10,8 +10,13 @@ import { readPngText } from '../src/image/png-text.js';
 import { readCases } from './pipeline-cases.js';
 import { fixture } from './helpers.js';
 
+/** A private cache home for every CLI run: the optimized-graph cache must not land in the real ~/.cache. */
+const cacheHome = mkdtempSync(join(tmpdir(), 'cnxs-cli-cache-'));
 const cli = (...args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', join('src', 'cli', 'main.ts'), ...args], { encoding: 'utf8' });
+  spawnSync(process.execPath, ['--import', 'tsx', join('src', 'cli', 'main.ts'), ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, XDG_CACHE_HOME: cacheHome },
+  });
 
 test('cnxs canny writes an edge PNG atomically; errors are one line and a non-zero exit', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'cnxs-cli-'));
@@ -45,6 +50,7 @@ test('cnxs generate on the tiny checkpoint, offline: the same image as the pipel
   const summary = JSON.parse(r.stdout.trim()) as { images: string[]; seed: number; sampler: string };
   assert.deepEqual(summary.images, [join(dir, 'bird-0.png'), join(dir, 'bird-1.png')]);
   assert.equal(summary.sampler, 'DDIM');
+  assert.ok(readdirSync(join(cacheHome, 'controlnet-xs', 'graphs')).some((d) => d.startsWith('UNetControlNetXSModel-')), 'optimized graphs cached');
   assert.deepEqual(readdirSync(dir).sort(), ['bird-0.png', 'bird-1.png']);
   const text = readPngText(readFileSync(join(dir, 'bird-0.png')));
   assert.match(text['parameters']!, /^a photo of a bird\nSteps: 4, Sampler: DDIM, CFG scale: 7\.5, Seed: 0, Size: 64x64/);

@@ -74,7 +74,7 @@ test('cnxs generate --model org/tiny-pipe through HF_ENDPOINT, then --offline fr
       const child = spawn(
         process.execPath,
         ['--import', 'tsx', join('src', 'cli', 'main.ts'), 'generate', '--model', 'org/tiny-pipe', '--controlnet', join(D, 'controlnet'), '--control', join(D, 'pipeline', 'control.png'), '--prompt', 'a bird', '--steps', '2', '--seed', '1', '--out', out, ...extra],
-        { env: { ...process.env, HF_HOME: home, HF_HUB_CACHE: '', HF_TOKEN: '', ...env } },
+        { env: { ...process.env, HF_HOME: home, HF_HUB_CACHE: '', HF_TOKEN: '', XDG_CACHE_HOME: home, ...env } },
       );
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -5,7 +5,8 @@
  */
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
-import { dirname, extname, resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { dirname, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { canny } from '../image/canny.js';
 import { loadImage } from '../image/load.js';
@@ -33,6 +34,7 @@ export const GENERATE_USAGE = `cnxs generate --prompt "…" --control edges.png 
   --control-start F (0)   --control-end F (1)  --scheduler NAME (the model's)  --seed N (random)
   --width W --height H    --num-images N (1)  --clip-skip N  --variant fp16  --revision REV
   --offline               use only the local Hugging Face cache
+  --graph-cache DIR|off   optimized-graph cache for fast warm loads (default ~/.cache/controlnet-xs/graphs)
   --out out.png           (several images: out-0.png, out-1.png, …)  --json  machine-readable summary`;
 
 interface GenerateOptions {
@@ -56,6 +58,7 @@ interface GenerateOptions {
   variant: string | undefined;
   revision: string | undefined;
   offline: boolean;
+  graphCache: string | null;
   out: string;
   json: boolean;
 }
@@ -85,6 +88,7 @@ export function parseGenerateArgs(argv: string[]): GenerateOptions {
       variant: { type: 'string' },
       revision: { type: 'string' },
       offline: { type: 'boolean' },
+      'graph-cache': { type: 'string' },
       out: { type: 'string', short: 'o' },
       json: { type: 'boolean' },
     },
@@ -118,9 +122,15 @@ export function parseGenerateArgs(argv: string[]): GenerateOptions {
     variant: values.variant,
     revision: values.revision,
     offline: values.offline ?? false,
+    graphCache: values['graph-cache'] === 'off' ? null : values['graph-cache'] ?? defaultGraphCacheDir(process.env),
     out,
     json: values.json ?? false,
   };
+}
+
+/** `$XDG_CACHE_HOME/controlnet-xs/graphs`, or `~/.cache/controlnet-xs/graphs`. */
+export function defaultGraphCacheDir(env: Readonly<Record<string, string | undefined>>): string {
+  return join(env['XDG_CACHE_HOME'] || join(homedir(), '.cache'), 'controlnet-xs', 'graphs');
 }
 
 /** The paths images will be written to: `out` alone, or out-0, out-1, … for several. */
@@ -147,6 +157,7 @@ export async function generate(o: GenerateOptions, io: { stdout: NodeJS.Writable
     ...(o.variant ? { variant: o.variant } : {}),
     ...(o.revision ? { revision: o.revision } : {}),
     ...(o.offline ? { localFilesOnly: true } : {}),
+    ...(o.graphCache ? { runtime: { graphCacheDir: o.graphCache } } : {}),
     onDownloadProgress: (p) => bar.update(`downloading ${p.file}`, p.loaded, p.total),
     warn: (m) => {
       bar.done();

@@ -184,7 +184,9 @@ export class UNetControlNetXSNet extends Module {
 
     // 2. conv in, and on the control side conv in + the conditioning image's embedding
     let hBase = this.base_conv_in.forward(op, io.sample);
-    let hCtrl: Value = b.scalar(0); // stands in for the control stream while control is off
+    // While control is off, `sample` stands in for the control stream (never read then). It must not be a
+    // constant: onnxruntime would fold the else-branch pass-through into a duplicate initializer.
+    let hCtrl: Value = io.sample;
     const baseIn = hBase;
     [hBase, hCtrl] = gated(b, [baseIn, hCtrl], (g) => {
       let cond = io.cond;

@@ -191,9 +191,11 @@ export function pickFromEnd<T>(list: readonly T[], k: number, name: string): T {
 
 /** Model-level options of a pipeline load. */
 export function modelOptions(o: PipelineLoadOptions): ModelRuntimeOptions & { variant?: string } {
+  const providers = o.device && o.device !== 'cpu' ? { executionProviders: [o.device, 'cpu'] } : {};
+  const runtime = { ...providers, ...o.runtime, ...(o.warn && !o.runtime?.warn ? { warn: o.warn } : {}) };
   return {
     ...(o.variant ? { variant: o.variant } : {}),
-    ...(o.runtime ? { runtime: o.runtime } : {}),
+    ...(Object.keys(runtime).length ? { runtime } : {}),
     ...(o.trace ? { trace: o.trace } : {}),
   };
 }

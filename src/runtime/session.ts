@@ -8,6 +8,8 @@ import { InputError, RuntimeError } from '../errors.js';
 import { EXTERNAL_DATA_FOLDER } from '../graph/builder.js';
 import { OnnxDataType, encodeModel, type ModelProto, type ValueInfoProto } from '../graph/onnx-proto.js';
 import { Tensor, type AnyTypedArray, type DType, type TensorLike } from '../tensor.js';
+import { CACHED_DATA, CACHED_MODEL, cacheEntry, ensureDir, graphCacheKey } from './graph-cache.js';
+import { join } from 'node:path';
 
 export interface RuntimeOptions {
   /** onnxruntime execution providers in order of preference; default `['cpu']`. */
@@ -15,10 +17,24 @@ export interface RuntimeOptions {
   /** Threads for one operator; default: onnxruntime's choice (the physical cores). */
   intraOpNumThreads?: number;
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
-  /** Write the optimized graph here (a cache for warm loads, or for inspection). */
+  /** Write the optimized graph here (for inspection). */
   optimizedModelFilePath?: string;
+  /**
+   * Folder of a disk cache of optimized graphs: the first load saves one (the size of the weights
+   * again, as external data), later loads skip graph optimisation. Off when unset.
+   */
+  graphCacheDir?: string;
   /** Per-node profiling output prefix. */
   profileFilePrefix?: string;
+  /** onnxruntime's CPU memory arena (default on); off returns activation memory to the system after each run. */
+  enableCpuMemArena?: boolean;
+  /** onnxruntime's memory-pattern planning (default on). */
+  enableMemPattern?: boolean;
+  /**
+   * Receives a notice when an accelerated execution provider (webgpu, cuda, …) cannot start and
+   * the session falls back to the CPU; default `console.warn`.
+   */
+  warn?: (message: string) => void;
 }
 
 /** A feed value: a tensor, or a plain JS scalar for 0-d inputs. */
@@ -37,25 +53,78 @@ export class ModelSession {
     readonly name: string,
     private readonly session: ort.InferenceSession,
     private readonly inputs: readonly ValueInfoProto[],
+    /** Whether the graph came optimized from the graph cache. */
+    readonly fromCache = false,
   ) {}
 
   /** Serialize `model` and open an onnxruntime session on it; weights stay in their files. */
   static async create(model: ModelProto, options: RuntimeOptions = {}): Promise<ModelSession> {
     const bytes = encodeModel(model);
-    const opts: ort.InferenceSession.SessionOptions = {
-      executionProviders: options.executionProviders ?? ['cpu'],
+    const providers = options.executionProviders ?? ['cpu'];
+    const opts = (executionProviders: string[], extraSession: Record<string, string> = {}): ort.InferenceSession.SessionOptions => ({
+      executionProviders,
       graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
       ...(options.intraOpNumThreads !== undefined ? { intraOpNumThreads: options.intraOpNumThreads } : {}),
       ...(options.optimizedModelFilePath ? { optimizedModelFilePath: options.optimizedModelFilePath } : {}),
       ...(options.profileFilePrefix ? { enableProfiling: true, profileFilePrefix: options.profileFilePrefix } : {}),
-      extra: { session: { model_external_initializers_file_folder_path: EXTERNAL_DATA_FOLDER } },
+      ...(options.enableCpuMemArena !== undefined ? { enableCpuMemArena: options.enableCpuMemArena } : {}),
+      ...(options.enableMemPattern !== undefined ? { enableMemPattern: options.enableMemPattern } : {}),
+      extra: { session: { model_external_initializers_file_folder_path: EXTERNAL_DATA_FOLDER, ...extraSession } },
+    });
+    const open = async (executionProviders: string[]): Promise<{ session: ort.InferenceSession; fromCache: boolean }> => {
+      if (!options.graphCacheDir) return { session: await ort.InferenceSession.create(bytes, opts(executionProviders)), fromCache: false };
+      return ModelSession.openCached(model, bytes, executionProviders, options, opts);
     };
     try {
-      const session = await ort.InferenceSession.create(bytes, opts);
-      return new ModelSession(model.graph.name, session, model.graph.inputs);
+      const { session, fromCache } = await open(providers);
+      return new ModelSession(model.graph.name, session, model.graph.inputs, fromCache);
     } catch (e) {
-      throw new RuntimeError(`${model.graph.name}: onnxruntime could not create a session: ${firstLine(e)}`, { cause: e });
+      const accelerated = providers.filter((p) => p !== 'cpu');
+      if (accelerated.length === 0) {
+        throw new RuntimeError(`${model.graph.name}: onnxruntime could not create a session: ${firstLine(e)}`, { cause: e });
+      }
+      (options.warn ?? console.warn)(
+        `${model.graph.name}: execution provider ${accelerated.join(', ')} is not available here (${firstLine(e)}); running on the CPU`,
+      );
+      return ModelSession.create(model, { ...options, executionProviders: ['cpu'] });
     }
+  }
+
+  /** A session through the optimized-graph cache: load a hit, or optimize now and save the result. */
+  private static async openCached(
+    model: ModelProto,
+    bytes: Uint8Array,
+    executionProviders: string[],
+    options: RuntimeOptions,
+    opts: (ep: string[], extraSession?: Record<string, string>) => ort.InferenceSession.SessionOptions,
+  ): Promise<{ session: ort.InferenceSession; fromCache: boolean }> {
+    const root = options.graphCacheDir!;
+    const settings = { executionProviders, level: options.graphOptimizationLevel ?? 'all', threads: options.intraOpNumThreads ?? null };
+    const entry = cacheEntry(root, model.graph.name.replace(/[^\w.-]/g, '_'), graphCacheKey(model, bytes, settings));
+    const base = opts(executionProviders);
+    if (entry.hit) {
+      try {
+        return { session: await ort.InferenceSession.create(entry.hit, { ...base, graphOptimizationLevel: 'disabled', extra: {} }), fromCache: true };
+      } catch (e) {
+        (options.warn ?? console.warn)(`${model.graph.name}: ignoring an unreadable cached graph ${entry.hit} (${firstLine(e)})`);
+      }
+    }
+    ensureDir(entry.write.dir);
+    const session = await ort.InferenceSession.create(bytes, {
+      ...opts(executionProviders, {
+        optimized_model_external_initializers_file_name: CACHED_DATA,
+        optimized_model_external_initializers_min_size_in_bytes: '1024',
+      }),
+      optimizedModelFilePath: join(entry.write.dir, CACHED_MODEL),
+      logSeverityLevel: 3, // onnxruntime warns that NCHWc graphs are machine-specific: the cache key says so
+    });
+    try {
+      entry.write.publish();
+    } catch (e) {
+      entry.write.discard();
+      (options.warn ?? console.warn)(`${model.graph.name}: could not save the optimized graph in ${root} (${firstLine(e)})`);
+    }
+    return { session, fromCache: false };
   }
 
   /** Validate feeds, run, and return every graph output as a Tensor. */
