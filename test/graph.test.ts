@@ -34,8 +34,8 @@ test('the fused graph: base UNet in the main graph, every control-model node beh
   const { then: gated, other } = partition(onnx.graph);
   const isCtrl = (n: NodeProto) => /(^|\.)ctrl_|controlnet_cond_embedding|control_to_base|base_to_ctrl|ctrl_to_base/.test(n.name);
   assert.ok(gated.some(isCtrl), 'control work exists');
-  // weight preparation (a Linear's transpose, an fp16 cast) is constant-folded when the session is created
-  const isWeightPrep = (n: NodeProto) => /\.(weight|bias)\/(Transpose|Cast)_\d+$/.test(n.name);
+  // weight preparation (a Linear's transpose, a GroupNorm affine's reshape, an fp16 cast) is constant-folded when the session is created
+  const isWeightPrep = (n: NodeProto) => /\.(weight|bias)\/(Transpose|Cast|Reshape)_\d+$/.test(n.name);
   const computed = other.filter((n) => !isWeightPrep(n));
   assert.deepEqual(computed.filter(isCtrl).map((n) => n.name), [], 'no control-model node may run when control is off');
   assert.ok(!computed.some((n) => n.inputs.includes('controlnet_cond') || n.inputs.includes('conditioning_scale')));

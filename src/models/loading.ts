@@ -8,7 +8,7 @@ import { parsePythonJson } from '../util/json.js';
 import { ConfigError, WeightLoadError } from '../errors.js';
 import { loadSafetensors } from '../weights/safetensors.js';
 import { WeightSource } from '../weights/source.js';
-import { resolvePretrained } from '../hub/index.js';
+import { resolvePretrained, type PretrainedHubOptions } from '../hub/index.js';
 
 export interface PretrainedOptions {
   subfolder?: string;
@@ -27,12 +27,9 @@ export interface PretrainedOptions {
   onDownloadProgress?: (p: { file: string; loaded: number; total: number | null }) => void;
 }
 
-/** A local model folder (plus subfolder), or a Hub repo id resolved into the Python-compatible cache. */
-export async function resolveModelFolder(dir: string, o: PretrainedOptions): Promise<string> {
-  if (existsSync(dir) || !/^[\w.-]+\/[\w.-]+$/.test(dir)) return modelFolder(dir, o.subfolder);
-  const folder = await resolvePretrained(dir, {
-    files: 'model',
-    ...(o.subfolder ? { subfolder: o.subfolder } : {}),
+/** The Hub-related part of loading options, in the hub layer's terms. */
+export function hubOptionsFrom(o: PretrainedOptions & { signal?: AbortSignal }): PretrainedHubOptions {
+  return {
     ...(o.variant ? { variant: o.variant } : {}),
     ...(o.revision ? { revision: o.revision } : {}),
     ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
@@ -40,9 +37,15 @@ export async function resolveModelFolder(dir: string, o: PretrainedOptions): Pro
     ...(o.token !== undefined ? { token: o.token } : {}),
     ...(o.endpoint ? { endpoint: o.endpoint } : {}),
     ...(o.onDownloadProgress ? { onProgress: o.onDownloadProgress } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
     ...(o.warn ? { warn: o.warn } : {}),
-  });
-  return modelFolder(folder);
+  };
+}
+
+/** A local model folder (plus subfolder), or a Hub repo id resolved into the Python-compatible cache. */
+export async function resolveModelFolder(dir: string, o: PretrainedOptions): Promise<string> {
+  if (existsSync(dir) || !/^[\w.-]+\/[\w.-]+$/.test(dir)) return modelFolder(dir, o.subfolder);
+  return modelFolder(await resolvePretrained(dir, { ...hubOptionsFrom(o), files: 'model', ...(o.subfolder ? { subfolder: o.subfolder } : {}) }));
 }
 
 export function modelFolder(dir: string, subfolder?: string): string {

@@ -5,7 +5,7 @@
 import { OnnxDataType } from '../graph/onnx-proto.js';
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import { ConfigError } from '../errors.js';
-import { TimestepEmbedding, Timesteps } from '../nn/embeddings.js';
+import { TimestepEmbedding, Timesteps, textTimeEmbedding } from '../nn/embeddings.js';
 import { Conv2d, GroupNorm, silu } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, type BlockAttention } from '../nn/unet-blocks.js';
@@ -131,14 +131,7 @@ export class UNet2DConditionNet extends Module {
   timeEmbedding(op: GraphBuilder, t: Value, added: { textEmbeds: Value; timeIds: Value } | null): Value {
     let emb = this.time_embedding.forward(op, this.time_proj.forward(op, t));
     if (this.add_embedding && this.add_time_proj && added) {
-      const b = op.at('add_embedding');
-      const flat = b.op('Reshape', [added.timeIds, b.ints([-1])]); // [B·n]
-      const timeEmbeds = b.op('Reshape', [this.add_time_proj.forward(op, flat), b.op('Concat', [
-        b.op('Slice', [b.op('Shape', [added.textEmbeds]), b.ints([0]), b.ints([1])]),
-        b.ints([-1]),
-      ], { attrs: { axis: 0 } })]); // [B, n·dim]
-      const addEmbeds = b.op('Concat', [added.textEmbeds, timeEmbeds], { attrs: { axis: -1 } });
-      emb = b.op('Add', [emb, this.add_embedding.forward(op, addEmbeds)]);
+      emb = op.at('').op('Add', [emb, textTimeEmbedding(op, this.add_time_proj, this.add_embedding, added)]);
     }
     return emb;
   }

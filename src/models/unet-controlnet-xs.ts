@@ -18,7 +18,7 @@ import {
   ControlNetXSCrossAttnUpBlock2D,
   type Exchange,
 } from '../nn/controlnet-xs-fused-blocks.js';
-import { TimestepEmbedding, Timesteps } from '../nn/embeddings.js';
+import { TimestepEmbedding, Timesteps, textTimeEmbedding } from '../nn/embeddings.js';
 import { Conv2d, GroupNorm, silu } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { expectFloat32, type Tensor, type TensorLike } from '../tensor.js';
@@ -173,12 +173,7 @@ export class UNetControlNetXSNet extends Module {
       }) as [Value];
     }
     if (this.base_add_embedding && this.base_add_time_proj && io.added) {
-      const a = op.at('base_add_embedding');
-      const flat = a.op('Reshape', [io.added.timeIds, a.ints([-1])]); // [B·n]
-      const batch = a.op('Slice', [a.op('Shape', [io.added.textEmbeds]), a.ints([0]), a.ints([1])]);
-      const timeEmbeds = a.op('Reshape', [this.base_add_time_proj.forward(op, flat), a.op('Concat', [batch, a.ints([-1])], { attrs: { axis: 0 } })]);
-      const addEmbeds = a.op('Concat', [io.added.textEmbeds, timeEmbeds], { attrs: { axis: -1 } });
-      temb = b.op('Add', [temb, this.base_add_embedding.forward(op, addEmbeds)]);
+      temb = b.op('Add', [temb, textTimeEmbedding(op, this.base_add_time_proj, this.base_add_embedding, io.added)]);
     }
     const x: Exchange = { temb, context: io.context, scale: io.scale, control: gated };
 

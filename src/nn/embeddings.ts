@@ -64,3 +64,21 @@ export class TimestepEmbedding extends Module {
     return this.linear_2.forward(op, h);
   }
 }
+
+/**
+ * SDXL's `text_time` addition embedding: every micro-conditioning id through `timeProj`, flattened
+ * per row, after the pooled text embedding, through `embedding`. textEmbeds [B, P], timeIds [B, n] → [B, T].
+ */
+export function textTimeEmbedding(
+  op: GraphBuilder,
+  timeProj: Timesteps,
+  embedding: TimestepEmbedding,
+  added: { textEmbeds: Value; timeIds: Value },
+): Value {
+  const a = op.at(embedding.path);
+  const flat = a.op('Reshape', [added.timeIds, a.ints([-1])]); // [B·n]
+  const batch = a.op('Slice', [a.op('Shape', [added.textEmbeds]), a.ints([0]), a.ints([1])]);
+  const timeEmbeds = a.op('Reshape', [timeProj.forward(op, flat), a.op('Concat', [batch, a.ints([-1])], { attrs: { axis: 0 } })]); // [B, n·dim]
+  const addEmbeds = a.op('Concat', [added.textEmbeds, timeEmbeds], { attrs: { axis: -1 } }); // [B, P + n·dim]
+  return embedding.forward(op, addEmbeds);
+}

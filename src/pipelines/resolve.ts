@@ -1,5 +1,6 @@
 /** Where a pipeline's files are: a local folder as is, or a Hub repo resolved into the Python-compatible cache. */
-import { resolvePretrained, type PretrainedHubOptions } from '../hub/index.js';
+import { resolvePretrained } from '../hub/index.js';
+import { hubOptionsFrom } from '../models/loading.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import type { TraceOptions } from '../graph/builder.js';
 
@@ -24,27 +25,12 @@ export interface PipelineLoadOptions {
   warn?: (message: string) => void;
 }
 
-/** The Hub part of the options (revision, cache, offline, token, endpoint, progress). */
-export function hubOptions(o: PipelineLoadOptions): PretrainedHubOptions {
-  return {
-    ...(o.variant ? { variant: o.variant } : {}),
-    ...(o.revision ? { revision: o.revision } : {}),
-    ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
-    ...(o.localFilesOnly ? { localFilesOnly: true } : {}),
-    ...(o.token !== undefined ? { token: o.token } : {}),
-    ...(o.endpoint ? { endpoint: o.endpoint } : {}),
-    ...(o.onDownloadProgress ? { onProgress: o.onDownloadProgress } : {}),
-    ...(o.signal ? { signal: o.signal } : {}),
-    ...(o.warn ? { warn: o.warn } : {}),
-  };
-}
-
 /** A pipeline folder: local as is, or a Hub repo downloaded (only the files it needs) into the cache. */
 export async function resolvePipelineDir(idOrDir: string, options: PipelineLoadOptions): Promise<string> {
-  return resolvePretrained(idOrDir, { ...hubOptions(options), files: 'pipeline' });
+  return resolvePretrained(idOrDir, { ...hubOptionsFrom(options), files: 'pipeline' });
 }
 
 /** A single model folder (config.json + weights), local or from the Hub. */
 export async function resolveModelDir(idOrDir: string, options: PipelineLoadOptions & { subfolder?: string }): Promise<string> {
-  return resolvePretrained(idOrDir, { ...hubOptions(options), files: 'model', ...(options.subfolder ? { subfolder: options.subfolder } : {}) });
+  return resolvePretrained(idOrDir, { ...hubOptionsFrom(options), files: 'model', ...(options.subfolder ? { subfolder: options.subfolder } : {}) });
 }

@@ -6,13 +6,16 @@ import { InputError } from '../errors.js';
 import type { VaeImageProcessor } from '../image/processor.js';
 import type { RGBImage } from '../image/rgb-image.js';
 import type { ModelRuntimeOptions } from '../models/traced-model.js';
-import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
+import type { AutoencoderKL, VaeRunOptions } from '../models/autoencoder-kl.js';
+import type { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
+import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
+import { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
 import { randnTensor, type Generator } from '../random/index.js';
 import type { SchedulerRun } from '../schedulers/index.js';
 import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
 import type { CLIPTokenizer } from '../tokenizer/index.js';
-import { catBatch, guide, repeatInterleave, scale } from './batch.js';
-import { controlAppliesAt, throwIfAborted } from './inputs.js';
+import { catBatch, divide, guide, repeatInterleave, scale } from './batch.js';
+import { checkControlWindow, checkFinite, checkPositiveInt, controlAppliesAt, imageBatchSize, throwIfAborted } from './inputs.js';
 import type { PipelineLoadOptions } from './resolve.js';
 
 /** What `callbackOnStepEnd` may hand back: replacement latents. */
@@ -198,4 +201,94 @@ export function modelOptions(o: PipelineLoadOptions): ModelRuntimeOptions & { va
     ...(Object.keys(runtime).length ? { runtime } : {}),
     ...(o.trace ? { trace: o.trace } : {}),
   };
+}
+
+/** The call arguments both pipelines take, with diffusers' defaults resolved. */
+export interface CommonCallArgs {
+  prompt?: string | string[];
+  promptEmbeds?: TensorLike;
+  negativePrompt?: unknown;
+  negativePromptEmbeds?: TensorLike;
+  height?: number;
+  width?: number;
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  numImagesPerPrompt?: number;
+  controlnetConditioningScale?: number;
+  controlGuidanceStart?: number;
+  controlGuidanceEnd?: number;
+  outputType?: 'pil' | 'np' | 'latent';
+}
+
+export interface ResolvedCall {
+  numInferenceSteps: number;
+  guidanceScale: number;
+  numImagesPerPrompt: number;
+  conditioningScale: number;
+  start: number;
+  end: number;
+  outputType: 'pil' | 'np' | 'latent';
+  /** Prompts in the call (before numImagesPerPrompt). */
+  batchSize: number;
+  doClassifierFreeGuidance: boolean;
+}
+
+/** Defaults filled in and diffusers' check_inputs/check_image applied (step 1 of both pipelines). */
+export function resolveCall(args: CommonCallArgs, image: RGBImage[] | TensorLike, defaults: { guidanceScale: number; vaeScaleFactor: number }): ResolvedCall {
+  checkPromptInputs(args);
+  const r: ResolvedCall = {
+    numInferenceSteps: args.numInferenceSteps ?? 50,
+    guidanceScale: args.guidanceScale ?? defaults.guidanceScale,
+    numImagesPerPrompt: args.numImagesPerPrompt ?? 1,
+    conditioningScale: args.controlnetConditioningScale ?? 1.0,
+    start: args.controlGuidanceStart ?? 0.0,
+    end: args.controlGuidanceEnd ?? 1.0,
+    outputType: args.outputType ?? 'pil',
+    batchSize: args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length,
+    doClassifierFreeGuidance: false,
+  };
+  r.doClassifierFreeGuidance = r.guidanceScale > 1.0; // Imagen's guidance weight w; 1 means no guidance
+  checkPositiveInt('numInferenceSteps', r.numInferenceSteps);
+  checkPositiveInt('numImagesPerPrompt', r.numImagesPerPrompt);
+  checkFinite('guidanceScale', r.guidanceScale);
+  checkFinite('controlnetConditioningScale', r.conditioningScale);
+  if (!['pil', 'np', 'latent'].includes(r.outputType)) throw new InputError(`outputType must be 'pil', 'np' or 'latent', got ${JSON.stringify(r.outputType)}`);
+  for (const [name, d] of [['height', args.height], ['width', args.width]] as const) {
+    if (d !== undefined && (!Number.isInteger(d) || d < defaults.vaeScaleFactor)) throw new InputError(`${name} must be an integer ≥ ${defaults.vaeScaleFactor}, got ${d}`);
+  }
+  const imageBatch = imageBatchSize(image);
+  if (imageBatch !== 1 && imageBatch !== r.batchSize) {
+    throw new InputError(`If image batch size is not 1, image batch size must be same as prompt batch size. image batch size: ${imageBatch}, prompt batch size: ${r.batchSize}`);
+  }
+  checkControlWindow(r.start, r.end);
+  return r;
+}
+
+/** The pipelines' UNet: a fused model as given, or a plain UNet fused with the adapter (diffusers' __init__). */
+export function fusedUnet(unet: UNet2DConditionModel | UNetControlNetXSModel, controlnet: ControlNetXSAdapter | null, kind: 'sd' | 'sdxl'): UNetControlNetXSModel {
+  let fused: UNetControlNetXSModel;
+  if (unet instanceof UNet2DConditionModel) {
+    if (!controlnet) throw new InputError('a plain UNet2DConditionModel needs a `controlnet` (ControlNetXSAdapter) to fuse with');
+    fused = UNetControlNetXSModel.fuse(unet, controlnet, unet.runtimeSettings);
+  } else {
+    fused = unet;
+  }
+  const isXL = fused.config.additionEmbedType === 'text_time';
+  if (kind === 'sd' && isXL) throw new InputError('this UNet is an SDXL UNet (addition_embed_type "text_time"): use StableDiffusionXLControlNetXSPipeline');
+  if (kind === 'sdxl' && !isXL) throw new InputError('this UNet has no SDXL text_time embedding: use StableDiffusionControlNetXSPipeline for SD 1.x/2.x');
+  return fused;
+}
+
+/** Step 9: `vae.decode(latents / scaling_factor)` and postprocess, or the latents themselves. */
+export async function decodeOutput(
+  vae: AutoencoderKL,
+  processor: VaeImageProcessor,
+  latents: Tensor<'float32'>,
+  outputType: 'pil' | 'np' | 'latent',
+  decode: VaeRunOptions,
+): Promise<PipelineOutput> {
+  if (outputType === 'latent') return { images: latents, nsfwContentDetected: null };
+  const { sample } = await vae.decode(divide(latents, vae.config.scalingFactor), decode);
+  const images = outputType === 'pil' ? processor.postprocess(sample, 'pil') : processor.postprocess(sample, 'np');
+  return { images, nsfwContentDetected: null };
 }

@@ -3,19 +3,18 @@
  * diffusers 0.33.1's `__call__`. Everything a generation changes lives in that call (its scheduler
  * run, latents, generator), so concurrent generations on one pipeline never interfere.
  */
-import { InputError } from '../errors.js';
 import { VaeImageProcessor } from '../image/processor.js';
 import type { RGBImage } from '../image/rgb-image.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import type { CLIPTextModel } from '../models/clip-text-model.js';
 import type { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
-import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
-import { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
+import type { UNet2DConditionModel } from '../models/unet-2d-condition.js';
+import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
 import type { Generator } from '../random/index.js';
 import type { Scheduler } from '../schedulers/index.js';
 import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
 import type { CLIPTokenizer } from '../tokenizer/index.js';
-import { catBatch, divide, repeatInterleave } from './batch.js';
+import { catBatch, repeatInterleave } from './batch.js';
 import {
   componentClass,
   loadAdapter,
@@ -26,19 +25,13 @@ import {
   loadVae,
   readModelIndex,
 } from './components.js';
-import {
-  checkControlWindow,
-  checkFinite,
-  checkPositiveInt,
-  defaultGenerator,
-  imageBatchSize,
-  resolveControlImage,
-  type ControlImageInput,
-} from './inputs.js';
+import { defaultGenerator, resolveControlImage, type ControlImageInput } from './inputs.js';
 import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import {
-  checkPromptInputs,
+  decodeOutput,
   denoise,
+  fusedUnet,
+  resolveCall,
   finish,
   modelOptions,
   pickFromEnd,
@@ -124,15 +117,7 @@ export class StableDiffusionControlNetXSPipeline {
   constructor(components: StableDiffusionControlNetXSComponents, options: { warn?: (message: string) => void } = {}) {
     this.warn = options.warn ?? console.warn;
     const { unet, controlnet } = components;
-    if (unet instanceof UNet2DConditionModel) {
-      if (!controlnet) throw new InputError('a plain UNet2DConditionModel needs a `controlnet` (ControlNetXSAdapter) to fuse with');
-      this.unet = UNetControlNetXSModel.fuse(unet, controlnet, unet.runtimeSettings);
-    } else {
-      this.unet = unet;
-    }
-    if (this.unet.config.additionEmbedType !== null) {
-      throw new InputError('this UNet is an SDXL UNet (addition_embed_type "text_time"): use StableDiffusionXLControlNetXSPipeline');
-    }
+    this.unet = fusedUnet(unet, controlnet, 'sd');
     this.vae = components.vae;
     this.textEncoder = components.textEncoder;
     this.tokenizer = components.tokenizer;
@@ -176,21 +161,13 @@ export class StableDiffusionControlNetXSPipeline {
 
   /** The same generation as an async iterator of steps (for previews); its return value is the output. */
   async *steps(args: StableDiffusionControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
-    const numInferenceSteps = args.numInferenceSteps ?? 50;
-    const guidanceScale = args.guidanceScale ?? 7.5;
-    const numImagesPerPrompt = args.numImagesPerPrompt ?? 1;
-    const conditioningScale = args.controlnetConditioningScale ?? 1.0;
-    const start = args.controlGuidanceStart ?? 0.0;
-    const end = args.controlGuidanceEnd ?? 1.0;
-    const outputType = args.outputType ?? 'pil';
-
-    // 1. Check inputs
+    // 1. Check inputs (diffusers' defaults filled in)
     const image = await resolveControlImage(args.image);
-    this.checkInputs(args, image, { numInferenceSteps, numImagesPerPrompt, guidanceScale, conditioningScale, start, end, outputType });
+    const call = resolveCall(args, image, { guidanceScale: 7.5, vaeScaleFactor: this.vaeScaleFactor });
+    const { numInferenceSteps, guidanceScale, numImagesPerPrompt, conditioningScale, start, end, outputType } = call;
 
     // 2. Define call parameters
-    const batchSize = args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length;
-    const doCfg = guidanceScale > 1.0; // Imagen's guidance weight w; 1 means no guidance
+    const { batchSize, doClassifierFreeGuidance: doCfg } = call;
 
     // 3. Encode input prompt (negative rows first for classifier-free guidance)
     const { promptEmbeds, negativePromptEmbeds } = await this.encodePrompt(args.prompt, {
@@ -241,10 +218,7 @@ export class StableDiffusionControlNetXSPipeline {
     });
 
     // 9. Decode and post-process
-    if (outputType === 'latent') return { images: latents, nsfwContentDetected: null };
-    const { sample } = await this.vae.decode(divide(latents, this.vae.config.scalingFactor), this.vaeDecode);
-    const images = outputType === 'pil' ? this.imageProcessor.postprocess(sample, 'pil') : this.imageProcessor.postprocess(sample, 'np');
-    return { images, nsfwContentDetected: null };
+    return decodeOutput(this.vae, this.imageProcessor, latents, outputType, this.vaeDecode);
   }
 
   /** diffusers' encode_prompt: [B·N, L, D] embeddings (each prompt repeated N times), and the negative ones for CFG. */
@@ -280,28 +254,6 @@ export class StableDiffusionControlNetXSPipeline {
   /** Control image → [B·N(·2), 3, H, W] in [0, 1], rows repeated for the batch and for CFG. */
   prepareImage(image: RGBImage[] | TensorLike, o: PrepareImageOptions): Tensor<'float32'> {
     return prepareControlImage(this.controlImageProcessor, image, o);
-  }
-
-  private checkInputs(
-    args: StableDiffusionControlNetXSCallArgs,
-    image: RGBImage[] | TensorLike,
-    v: { numInferenceSteps: number; numImagesPerPrompt: number; guidanceScale: number; conditioningScale: number; start: number; end: number; outputType: string },
-  ): void {
-    checkPromptInputs(args);
-    checkPositiveInt('numInferenceSteps', v.numInferenceSteps);
-    checkPositiveInt('numImagesPerPrompt', v.numImagesPerPrompt);
-    checkFinite('guidanceScale', v.guidanceScale);
-    checkFinite('controlnetConditioningScale', v.conditioningScale);
-    if (!['pil', 'np', 'latent'].includes(v.outputType)) throw new InputError(`outputType must be 'pil', 'np' or 'latent', got ${JSON.stringify(v.outputType)}`);
-    for (const [name, d] of [['height', args.height], ['width', args.width]] as const) {
-      if (d !== undefined && (!Number.isInteger(d) || d < this.vaeScaleFactor)) throw new InputError(`${name} must be an integer ≥ ${this.vaeScaleFactor}, got ${d}`);
-    }
-    const imageBatch = imageBatchSize(image);
-    const promptBatch = args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length;
-    if (imageBatch !== 1 && imageBatch !== promptBatch) {
-      throw new InputError(`If image batch size is not 1, image batch size must be same as prompt batch size. image batch size: ${imageBatch}, prompt batch size: ${promptBatch}`);
-    }
-    checkControlWindow(v.start, v.end);
   }
 }
 

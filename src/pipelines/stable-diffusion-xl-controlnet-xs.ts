@@ -5,17 +5,16 @@
  */
 import { InputError } from '../errors.js';
 import { VaeImageProcessor } from '../image/processor.js';
-import type { RGBImage } from '../image/rgb-image.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import type { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
 import type { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
-import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
-import { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
+import type { UNet2DConditionModel } from '../models/unet-2d-condition.js';
+import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
 import type { Generator } from '../random/index.js';
 import type { Scheduler } from '../schedulers/index.js';
 import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
 import type { CLIPTokenizer } from '../tokenizer/index.js';
-import { catBatch, divide, repeatInterleave } from './batch.js';
+import { catBatch, repeatInterleave } from './batch.js';
 import {
   componentClass,
   loadAdapter,
@@ -27,11 +26,13 @@ import {
   loadVae,
   readModelIndex,
 } from './components.js';
-import { checkControlWindow, checkFinite, checkPositiveInt, defaultGenerator, imageBatchSize, resolveControlImage, type ControlImageInput } from './inputs.js';
+import { defaultGenerator, resolveControlImage, type ControlImageInput } from './inputs.js';
 import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import {
-  checkPromptInputs,
+  decodeOutput,
   denoise,
+  fusedUnet,
+  resolveCall,
   finish,
   modelOptions,
   pickFromEnd,
@@ -126,15 +127,7 @@ export class StableDiffusionXLControlNetXSPipeline {
   constructor(components: StableDiffusionXLControlNetXSComponents, options: { warn?: (message: string) => void } = {}) {
     this.warn = options.warn ?? console.warn;
     const { unet, controlnet } = components;
-    if (unet instanceof UNet2DConditionModel) {
-      if (!controlnet) throw new InputError('a plain UNet2DConditionModel needs a `controlnet` (ControlNetXSAdapter) to fuse with');
-      this.unet = UNetControlNetXSModel.fuse(unet, controlnet, unet.runtimeSettings);
-    } else {
-      this.unet = unet;
-    }
-    if (this.unet.config.additionEmbedType !== 'text_time') {
-      throw new InputError('this UNet has no SDXL text_time embedding: use StableDiffusionControlNetXSPipeline for SD 1.x/2.x');
-    }
+    this.unet = fusedUnet(unet, controlnet, 'sdxl');
     this.vae = components.vae;
     this.textEncoder = components.textEncoder;
     this.textEncoder2 = components.textEncoder2;
@@ -182,21 +175,14 @@ export class StableDiffusionXLControlNetXSPipeline {
   }
 
   async *steps(args: StableDiffusionXLControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
-    const numInferenceSteps = args.numInferenceSteps ?? 50;
-    const guidanceScale = args.guidanceScale ?? 5.0;
-    const numImagesPerPrompt = args.numImagesPerPrompt ?? 1;
-    const conditioningScale = args.controlnetConditioningScale ?? 1.0;
-    const start = args.controlGuidanceStart ?? 0.0;
-    const end = args.controlGuidanceEnd ?? 1.0;
-    const outputType = args.outputType ?? 'pil';
-
-    // 1. Check inputs
+    // 1. Check inputs (diffusers' defaults filled in)
     const image = await resolveControlImage(args.image);
-    this.checkInputs(args, image, { numInferenceSteps, numImagesPerPrompt, guidanceScale, conditioningScale, start, end, outputType });
+    const call = resolveCall(args, image, { guidanceScale: 5.0, vaeScaleFactor: this.vaeScaleFactor });
+    this.checkXLInputs(args);
+    const { numInferenceSteps, guidanceScale, numImagesPerPrompt, conditioningScale, start, end, outputType } = call;
 
     // 2. Define call parameters
-    const batchSize = args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length;
-    const doCfg = guidanceScale > 1.0;
+    const { batchSize, doClassifierFreeGuidance: doCfg } = call;
 
     // 3. Encode input prompt
     const emb = await this.encodePrompt(args, { numImagesPerPrompt, doClassifierFreeGuidance: doCfg });
@@ -256,10 +242,7 @@ export class StableDiffusionXLControlNetXSPipeline {
     });
 
     // 9. Decode (the VAE runs in float32, so force_upcast has nothing to do) and post-process
-    if (outputType === 'latent') return { images: latents, nsfwContentDetected: null };
-    const { sample } = await this.vae.decode(divide(latents, this.vae.config.scalingFactor), this.vaeDecode);
-    const images = outputType === 'pil' ? this.imageProcessor.postprocess(sample, 'pil') : this.imageProcessor.postprocess(sample, 'np');
-    return { images, nsfwContentDetected: null };
+    return decodeOutput(this.vae, this.imageProcessor, latents, outputType, this.vaeDecode);
   }
 
   /**
@@ -355,12 +338,8 @@ export class StableDiffusionXLControlNetXSPipeline {
     return new Tensor('float32', Float32Array.from(ids), [1, ids.length]);
   }
 
-  private checkInputs(
-    args: StableDiffusionXLControlNetXSCallArgs,
-    image: RGBImage[] | TensorLike,
-    v: { numInferenceSteps: number; numImagesPerPrompt: number; guidanceScale: number; conditioningScale: number; start: number; end: number; outputType: string },
-  ): void {
-    checkPromptInputs(args);
+  /** The SDXL-only argument checks of diffusers' check_inputs. */
+  private checkXLInputs(args: StableDiffusionXLControlNetXSCallArgs): void {
     if (args.prompt2 !== undefined && args.promptEmbeds !== undefined) {
       throw new InputError('Cannot forward both `prompt2` and `promptEmbeds`. Please make sure to only forward one of the two.');
     }
@@ -373,17 +352,6 @@ export class StableDiffusionXLControlNetXSPipeline {
     if (args.negativePromptEmbeds !== undefined && args.negativePooledPromptEmbeds === undefined) {
       throw new InputError('If `negativePromptEmbeds` are provided, `negativePooledPromptEmbeds` also have to be passed. Make sure to generate `negativePooledPromptEmbeds` from the same text encoder that was used to generate `negativePromptEmbeds`.');
     }
-    checkPositiveInt('numInferenceSteps', v.numInferenceSteps);
-    checkPositiveInt('numImagesPerPrompt', v.numImagesPerPrompt);
-    checkFinite('guidanceScale', v.guidanceScale);
-    checkFinite('controlnetConditioningScale', v.conditioningScale);
-    if (!['pil', 'np', 'latent'].includes(v.outputType)) throw new InputError(`outputType must be 'pil', 'np' or 'latent', got ${JSON.stringify(v.outputType)}`);
-    const imageBatch = imageBatchSize(image);
-    const promptBatch = args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length;
-    if (imageBatch !== 1 && imageBatch !== promptBatch) {
-      throw new InputError(`If image batch size is not 1, image batch size must be same as prompt batch size. image batch size: ${imageBatch}, prompt batch size: ${promptBatch}`);
-    }
-    checkControlWindow(v.start, v.end);
   }
 }
 
