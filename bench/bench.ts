@@ -5,7 +5,7 @@
  * Prints a table and one JSON line.
  *
  *   npm run bench -- [--sizes 32,64] [--repeats 2] [--steps 20] [--skip-full] [--out bench/out/sd21-random]
- *                    [--attention fused|plain] [--threads N] [--device cpu|webgpu]
+ *                    [--attention fused|plain] [--threads N] [--device cpu|webgpu] [--offload]
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -29,6 +29,7 @@ const { values } = parseArgs({
     threads: { type: 'string' },
     device: { type: 'string', default: 'cpu' },
     'full-only': { type: 'boolean', default: false },
+    offload: { type: 'boolean', default: false },
   },
 });
 
@@ -58,9 +59,9 @@ const runtime: RuntimeOptions = {
 };
 const load = { runtime, trace: { attention: values.attention as 'fused' | 'plain' }, warn: () => {} };
 
-async function loadPipeline(graphCacheDir?: string): Promise<StableDiffusionControlNetXSPipeline> {
+async function loadPipeline(graphCacheDir?: string, o: { prepare: boolean } = { prepare: true }): Promise<StableDiffusionControlNetXSPipeline> {
   const p = await StableDiffusionControlNetXSPipeline.fromPretrained(dir, { ...load, runtime: { ...runtime, ...(graphCacheDir ? { graphCacheDir } : {}) } });
-  await Promise.all([p.unet.prepare(), p.textEncoder.prepare(), p.vae.prepare('decoder')]);
+  if (o.prepare) await Promise.all([p.unet.prepare(), p.textEncoder.prepare(), p.vae.prepare('decoder')]);
   return p;
 }
 async function release(p: StableDiffusionControlNetXSPipeline): Promise<void> {
@@ -73,7 +74,9 @@ const fullRun = (p: StableDiffusionControlNetXSPipeline) =>
 
 if (values['full-only']) {
   // A process of its own, so its peak RSS is the generation's (warm load + 20 steps + decode).
-  const p = await loadPipeline(join(values.out!, '..', 'graphs'));
+  // with offload, sessions open when first used (and close after their stage)
+  const p = await loadPipeline(join(values.out!, '..', 'graphs'), { prepare: !values.offload });
+  p.offload.enabled = values.offload!;
   const t = now();
   await fullRun(p);
   console.log(JSON.stringify({ seconds: now() - t, peakRssGB: peakRssGB() }));
@@ -120,11 +123,11 @@ if (!values['skip-full']) {
   const args = process.argv.slice(2).filter((a) => a !== '--skip-full');
   const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args, '--full-only'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   full = JSON.parse(child.stdout.trim().split('\n').pop()!) as { seconds: number; peakRssGB: number };
-  record(`full generation 512×512, ${values.steps} steps, CFG (own process)`, full.seconds);
+  record(`full generation 512×512, ${values.steps} steps, CFG (own process${values.offload ? ', model offload' : ''})`, full.seconds);
 }
 
 console.log('\n| measurement | value |\n|---|---|');
 for (const r of rows) console.log(`| ${r.what} | ${r.seconds.toFixed(2)} s |`);
 console.log(`| peak RSS, this benchmark process (three loads, every measurement) | ${peak.toFixed(2)} GB |`);
-if (full) console.log(`| peak RSS, full 512 px generation (own process, warm load) | ${full.peakRssGB.toFixed(2)} GB |`);
+if (full) console.log(`| peak RSS, full 512 px generation (own process, warm load${values.offload ? ', model offload' : ''}) | ${full.peakRssGB.toFixed(2)} GB |`);
 console.log(JSON.stringify({ date: new Date().toISOString(), attention: values.attention, device: values.device, rows, peakRssGB: peak, fullGenerationPeakRssGB: full?.peakRssGB ?? null }));

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { InputError } from '../src/errors.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { StableDiffusionControlNetXSPipeline, type StableDiffusionControlNetXSCallArgs } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
@@ -133,4 +133,30 @@ test('cancel with an AbortSignal; bad arguments are named', async () => {
   for (const [patch, message] of bad) {
     await assert.rejects(pipe.run({ ...args, latents: undefined, ...patch } as StableDiffusionControlNetXSCallArgs), (e: Error) => e instanceof InputError && message.test(e.message), String(message));
   }
+});
+
+test('model offload releases each session after its stage, with the same images', async () => {
+  const c = cases.find((x) => x.name === 'a_default_latents')!;
+  const p = new StableDiffusionControlNetXSPipeline({ ...pipe.components, scheduler: schedulerFromConfig(c.scheduler.config) });
+  p.offload.enabled = true;
+  const released: string[] = [];
+  const restore: (() => void)[] = [];
+  for (const [name, m] of [['textEncoder', p.textEncoder], ['unet', p.unet], ['vae', p.vae]] as const) {
+    const original = m.release;
+    m.release = async function (this: typeof m) {
+      released.push(name);
+      await original.call(this);
+    };
+    restore.push(() => (m.release = original));
+  }
+  after(() => restore.forEach((r) => r()));
+  for (let i = 0; i < 2; i++) {
+    const { images } = await p.run(callArgsOf(c));
+    assertClose(images as Tensor, read(c.tensors['images']!), tol(c, 'images', 1e-4), `images, run ${i}`);
+  }
+  assert.deepEqual(released, ['textEncoder', 'unet', 'vae', 'textEncoder', 'unet', 'vae']);
+  // two generations at once: nothing is released while the other one runs
+  released.length = 0;
+  await Promise.all([p.run(callArgsOf(c)), p.run(callArgsOf(c))]);
+  assert.ok(released.length <= 3, `released ${released.join(', ')}`);
 });

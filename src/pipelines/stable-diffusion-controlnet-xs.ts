@@ -28,6 +28,7 @@ import {
 import { defaultGenerator, resolveControlImage, type ControlImageInput } from './inputs.js';
 import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import {
+  ModelOffload,
   decodeOutput,
   denoise,
   fusedUnet,
@@ -112,6 +113,8 @@ export class StableDiffusionControlNetXSPipeline {
   readonly controlImageProcessor: VaeImageProcessor;
   /** Decode options (diffusers' enable_vae_slicing / enable_vae_tiling). */
   vaeDecode: { sliced: boolean; tiled: boolean } = { sliced: false, tiled: false };
+  /** Release text encoder(s) and VAE sessions after their stage (see ModelOffload); off by default. */
+  readonly offload = new ModelOffload();
   private readonly warn: (message: string) => void;
 
   constructor(components: StableDiffusionControlNetXSComponents, options: { warn?: (message: string) => void } = {}) {
@@ -160,7 +163,11 @@ export class StableDiffusionControlNetXSPipeline {
   }
 
   /** The same generation as an async iterator of steps (for previews); its return value is the output. */
-  async *steps(args: StableDiffusionControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
+  steps(args: StableDiffusionControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
+    return this.offload.track(this.generate(args));
+  }
+
+  private async *generate(args: StableDiffusionControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
     // 1. Check inputs (diffusers' defaults filled in)
     const image = await resolveControlImage(args.image);
     const call = resolveCall(args, image, { guidanceScale: 7.5, vaeScaleFactor: this.vaeScaleFactor });
@@ -179,6 +186,8 @@ export class StableDiffusionControlNetXSPipeline {
       ...(args.clipSkip !== undefined ? { clipSkip: args.clipSkip } : {}),
     });
     const encoderHiddenStates = doCfg ? catBatch([negativePromptEmbeds!, promptEmbeds]) : promptEmbeds;
+
+    await this.offload.afterUse(this.textEncoder);
 
     // 4. Prepare image
     const controlImage = this.prepareImage(image, {
@@ -218,7 +227,10 @@ export class StableDiffusionControlNetXSPipeline {
     });
 
     // 9. Decode and post-process
-    return decodeOutput(this.vae, this.imageProcessor, latents, outputType, this.vaeDecode);
+    await this.offload.afterUse(this.unet);
+    const output = await decodeOutput(this.vae, this.imageProcessor, latents, outputType, this.vaeDecode);
+    await this.offload.afterUse(this.vae);
+    return output;
   }
 
   /** diffusers' encode_prompt: [B·N, L, D] embeddings (each prompt repeated N times), and the negative ones for CFG. */

@@ -29,6 +29,7 @@ import {
 import { defaultGenerator, resolveControlImage, type ControlImageInput } from './inputs.js';
 import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import {
+  ModelOffload,
   decodeOutput,
   denoise,
   fusedUnet,
@@ -122,6 +123,8 @@ export class StableDiffusionXLControlNetXSPipeline {
   readonly imageProcessor: VaeImageProcessor;
   readonly controlImageProcessor: VaeImageProcessor;
   vaeDecode: { sliced: boolean; tiled: boolean } = { sliced: false, tiled: false };
+  /** Release text encoder(s) and VAE sessions after their stage (see ModelOffload); off by default. */
+  readonly offload = new ModelOffload();
   private readonly warn: (message: string) => void;
 
   constructor(components: StableDiffusionXLControlNetXSComponents, options: { warn?: (message: string) => void } = {}) {
@@ -174,7 +177,11 @@ export class StableDiffusionXLControlNetXSPipeline {
     return finish(this.steps(args));
   }
 
-  async *steps(args: StableDiffusionXLControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
+  steps(args: StableDiffusionXLControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
+    return this.offload.track(this.generate(args));
+  }
+
+  private async *generate(args: StableDiffusionXLControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
     // 1. Check inputs (diffusers' defaults filled in)
     const image = await resolveControlImage(args.image);
     const call = resolveCall(args, image, { guidanceScale: 5.0, vaeScaleFactor: this.vaeScaleFactor });
@@ -186,6 +193,7 @@ export class StableDiffusionXLControlNetXSPipeline {
 
     // 3. Encode input prompt
     const emb = await this.encodePrompt(args, { numImagesPerPrompt, doClassifierFreeGuidance: doCfg });
+    await this.offload.afterUse(this.textEncoder, this.textEncoder2);
 
     // 4. Prepare image
     const controlImage = prepareControlImage(this.controlImageProcessor, image, {
@@ -242,7 +250,10 @@ export class StableDiffusionXLControlNetXSPipeline {
     });
 
     // 9. Decode (the VAE runs in float32, so force_upcast has nothing to do) and post-process
-    return decodeOutput(this.vae, this.imageProcessor, latents, outputType, this.vaeDecode);
+    await this.offload.afterUse(this.unet);
+    const output = await decodeOutput(this.vae, this.imageProcessor, latents, outputType, this.vaeDecode);
+    await this.offload.afterUse(this.vae);
+    return output;
   }
 
   /**
