@@ -116,3 +116,16 @@ test('a corrupt weights file fails at load, naming the file', async () => {
   await assert.rejects(ControlNetXSAdapter.fromPretrained(dir), (e: Error) => e.message.includes(path) && /past the end/.test(e.message));
   rmSync(dir, { recursive: true });
 });
+
+test('an execution provider that cannot start falls back to the CPU with a notice naming it', async () => {
+  const warnings: string[] = [];
+  const gpu = await UNet2DConditionModel.fromPretrained(`${D}/unet`, { runtime: { executionProviders: ['webgpu', 'cpu'], warn: (m) => warnings.push(m) } });
+  const args = { sample: zeros(1, 4, 8, 8), timestep: 10, encoderHiddenStates: zeros(1, 77, 32) };
+  const a = (await gpu.forward(args)).sample;
+  const b = (await unet.forward(args)).sample;
+  const d = Math.max(...Array.from(a.data, (x, i) => Math.abs(x - b.data[i]!)));
+  assert.ok(d <= 1e-4, `same result either way (max diff ${d})`);
+  // where a WebGPU adapter exists the session starts on it and nothing is said
+  for (const w of warnings) assert.match(w, /execution provider webgpu is not available here .*running on the CPU/);
+  await gpu.release();
+});
