@@ -44,7 +44,7 @@ test('the fused graph: base UNet in the main graph, every control-model node beh
   assert.ok(gated.some((n) => n.name.startsWith('mid_block.ctrl_midblock.attentions.0.transformer_blocks.0.attn1/MultiHeadAttention')));
 });
 
-test('weights are external data pointing into the safetensors files; Linear transposes live once in the root graph', async () => {
+test('weights are external data pointing into the safetensors files; Linear weights are read in place or transposed once', async () => {
   const unet = await UNet2DConditionModel.fromPretrained(`${D}/unet`);
   const onnx = unet.toOnnx();
   const weights = onnx.graph.initializers.filter((t) => t.external);
@@ -57,6 +57,14 @@ test('weights are external data pointing into the safetensors files; Linear tran
     assert.equal(w.external!.length, ref.info.byteLength);
     assert.equal(w.raw, undefined, `${w.name} must not be copied into the model`);
   }
-  const transposes = onnx.graph.nodes.filter((n) => n.opType === 'Transpose' && n.inputs[0]!.endsWith('.weight'));
+  // default: FusedMatMul(transB) on the checkpoint's [out, in] weight, no transposed copy
+  const linears = [...unet.net.parameters()].filter((p) => p.shape.length === 2 && p.key.endsWith('.weight')).map((p) => p.key);
+  const fused = onnx.graph.nodes.filter((n) => n.opType === 'FusedMatMul');
+  assert.deepEqual(new Set(fused.map((n) => n.inputs[1])), new Set(linears), 'every Linear reads its weight in place');
+  assert.equal(onnx.graph.nodes.filter((n) => n.opType === 'Transpose' && n.inputs[0]!.endsWith('.weight')).length, 0);
+  // 'plain': one transpose per weight, in the root graph, shared by every use
+  const plain = UNet2DConditionModel.fromSource(unet.config, unet.source, { trace: { linear: 'plain' } }).toOnnx();
+  const transposes = plain.graph.nodes.filter((n) => n.opType === 'Transpose' && n.inputs[0]!.endsWith('.weight'));
   assert.equal(new Set(transposes.map((n) => n.inputs[0])).size, transposes.length);
+  assert.equal(transposes.length, linears.length);
 });

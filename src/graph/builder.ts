@@ -4,7 +4,7 @@
  * module path (`down_blocks.0.resnets.1.conv1/Conv`), so an ORT profile maps back to the source.
  *
  * Parameters become initializers of the ROOT graph whose bytes stay in the safetensors files
- * (external data). Weight preparation (fp16→fp32 casts, Linear transposes) is emitted once in the
+ * (external data). Weight preparation (fp16→fp32 casts, reshapes, transposes) is emitted once in the
  * root graph, so subgraphs (the `If` branches of a ControlNet-XS model) share one copy.
  */
 import { OnnxDataType, type AttrValue, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './onnx-proto.js';
@@ -30,9 +30,11 @@ export interface TraceOptions {
    * 'plain': MatMul/Softmax/MatMul from standard ops, for execution providers without it.
    */
   attention: 'fused' | 'plain';
+  /** 'fused': com.microsoft FusedMatMul on the untransposed weight; 'plain': MatMul on a transposed copy. */
+  linear: 'fused' | 'plain';
 }
 
-export const DEFAULT_TRACE_OPTIONS: TraceOptions = Object.freeze({ attention: 'fused' });
+export const DEFAULT_TRACE_OPTIONS: TraceOptions = Object.freeze({ attention: 'fused', linear: 'fused' });
 
 /** State shared by a root graph and its subgraphs: unique names and root-level initializers. */
 class TraceContext {

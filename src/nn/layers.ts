@@ -45,10 +45,17 @@ export class Linear extends Module {
     this.bias = opts.bias === false ? null : this.param('bias', [outFeatures]);
   }
 
-  /** [..., in] → [..., out] */
+  /**
+   * [..., in] → [..., out]. 'fused': com.microsoft FusedMatMul reads the [out, in] weight transposed
+   * in place (measured: SD 2.1 UNet cold load 15 → 10 s, less memory, same speed); 'plain': MatMul
+   * with the weight transposed once at load.
+   */
   forward(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
-    const y = b.op('MatMul', [x, b.paramTransposed(this.weight)]);
+    const y =
+      op.options.linear === 'fused'
+        ? b.op('FusedMatMul', [x, b.param(this.weight)], { domain: 'com.microsoft', attrs: { transB: 1, alpha: { float: 1 } } })
+        : b.op('MatMul', [x, b.paramTransposed(this.weight)]);
     return this.bias ? b.op('Add', [y, b.param(this.bias)]) : y;
   }
 }
