@@ -113,7 +113,7 @@ export class StableDiffusionControlNetXSPipeline {
   readonly controlImageProcessor: VaeImageProcessor;
   /** Decode options (diffusers' enable_vae_slicing / enable_vae_tiling). */
   vaeDecode: { sliced: boolean; tiled: boolean } = { sliced: false, tiled: false };
-  /** Release text encoder(s) and VAE sessions after their stage (see ModelOffload); off by default. */
+  /** Close each model's session after its stage of a generation (see ModelOffload); off by default. */
   readonly offload = new ModelOffload();
   private readonly warn: (message: string) => void;
 
