@@ -149,3 +149,24 @@ test('bf16 checkpoints are cast in-graph exactly: a BF16 UNet equals an F32 UNet
   assertClose((await bf16.forward(inputs())).sample, (await f32.forward(inputs())).sample, 0, 'bf16 vs f32 of the same values');
   await Promise.all([bf16.release(), f32.release()]);
 });
+
+test('the SDXL-base UNet layout has SDXL’s 2,567,463,684 parameters', () => {
+  const c = parseUNet2DConditionConfig(
+    {
+      addition_embed_type: 'text_time',
+      addition_time_embed_dim: 256,
+      attention_head_dim: [5, 10, 20],
+      block_out_channels: [320, 640, 1280],
+      cross_attention_dim: 2048,
+      down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
+      up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
+      projection_class_embeddings_input_dim: 2816,
+      transformer_layers_per_block: [1, 2, 10],
+      use_linear_projection: true,
+    },
+    'sdxl',
+    () => {},
+  );
+  const n = [...new UNet2DConditionNet(c, unetLayout(c, 'sdxl')).parameters()].reduce((s, p) => s + p.shape.reduce((a, d) => a * d, 1), 0);
+  assert.equal(n, 2567463684);
+});
