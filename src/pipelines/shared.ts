@@ -279,18 +279,41 @@ export function fusedUnet(unet: UNet2DConditionModel | UNetControlNetXSModel, co
   return fused;
 }
 
-/** Step 9: `vae.decode(latents / scaling_factor)` and postprocess, or the latents themselves. */
-export async function decodeOutput(
-  vae: AutoencoderKL,
-  processor: VaeImageProcessor,
-  latents: Tensor<'float32'>,
-  outputType: 'pil' | 'np' | 'latent',
-  decode: VaeRunOptions,
-): Promise<PipelineOutput> {
+/** What step 9 needs of a pipeline. */
+export interface DecodeStage {
+  unet: UNetControlNetXSModel;
+  vae: AutoencoderKL;
+  imageProcessor: VaeImageProcessor;
+  vaeDecode: VaeRunOptions;
+  offload: ModelOffload;
+}
+
+/**
+ * Step 9: `vae.decode(latents / scaling_factor)` and postprocess (or the latents themselves), closing
+ * the UNet's and then the VAE's session after their stage when model offload is on.
+ */
+export async function decodeOutput(p: DecodeStage, latents: Tensor<'float32'>, outputType: 'pil' | 'np' | 'latent'): Promise<PipelineOutput> {
+  await p.offload.afterUse(p.unet);
   if (outputType === 'latent') return { images: latents, nsfwContentDetected: null };
-  const { sample } = await vae.decode(divide(latents, vae.config.scalingFactor), decode);
-  const images = outputType === 'pil' ? processor.postprocess(sample, 'pil') : processor.postprocess(sample, 'np');
+  const { sample } = await p.vae.decode(divide(latents, p.vae.config.scalingFactor), p.vaeDecode);
+  await p.offload.afterUse(p.vae);
+  const images = outputType === 'pil' ? p.imageProcessor.postprocess(sample, 'pil') : p.imageProcessor.postprocess(sample, 'np');
   return { images, nsfwContentDetected: null };
+}
+
+/** The per-call loop settings the pipelines pass straight through to `denoise`. */
+export function loopHooks<P>(args: {
+  eta?: number;
+  callbackOnStepEnd?: DenoiseOptions<P>['callbackOnStepEnd'];
+  onProgress?: DenoiseOptions<P>['onProgress'];
+  signal?: AbortSignal;
+}): Pick<DenoiseOptions<P>, 'eta' | 'callbackOnStepEnd' | 'onProgress' | 'signal'> {
+  return {
+    eta: args.eta ?? 0.0,
+    ...(args.callbackOnStepEnd ? { callbackOnStepEnd: args.callbackOnStepEnd } : {}),
+    ...(args.onProgress ? { onProgress: args.onProgress } : {}),
+    ...(args.signal ? { signal: args.signal } : {}),
+  };
 }
 
 /**

@@ -31,6 +31,7 @@ import {
   ModelOffload,
   decodeOutput,
   denoise,
+  loopHooks,
   fusedUnet,
   resolveCall,
   finish,
@@ -220,17 +221,11 @@ export class StableDiffusionControlNetXSPipeline {
       controlGuidanceStart: start,
       controlGuidanceEnd: end,
       generator,
-      eta: args.eta ?? 0.0,
-      ...(args.callbackOnStepEnd ? { callbackOnStepEnd: args.callbackOnStepEnd } : {}),
-      ...(args.onProgress ? { onProgress: args.onProgress } : {}),
-      ...(args.signal ? { signal: args.signal } : {}),
+      ...loopHooks(args),
     });
 
     // 9. Decode and post-process
-    await this.offload.afterUse(this.unet);
-    const output = await decodeOutput(this.vae, this.imageProcessor, latents, outputType, this.vaeDecode);
-    await this.offload.afterUse(this.vae);
-    return output;
+    return decodeOutput(this, latents, outputType);
   }
 
   /** diffusers' encode_prompt: [B·N, L, D] embeddings (each prompt repeated N times), and the negative ones for CFG. */

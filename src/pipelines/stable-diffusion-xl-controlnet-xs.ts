@@ -32,6 +32,7 @@ import {
   ModelOffload,
   decodeOutput,
   denoise,
+  loopHooks,
   fusedUnet,
   resolveCall,
   finish,
@@ -243,17 +244,11 @@ export class StableDiffusionXLControlNetXSPipeline {
       controlGuidanceStart: start,
       controlGuidanceEnd: end,
       generator,
-      eta: args.eta ?? 0.0,
-      ...(args.callbackOnStepEnd ? { callbackOnStepEnd: args.callbackOnStepEnd } : {}),
-      ...(args.onProgress ? { onProgress: args.onProgress } : {}),
-      ...(args.signal ? { signal: args.signal } : {}),
+      ...loopHooks(args),
     });
 
     // 9. Decode (the VAE runs in float32, so force_upcast has nothing to do) and post-process
-    await this.offload.afterUse(this.unet);
-    const output = await decodeOutput(this.vae, this.imageProcessor, latents, outputType, this.vaeDecode);
-    await this.offload.afterUse(this.vae);
-    return output;
+    return decodeOutput(this, latents, outputType);
   }
 
   /**
