@@ -82,10 +82,6 @@ export class DEISRun extends DpmRun {
     return { prevSample: like(dims, prev) };
   }
 
-  private point(i: number) {
-    return this.scheduler.alphaSigmaLambda(this.sigmas[i]);
-  }
-
   /** x_t = α_t/α_s x - σ_t (e^h - 1) ε̂ (the DDIM step in ε form). */
   private firstOrder(i: number, x: Vec): Vec {
     const t = this.point(i + 1);

@@ -260,6 +260,12 @@ export function firstChannels(t: TensorLike, count: number): Tensor<'float32'> {
   return new Tensor('float32', out, [batch, count, ...t.dims.slice(2)]);
 }
 
+/** Σ coef·term, plus the SDE noise term when `z` is given. */
+export function withNoise(terms: [number, Vec][], zCoef: number, z: Vec | null): Vec {
+  if (z !== null) terms.push([zCoef, z]);
+  return lin(terms);
+}
+
 export abstract class DpmRun extends SchedulerRun {
   declare readonly scheduler: DpmScheduler;
   declare readonly sigmas: Float32Array;
@@ -289,6 +295,31 @@ export abstract class DpmRun extends SchedulerRun {
 
   protected countStep(): void {
     if (this.lowerOrderNums < this.scheduler.solverOrder) this.lowerOrderNums += 1;
+  }
+
+  /** α, σ and λ at the run's i-th sigma. */
+  protected point(i: number): DpmPoint {
+    return this.scheduler.alphaSigmaLambda(this.sigmas[i]!);
+  }
+
+  /**
+   * DPM-Solver-1 from σ_i to σ_{i+1} with the newest converted output (for ++: the DDIM step in
+   * data form; SDE variants add `z` scaled by the solver's noise coefficient).
+   */
+  protected dpmFirstOrder(algorithm: DpmAlgorithm, i: number, x: Vec, z: Vec | null): Vec {
+    const t = this.point(i + 1);
+    const c = dpmScalars(algorithm, t, this.point(i));
+    const m = this.history(0);
+    switch (algorithm) {
+      case 'dpmsolver++':
+        return lin([[c.xCoef, x], [-fround(t.alpha * fround(c.expNegH - 1)), m]]);
+      case 'dpmsolver':
+        return lin([[c.xCoef, x], [-fround(t.sigma * fround(c.expH - 1)), m]]);
+      case 'sde-dpmsolver++':
+        return withNoise([[c.xCoef, x], [fround(t.alpha * fround(1 - c.expNeg2H)), m]], c.zCoef, z);
+      case 'sde-dpmsolver':
+        return withNoise([[c.xCoef, x], [-fround(2 * fround(t.sigma * fround(c.expH - 1))), m]], c.zCoef, z);
+    }
   }
 
   addNoise(

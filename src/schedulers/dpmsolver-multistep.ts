@@ -6,7 +6,7 @@
 import { InputError } from '../errors.js';
 import type { TensorLike } from '../tensor.js';
 import type { SchedulerConfigInput } from './config.js';
-import { dpmScalars, DpmRun, DpmScheduler, firstChannels, type DpmAlgorithm, type DpmSolverType } from './dpm.js';
+import { dpmScalars, DpmRun, DpmScheduler, firstChannels, withNoise, type DpmAlgorithm, type DpmSolverType } from './dpm.js';
 import { fround } from './float32.js';
 import { div, like, lin, sub, type Vec } from './ops.js';
 import { limitX0 } from './prediction.js';
@@ -106,32 +106,9 @@ export class DPMSolverMultistepRun extends DpmRun {
     return { prevSample: like(dims, prev) };
   }
 
-  private point(i: number) {
-    return this.scheduler.alphaSigmaLambda(this.sigmas[i]);
-  }
-
-  /** Append the SDE noise term. */
-  private withNoise(terms: [number, Vec][], zCoef: number, z: Vec | null): Vec {
-    if (z !== null) terms.push([zCoef, z]);
-    return lin(terms);
-  }
-
   /** DPM-Solver-1 (= DDIM for ++): x_t = σ_t/σ_s x - α_t (e^{-h} - 1) D₀, and variants. */
   private firstOrder(i: number, x: Vec, z: Vec | null): Vec {
-    const s = this.scheduler;
-    const t = this.point(i + 1);
-    const c = dpmScalars(s.algorithm, t, this.point(i));
-    const m = this.history(0);
-    switch (s.algorithm) {
-      case 'dpmsolver++':
-        return lin([[c.xCoef, x], [-fround(t.alpha * fround(c.expNegH - 1)), m]]);
-      case 'dpmsolver':
-        return lin([[c.xCoef, x], [-fround(t.sigma * fround(c.expH - 1)), m]]);
-      case 'sde-dpmsolver++':
-        return this.withNoise([[c.xCoef, x], [fround(t.alpha * fround(1 - c.expNeg2H)), m]], c.zCoef, z);
-      case 'sde-dpmsolver':
-        return this.withNoise([[c.xCoef, x], [-fround(2 * fround(t.sigma * fround(c.expH - 1))), m]], c.zCoef, z);
-    }
+    return this.dpmFirstOrder(this.scheduler.algorithm, i, x, z);
   }
 
   /**
@@ -165,12 +142,12 @@ export class DPMSolverMultistepRun extends DpmRun {
         const w1 = heun
           ? fround(t.alpha * fround(fround(fround(1 - c.expNeg2H) / fround(-2 * c.h)) + 1))
           : fround(0.5 * w);
-        return this.withNoise([[c.xCoef, x], [w, m0], [w1, d1]], c.zCoef, z);
+        return withNoise([[c.xCoef, x], [w, m0], [w1, d1]], c.zCoef, z);
       }
       case 'sde-dpmsolver': {
         const w = fround(t.sigma * fround(c.expH - 1));
         const w1 = heun ? fround(2 * fround(t.sigma * fround(fround(fround(c.expH - 1) / c.h) - 1))) : w;
-        return this.withNoise([[c.xCoef, x], [-fround(2 * w), m0], [-w1, d1]], c.zCoef, z);
+        return withNoise([[c.xCoef, x], [-fround(2 * w), m0], [-w1, d1]], c.zCoef, z);
       }
     }
   }
@@ -218,7 +195,7 @@ export class DPMSolverMultistepRun extends DpmRun {
       case 'sde-dpmsolver++': {
         const e = fround(1 - c.expNeg2H);
         const m2h = fround(-2 * c.h);
-        return this.withNoise(
+        return withNoise(
           [
             [c.xCoef, x],
             [fround(t.alpha * e), m0],

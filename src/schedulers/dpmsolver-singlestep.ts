@@ -7,7 +7,7 @@
 import { InputError } from '../errors.js';
 import type { TensorLike } from '../tensor.js';
 import type { SchedulerConfigInput } from './config.js';
-import { dpmScalars, DpmRun, DpmScheduler, firstChannels, type DpmAlgorithm, type DpmSolverType } from './dpm.js';
+import { dpmScalars, DpmRun, DpmScheduler, firstChannels, withNoise, type DpmAlgorithm, type DpmSolverType } from './dpm.js';
 import { fround } from './float32.js';
 import { div, like, lin, sub, type Vec } from './ops.js';
 import { limitX0 } from './prediction.js';
@@ -143,29 +143,9 @@ export class DPMSolverSinglestepRun extends DpmRun {
     return { prevSample: like(dims, prev) };
   }
 
-  private point(i: number) {
-    return this.scheduler.alphaSigmaLambda(this.sigmas[i]);
-  }
-
-  private withNoise(terms: [number, Vec][], zCoef: number, z: Vec | null): Vec {
-    if (z !== null) terms.push([zCoef, z]);
-    return lin(terms);
-  }
-
   /** DPM-Solver-1 from σ_i to σ_{i+1}. */
   private firstOrder(i: number, x: Vec, z: Vec | null): Vec {
-    const s = this.scheduler;
-    const t = this.point(i + 1);
-    const c = dpmScalars(s.algorithm, t, this.point(i));
-    const m = this.history(0);
-    switch (s.algorithm) {
-      case 'dpmsolver++':
-        return lin([[c.xCoef, x], [-fround(t.alpha * fround(c.expNegH - 1)), m]]);
-      case 'dpmsolver':
-        return lin([[c.xCoef, x], [-fround(t.sigma * fround(c.expH - 1)), m]]);
-      default:
-        return this.withNoise([[c.xCoef, x], [fround(t.alpha * fround(1 - c.expNeg2H)), m]], c.zCoef, z);
-    }
+    return this.dpmFirstOrder(this.scheduler.algorithm, i, x, z);
   }
 
   /**
@@ -196,7 +176,7 @@ export class DPMSolverSinglestepRun extends DpmRun {
       default: {
         const w = fround(t.alpha * fround(1 - c.expNeg2H));
         const w1 = heun ? fround(t.alpha * fround(fround(fround(1 - c.expNeg2H) / fround(-2 * c.h)) + 1)) : fround(0.5 * w);
-        return this.withNoise([[c.xCoef, x], [w, m1], [w1, d1]], c.zCoef, z);
+        return withNoise([[c.xCoef, x], [w, m1], [w1, d1]], c.zCoef, z);
       }
     }
   }
@@ -253,7 +233,7 @@ export class DPMSolverSinglestepRun extends DpmRun {
           [fround(t.alpha * fround(fround(e / m2h) + 1)), d1],
         ];
         if (heun) terms.push([fround(t.alpha * fround(fround(fround(e + m2h) / fround(m2h * m2h)) - 0.5)), d2]);
-        return this.withNoise(terms, c.zCoef, z);
+        return withNoise(terms, c.zCoef, z);
       }
     }
   }

@@ -167,10 +167,6 @@ export class UniPCRun extends DpmRun {
     return { prevSample: like(dims, prev) };
   }
 
-  private point(i: number) {
-    return this.scheduler.alphaSigmaLambda(this.sigmas[i]);
-  }
-
   /**
    * hh = -h (data prediction) or h; hφ₁ = expm1(hh); then for k = 1 … order:
    * b_k = hφ_k·k!/B(h) with hφ_{k+1} = hφ_k/hh - 1/(k+1)! (the φ-function recursion).
