@@ -15,6 +15,9 @@ export class SafetensorsError extends ControlNetXSError {}
 /** Weights do not match the module tree: missing, unused or mis-shaped keys. */
 export class WeightLoadError extends ControlNetXSError {}
 
+/** A model folder has no weights file for the asked variant (or none at all). */
+export class MissingWeightsError extends WeightLoadError {}
+
 /** A config.json is missing or holds an invalid value. */
 export class ConfigError extends ControlNetXSError {}
 

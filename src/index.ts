@@ -7,6 +7,7 @@ export {
   ConfigError,
   ControlNetXSError,
   InputError,
+  MissingWeightsError,
   RuntimeError,
   SafetensorsError,
   WeightLoadError,

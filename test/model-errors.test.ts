@@ -11,6 +11,7 @@ import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
 import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
 import { ModelSession } from '../src/runtime/session.js';
+import { StableDiffusionControlNetXSPipeline } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { Tensor } from '../src/tensor.js';
 import { WeightSource } from '../src/weights/source.js';
 import { fixture } from './helpers.js';
@@ -128,4 +129,15 @@ test('an execution provider that cannot start falls back to the CPU with a notic
   // where a WebGPU adapter exists the session starts on it and nothing is said
   for (const w of warnings) assert.match(w, /execution provider webgpu is not available here .*running on the CPU/);
   await gpu.release();
+});
+
+test('a pipeline component without the asked variant falls back to its default weights, with a warning', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cnxs-variant-'));
+  for (const p of ['model_index.json', 'unet', 'controlnet', 'vae', 'text_encoder', 'tokenizer', 'scheduler']) cpSync(join(D, p), join(dir, p), { recursive: true });
+  rmSync(join(dir, 'text_encoder', 'model.fp16.safetensors'));
+  const warnings: string[] = [];
+  const pipe = await StableDiffusionControlNetXSPipeline.fromPretrained(dir, { variant: 'fp16', warn: (w) => warnings.push(w) });
+  assert.match(warnings.join('\n'), /text_encoder: no "fp16" variant weights; loading the default ones/);
+  assert.equal(pipe.textEncoder.toOnnx().graph.initializers.find((t) => t.name.endsWith('token_embedding.weight'))!.dataType, OnnxDataType.FLOAT);
+  assert.equal(pipe.unet.toOnnx().graph.initializers.find((t) => t.name === 'base_conv_in.weight')!.dataType, OnnxDataType.FLOAT16);
 });

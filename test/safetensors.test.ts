@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync, cpSync, symlinkSync, mkdirSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { SafetensorsError, WeightLoadError } from '../src/errors.js';
+import { MissingWeightsError, SafetensorsError, WeightLoadError } from '../src/errors.js';
 import { openWeights } from '../src/models/loading.js';
 import { halfToFloat32, loadSafetensors, loadSafetensorsSync } from '../src/weights/safetensors.js';
 import { fixture } from './helpers.js';
@@ -68,6 +68,7 @@ test('header checks name the file and the tensor', async (t) => {
   });
   await t.test('a missing file', async () => {
     await assert.rejects(loadSafetensors(join(dir, 'nope.safetensors')), (e: Error) => e instanceof SafetensorsError && e.message.includes('nope.safetensors'));
+    assert.throws(() => loadSafetensorsSync(join(dir, 'nope.safetensors')), (e: Error) => e instanceof SafetensorsError && e.message.includes('nope.safetensors'));
   });
 });
 
@@ -75,7 +76,7 @@ test('weights are found as a single file, a variant, or shards; symlinks resolve
   const dir = tmp();
   writeSafetensors(join(dir, 'diffusion_pytorch_model.safetensors'), { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, f32(1));
   assert.deepEqual((await openWeights(dir, 'diffusion_pytorch_model')).keys(), ['a']);
-  await assert.rejects(openWeights(dir, 'diffusion_pytorch_model', 'fp16'), (e: Error) => e instanceof WeightLoadError && /variant "fp16"/.test(e.message));
+  await assert.rejects(openWeights(dir, 'diffusion_pytorch_model', 'fp16'), (e: Error) => e instanceof MissingWeightsError && e instanceof WeightLoadError && /variant "fp16"/.test(e.message));
 
   const sharded = tmp();
   writeSafetensors(join(sharded, 'model-00001-of-00002.safetensors'), { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, f32(1));

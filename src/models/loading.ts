@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parsePythonJson } from '../util/json.js';
-import { ConfigError, WeightLoadError } from '../errors.js';
+import { ConfigError, MissingWeightsError, WeightLoadError } from '../errors.js';
 import { loadSafetensors } from '../weights/safetensors.js';
 import { WeightSource } from '../weights/source.js';
 import { resolvePretrained, type PretrainedHubOptions } from '../hub/index.js';
@@ -97,7 +97,7 @@ export async function openWeights(folder: string, baseName: string, variant?: st
     if (stray.length) throw new WeightLoadError(`${index}: shards hold keys the index does not list: ${stray.slice(0, 5).join(', ')}`);
     return source;
   }
-  throw new WeightLoadError(
+  throw new MissingWeightsError(
     `${folder}: no weights found (looked for ${stem}.safetensors and ${stem}.safetensors.index.json${variant ? `; is variant "${variant}" published?` : ''})`,
   );
 }

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parsePythonJson } from '../util/json.js';
-import { ConfigError, WeightLoadError } from '../errors.js';
+import { ConfigError, MissingWeightsError } from '../errors.js';
 import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
 import { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
@@ -45,7 +45,7 @@ async function withVariant<T>(name: string, opts: ComponentLoadOptions, load: (v
   try {
     return await load(opts.variant);
   } catch (e) {
-    if (!(e instanceof WeightLoadError) || !/no weights found/.test(e.message)) throw e;
+    if (!(e instanceof MissingWeightsError)) throw e;
     opts.warn(`${name}: no "${opts.variant}" variant weights; loading the default ones`);
     return load(undefined);
   }

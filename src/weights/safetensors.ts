@@ -7,7 +7,6 @@
  * tensors) or onnxruntime maps them as external data.
  */
 import { closeSync, fstatSync, openSync, readSync, realpathSync } from 'node:fs';
-import { open, realpath } from 'node:fs/promises';
 import { SafetensorsError } from '../errors.js';
 import { Tensor, numel } from '../tensor.js';
 
@@ -116,40 +115,24 @@ export class SafetensorsFile {
   }
 }
 
-/** Read and validate a safetensors header. The file's data stays on disk. */
+/**
+ * Read and validate a safetensors header. The file's data stays on disk. Only the header is read
+ * (kilobytes), so the work is done synchronously underneath.
+ */
 export async function loadSafetensors(path: string): Promise<SafetensorsFile> {
-  let real: string;
-  try {
-    real = await realpath(path);
-  } catch (e) {
-    throw new SafetensorsError(`${path}: cannot open safetensors file (${(e as Error).message})`, { cause: e });
-  }
-  const fh = await open(real, 'r');
-  try {
-    const { size } = await fh.stat();
-    const head = Buffer.alloc(8);
-    if (size < 8 || (await fh.read(head, 0, 8, 0)).bytesRead !== 8) {
-      throw new SafetensorsError(`${path}: file is ${size} bytes, too short for a safetensors header`);
-    }
-    const headerLen = head.readBigUInt64LE(0);
-    if (headerLen > BigInt(size - 8) || headerLen > BigInt(MAX_HEADER_BYTES)) {
-      throw new SafetensorsError(`${path}: header length ${headerLen} does not fit in a ${size}-byte file`);
-    }
-    const n = Number(headerLen);
-    const hbuf = Buffer.alloc(n);
-    if ((await fh.read(hbuf, 0, n, 8)).bytesRead !== n) {
-      throw new SafetensorsError(`${path}: header truncated`);
-    }
-    return parseHeader(path, real, hbuf.toString('utf8'), 8 + n, size);
-  } finally {
-    await fh.close();
-  }
+  return loadSafetensorsSync(path);
 }
 
 /** Synchronous twin of `loadSafetensors`, for tests and tools. */
 export function loadSafetensorsSync(path: string): SafetensorsFile {
-  const real = realpathSync(path);
-  const fd = openSync(real, 'r');
+  let real: string;
+  let fd: number;
+  try {
+    real = realpathSync(path);
+    fd = openSync(real, 'r');
+  } catch (e) {
+    throw new SafetensorsError(`${path}: cannot open safetensors file (${(e as Error).message})`, { cause: e });
+  }
   try {
     const size = fstatSync(fd).size;
     const head = Buffer.alloc(8);
