@@ -4,7 +4,9 @@
  * and the final images, whole tensors, tolerances from the cases' fp32-vs-fp64 hints.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { InputError } from '../src/errors.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
@@ -159,4 +161,26 @@ test('model offload releases each session after its stage, with the same images'
   released.length = 0;
   await Promise.all([p.run(callArgsOf(c)), p.run(callArgsOf(c))]);
   assert.ok(released.length <= 3, `released ${released.join(', ')}`);
+});
+
+test('a declared safety checker is named in a warning (it is not run; nsfwContentDetected stays null)', async () => {
+  // An SD 1.5-style folder: the tiny components plus model_index.json entries for the checker.
+  const dir = mkdtempSync(join(tmpdir(), 'cnxs-safety-'));
+  try {
+    for (const name of readdirSync(D)) if (name !== 'model_index.json' && name !== 'pipeline') symlinkSync(resolve(D, name), join(dir, name));
+    const index = JSON.parse(readFileSync(join(D, 'model_index.json'), 'utf8')) as Record<string, unknown>;
+    index['safety_checker'] = ['stable_diffusion', 'StableDiffusionSafetyChecker'];
+    index['feature_extractor'] = ['transformers', 'CLIPImageProcessor'];
+    writeFileSync(join(dir, 'model_index.json'), JSON.stringify(index));
+    const warnings: string[] = [];
+    const p = await StableDiffusionControlNetXSPipeline.fromPretrained(dir, { warn: (m) => warnings.push(m) });
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /safety_checker StableDiffusionSafetyChecker, which controlnet-xs does not run/);
+    assert.deepEqual(p.components.safetyChecker, null);
+    const quiet: string[] = [];
+    await StableDiffusionControlNetXSPipeline.fromPretrained(D, { warn: (m) => quiet.push(m) });
+    assert.deepEqual(quiet, []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

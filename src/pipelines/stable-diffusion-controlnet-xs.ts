@@ -140,6 +140,13 @@ export class StableDiffusionControlNetXSPipeline {
     const warn = options.warn ?? console.warn;
     const dir = await resolvePipelineDir(idOrDir, options);
     const index = readModelIndex(dir);
+    const checker = componentClass(index, 'safety_checker');
+    if (checker !== null) {
+      warn(
+        `${dir}/model_index.json declares safety_checker ${checker}, which controlnet-xs does not run: images come back ` +
+          'unfiltered and nsfwContentDetected is null (what diffusers does with safety_checker=None)',
+      );
+    }
     const opts = { ...modelOptions(options), warn };
     const [vae, textEncoder, tokenizer, unet, controlnet] = await Promise.all([
       loadVae(dir, opts),
