@@ -48,7 +48,9 @@ export {
   type StableDiffusionXLControlNetXSCallArgs,
   type StableDiffusionXLControlNetXSComponents,
 } from './pipelines/stable-diffusion-xl-controlnet-xs.js';
-export type { PipelineOutput, PipelineStep, StepCallbackResult } from './pipelines/shared.js';
+export type { PipelineOutput, PipelineStep } from './pipelines/shared.js';
+export { SD_CALLBACK_TENSOR_INPUTS, SDXL_CALLBACK_TENSOR_INPUTS } from './pipelines/callbacks.js';
+export type { CallbackTensors, SDCallbackTensorName, SDXLCallbackTensorName, StepCallback, StepCallbackResult } from './pipelines/callbacks.js';
 export type { ControlImageInput } from './pipelines/inputs.js';
 export type { PipelineLoadOptions, Device } from './pipelines/resolve.js';
 export * from './schedulers/index.js';

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { InputError } from '../src/errors.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
+import { catBatch } from '../src/pipelines/batch.js';
 import { StableDiffusionControlNetXSPipeline, type StableDiffusionControlNetXSCallArgs } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { Generator } from '../src/random/index.js';
 import { callArgs, readCases, tolerance, type PipelineCase } from './pipeline-cases.js';
@@ -184,3 +185,56 @@ test('a declared safety checker is named in a warning (it is not run; nsfwConten
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+describe('callbackOnStepEndTensorInputs (diffusers callback_on_step_end_tensor_inputs)', () => {
+  const byName = (name: string) => cases.find((x) => x.name === name)!;
+
+  test('the callback sees the embeddings the UNet sees, negatives first', async () => {
+    const c = byName('c_negative_prompt');
+    const seen: Record<string, Tensor>[] = [];
+    await pipe.run({ ...callArgsOf(c), outputType: 'latent', callbackOnStepEndTensorInputs: ['promptEmbeds', 'negativePromptEmbeds'], callbackOnStepEnd: (_p, _i, _t, tensors) => void seen.push({ ...tensors }) });
+    assert.equal(seen.length, 4);
+    assert.deepEqual(Object.keys(seen[0]!).sort(), ['latents', 'negativePromptEmbeds', 'promptEmbeds']);
+    assertClose(seen[0]!['promptEmbeds']!, read(c.tensors['unet_step0.encoder_hidden_states']!), tol(c, 'prompt_embeds', 1e-5), 'promptEmbeds');
+    assertClose(seen[3]!['negativePromptEmbeds']!, read(c.tensors['negative_prompt_embeds']!), tol(c, 'prompt_embeds', 1e-5), 'negativePromptEmbeds');
+
+    const noCfg: string[][] = [];
+    await pipe.run({ ...callArgsOf(byName('d_no_cfg')), outputType: 'latent', callbackOnStepEndTensorInputs: ['negativePromptEmbeds'], callbackOnStepEnd: (_p, _i, _t, t) => void noCfg.push(Object.keys(t)) });
+    assert.deepEqual(noCfg[0], ['latents']); // no negatives without guidance (diffusers passes None)
+  });
+
+  test('promptEmbeds handed back are what the following steps use', async () => {
+    // DDIM (eta 0) keeps no state but the timesteps, so "switch the embeddings after step 0" must equal
+    // "start with the other embeddings and take step 0's latents from the first run".
+    const a = callArgsOf(byName('a_default_latents'));
+    const other = await pipe.encodePrompt(a.prompt, { numImagesPerPrompt: 1, doClassifierFreeGuidance: true, negativePrompt: 'blurry, low quality' });
+    const switched = catBatch([other.negativePromptEmbeds!, other.promptEmbeds]);
+    let afterStep0: Tensor<'float32'> | undefined;
+    const runA = await pipe.run({
+      ...a,
+      outputType: 'latent',
+      callbackOnStepEnd: (_p, i, _t, { latents }) => {
+        if (i !== 0) return;
+        afterStep0 = latents;
+        return { promptEmbeds: switched };
+      },
+    });
+    const runB = await pipe.run({ ...a, negativePrompt: 'blurry, low quality', outputType: 'latent', callbackOnStepEnd: (_p, i) => (i === 0 ? { latents: afterStep0! } : undefined) });
+    assertClose(runA.images as Tensor, runB.images as Tensor, 0, 'switched after step 0');
+    const plain = read(byName('a_default_latents').tensors['latents_final']!);
+    assert.ok(!(runA.images as Tensor<'float32'>).data.every((v, i) => Math.abs(v - Number(plain.data[i])) < 1e-4), 'the switch changed the result');
+  });
+
+  test('unknown names and mis-shaped replacements are named', async () => {
+    const a = callArgsOf(byName('a_default_latents'));
+    await assert.rejects(
+      pipe.run({ ...a, callbackOnStepEndTensorInputs: ['latents', 'addTimeIds'] as unknown as ['latents'], callbackOnStepEnd: () => undefined }),
+      (e: Error) => e instanceof InputError && /has to be in \[latents, promptEmbeds, negativePromptEmbeds\], but found \[addTimeIds\]/.test(e.message),
+    );
+    await assert.rejects(
+      pipe.run({ ...a, callbackOnStepEnd: () => ({ promptEmbeds: Tensor.zeros([1, 77, 32]) }) }),
+      (e: Error) => e instanceof InputError && /callbackOnStepEnd promptEmbeds/.test(e.message),
+    );
+  });
+});
+

@@ -86,3 +86,29 @@ test('SDXL argument checks follow diffusers', async () => {
   await assert.rejects(pipe.run({ ...args, prompt2: 'x', prompt: undefined, promptEmbeds: Tensor.zeros([1, 77, 64]), pooledPromptEmbeds: Tensor.zeros([1, 32]) }), /both `prompt2` and `promptEmbeds`/);
   await assert.rejects(pipe.run({ ...args, negativePrompt: ['a', 'b'] }), /`negativePrompt` has batch size 2/);
 });
+
+test('callbackOnStepEndTensorInputs: the added conditioning as the UNet sees it, and its negative parts', async () => {
+  const c = cases.find((x) => x.name === 'E_negative_micro_conditioning')!;
+  const T = (name: string) => read(c.tensors[name]!);
+  const p = new StableDiffusionXLControlNetXSPipeline({ ...pipe.components, scheduler: schedulerFromConfig(c.scheduler.config) });
+  const seen: Record<string, Tensor>[] = [];
+  await p.run({
+    ...argsOf(c),
+    outputType: 'latent',
+    callbackOnStepEndTensorInputs: [...StableDiffusionXLControlNetXSPipeline.callbackTensorInputs],
+    callbackOnStepEnd: (_p, _i, _t, tensors) => void seen.push({ ...tensors }),
+  });
+  const s = seen[0]!;
+  const embTol = tolerance(c, 'prompt_embeds', 1e-5);
+  assertClose(s['promptEmbeds']!, T('unet_step0.encoder_hidden_states'), embTol, 'promptEmbeds');
+  assertClose(s['negativePromptEmbeds']!, T('negative_prompt_embeds'), embTol, 'negativePromptEmbeds');
+  assertClose(s['addTextEmbeds']!, T('unet_step0.added_cond.text_embeds'), embTol, 'addTextEmbeds');
+  assertClose(s['negativePooledPromptEmbeds']!, T('negative_pooled_prompt_embeds'), embTol, 'negativePooledPromptEmbeds');
+  assertClose(s['addTimeIds']!, T('unet_step0.added_cond.time_ids'), 0, 'addTimeIds');
+  const ids = T('unet_step0.added_cond.time_ids');
+  assertClose(s['negativeAddTimeIds']!, new Tensor('float32', Float32Array.from(ids.data as Float32Array).subarray(0, 6), [1, 6]), 0, 'negativeAddTimeIds (row 0)');
+  await assert.rejects(
+    p.run({ ...argsOf(c), callbackOnStepEndTensorInputs: ['timestep' as 'latents'], callbackOnStepEnd: () => undefined }),
+    (e: Error) => e instanceof InputError && /but found \[timestep\]/.test(e.message),
+  );
+});

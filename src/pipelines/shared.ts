@@ -17,11 +17,7 @@ import type { CLIPTokenizer } from '../tokenizer/index.js';
 import { catBatch, divide, guide, repeatInterleave, scale } from './batch.js';
 import { checkControlWindow, checkFinite, checkPositiveInt, controlAppliesAt, imageBatchSize, throwIfAborted } from './inputs.js';
 import type { PipelineLoadOptions } from './resolve.js';
-
-/** What `callbackOnStepEnd` may hand back: replacement latents. */
-export interface StepCallbackResult {
-  latents?: TensorLike;
-}
+import { runStepCallback, type StepCallback } from './callbacks.js';
 
 /** One denoising step, as `steps()` yields it (latents after the scheduler step). */
 export interface PipelineStep {
@@ -93,6 +89,8 @@ export interface DenoiseOptions<P> {
   run: SchedulerRun;
   latents: Tensor<'float32'>;
   encoderHiddenStates: Tensor<'float32'>;
+  /** The negative half of `encoderHiddenStates` under CFG (for callbacks), else null. */
+  negativePromptEmbeds: Tensor<'float32'> | null;
   controlImage: Tensor<'float32'>;
   addedCondKwargs?: { textEmbeds: TensorLike; timeIds: TensorLike };
   guidanceScale: number;
@@ -101,7 +99,11 @@ export interface DenoiseOptions<P> {
   controlGuidanceEnd: number;
   generator: Generator | Generator[];
   eta: number;
-  callbackOnStepEnd?: (pipe: P, step: number, timestep: number, tensors: { latents: Tensor<'float32'> }) => StepCallbackResult | void | Promise<StepCallbackResult | void>;
+  callbackOnStepEnd?: StepCallback<P, string>;
+  /** Tensors the callback asked for (checked against the pipeline's list). */
+  callbackOnStepEndTensorInputs?: readonly string[];
+  /** Further tensors a callback may ask for, read-only (SDXL's added conditioning). */
+  callbackExtras?: Readonly<Record<string, Tensor<'float32'> | null>>;
   onProgress?: (p: { step: number; total: number; timestep: number }) => void;
   signal?: AbortSignal;
 }
@@ -115,6 +117,8 @@ export async function* denoise<P>(o: DenoiseOptions<P>): AsyncGenerator<Pipeline
   const doCfg = o.guidanceScale > 1.0;
   const timesteps = o.run.timesteps;
   let latents = o.latents;
+  let promptEmbeds = o.encoderHiddenStates;
+  let negativePromptEmbeds = o.negativePromptEmbeds;
   for (let i = 0; i < timesteps.length; i++) {
     throwIfAborted(o.signal);
     const t = timesteps[i]!;
@@ -123,7 +127,7 @@ export async function* denoise<P>(o: DenoiseOptions<P>): AsyncGenerator<Pipeline
     const { sample: noisePred } = await o.unet.forward({
       sample: latentModelInput,
       timestep: t,
-      encoderHiddenStates: o.encoderHiddenStates,
+      encoderHiddenStates: promptEmbeds,
       controlnetCond: o.controlImage,
       conditioningScale: o.conditioningScale,
       applyControl,
@@ -132,8 +136,8 @@ export async function* denoise<P>(o: DenoiseOptions<P>): AsyncGenerator<Pipeline
     const guided = doCfg ? guide(noisePred, o.guidanceScale) : noisePred;
     latents = o.run.step(guided, t, latents, { generator: o.generator, eta: o.eta }).prevSample;
     if (o.callbackOnStepEnd) {
-      const out = await o.callbackOnStepEnd(o.pipe, i, t, { latents });
-      if (out && out.latents) latents = expectFloat32('callbackOnStepEnd latents', out.latents, [...latents.dims]);
+      const at = { pipe: o.pipe, step: i, timestep: t, names: o.callbackOnStepEndTensorInputs ?? ['latents'] };
+      ({ latents, promptEmbeds, negativePromptEmbeds } = await runStepCallback(o.callbackOnStepEnd, at, { latents, promptEmbeds, negativePromptEmbeds }, o.callbackExtras ?? {}));
     }
     o.onProgress?.({ step: i + 1, total: timesteps.length, timestep: t });
     yield { index: i, total: timesteps.length, timestep: t, applyControl, latents };
@@ -305,12 +309,14 @@ export async function decodeOutput(p: DecodeStage, latents: Tensor<'float32'>, o
 export function loopHooks<P>(args: {
   eta?: number;
   callbackOnStepEnd?: DenoiseOptions<P>['callbackOnStepEnd'];
+  callbackOnStepEndTensorInputs?: readonly string[];
   onProgress?: DenoiseOptions<P>['onProgress'];
   signal?: AbortSignal;
-}): Pick<DenoiseOptions<P>, 'eta' | 'callbackOnStepEnd' | 'onProgress' | 'signal'> {
+}): Pick<DenoiseOptions<P>, 'eta' | 'callbackOnStepEnd' | 'callbackOnStepEndTensorInputs' | 'onProgress' | 'signal'> {
   return {
     eta: args.eta ?? 0.0,
     ...(args.callbackOnStepEnd ? { callbackOnStepEnd: args.callbackOnStepEnd } : {}),
+    ...(args.callbackOnStepEndTensorInputs ? { callbackOnStepEndTensorInputs: args.callbackOnStepEndTensorInputs } : {}),
     ...(args.onProgress ? { onProgress: args.onProgress } : {}),
     ...(args.signal ? { signal: args.signal } : {}),
   };

@@ -44,10 +44,11 @@ import {
   type PipelineOutput,
   type PipelineStep,
   type PrepareImageOptions,
-  type StepCallbackResult,
 } from './shared.js';
+import { SD_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDCallbackTensorName, type StepCallback } from './callbacks.js';
 
-export type { PipelineOutput, PipelineStep, StepCallbackResult } from './shared.js';
+export type { PipelineOutput, PipelineStep } from './shared.js';
+export type { StepCallbackResult } from './callbacks.js';
 
 export interface StableDiffusionControlNetXSComponents {
   vae: AutoencoderKL;
@@ -80,12 +81,10 @@ export interface StableDiffusionControlNetXSCallArgs {
   controlGuidanceStart?: number;
   controlGuidanceEnd?: number;
   clipSkip?: number;
-  callbackOnStepEnd?: (
-    pipe: StableDiffusionControlNetXSPipeline,
-    step: number,
-    timestep: number,
-    tensors: { latents: Tensor<'float32'> },
-  ) => StepCallbackResult | void | Promise<StepCallbackResult | void>;
+  /** After every step (diffusers' callback_on_step_end); may replace `latents` and `promptEmbeds`. */
+  callbackOnStepEnd?: StepCallback<StableDiffusionControlNetXSPipeline, SDCallbackTensorName>;
+  /** Which tensors besides `latents` the callback receives (diffusers' callback_on_step_end_tensor_inputs). */
+  callbackOnStepEndTensorInputs?: readonly SDCallbackTensorName[];
   /** Cancels the generation between steps. */
   signal?: AbortSignal;
   /** Called after every denoising step. */
@@ -102,6 +101,8 @@ export interface EncodePromptOptions {
 }
 
 export class StableDiffusionControlNetXSPipeline {
+  /** The tensors `callbackOnStepEndTensorInputs` may name (diffusers' `_callback_tensor_inputs`). */
+  static readonly callbackTensorInputs: readonly SDCallbackTensorName[] = SD_CALLBACK_TENSOR_INPUTS;
   vae: AutoencoderKL;
   textEncoder: CLIPTextModel;
   tokenizer: CLIPTokenizer;
@@ -179,6 +180,7 @@ export class StableDiffusionControlNetXSPipeline {
     // 1. Check inputs (diffusers' defaults filled in)
     const image = await resolveControlImage(args.image);
     const call = resolveCall(args, image, { guidanceScale: 7.5, vaeScaleFactor: this.vaeScaleFactor });
+    checkCallbackTensorInputs(args.callbackOnStepEndTensorInputs, StableDiffusionControlNetXSPipeline.callbackTensorInputs);
     const { numInferenceSteps, guidanceScale, numImagesPerPrompt, conditioningScale, start, end, outputType } = call;
 
     // 2. Define call parameters
@@ -222,6 +224,7 @@ export class StableDiffusionControlNetXSPipeline {
       run,
       latents: latents0,
       encoderHiddenStates,
+      negativePromptEmbeds,
       controlImage,
       guidanceScale,
       conditioningScale,

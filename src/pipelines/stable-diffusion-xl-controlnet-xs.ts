@@ -43,8 +43,8 @@ import {
   tokenizeTruncating,
   type PipelineOutput,
   type PipelineStep,
-  type StepCallbackResult,
 } from './shared.js';
+import { SDXL_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDXLCallbackTensorName, type StepCallback } from './callbacks.js';
 
 export interface StableDiffusionXLControlNetXSComponents {
   vae: AutoencoderKL;
@@ -93,12 +93,10 @@ export interface StableDiffusionXLControlNetXSCallArgs {
   negativeCropsCoordsTopLeft?: Size;
   negativeTargetSize?: Size;
   clipSkip?: number;
-  callbackOnStepEnd?: (
-    pipe: StableDiffusionXLControlNetXSPipeline,
-    step: number,
-    timestep: number,
-    tensors: { latents: Tensor<'float32'> },
-  ) => StepCallbackResult | void | Promise<StepCallbackResult | void>;
+  /** After every step (diffusers' callback_on_step_end); may replace `latents` and `promptEmbeds`. */
+  callbackOnStepEnd?: StepCallback<StableDiffusionXLControlNetXSPipeline, SDXLCallbackTensorName>;
+  /** Which tensors besides `latents` the callback receives (diffusers' callback_on_step_end_tensor_inputs). */
+  callbackOnStepEndTensorInputs?: readonly SDXLCallbackTensorName[];
   signal?: AbortSignal;
   onProgress?: (p: { step: number; total: number; timestep: number }) => void;
 }
@@ -111,6 +109,8 @@ export interface SDXLPromptEmbeddings {
 }
 
 export class StableDiffusionXLControlNetXSPipeline {
+  /** The tensors `callbackOnStepEndTensorInputs` may name (diffusers' `_callback_tensor_inputs`). */
+  static readonly callbackTensorInputs: readonly SDXLCallbackTensorName[] = SDXL_CALLBACK_TENSOR_INPUTS;
   vae: AutoencoderKL;
   textEncoder: CLIPTextModel;
   textEncoder2: CLIPTextModelWithProjection;
@@ -186,6 +186,7 @@ export class StableDiffusionXLControlNetXSPipeline {
     // 1. Check inputs (diffusers' defaults filled in)
     const image = await resolveControlImage(args.image);
     const call = resolveCall(args, image, { guidanceScale: 5.0, vaeScaleFactor: this.vaeScaleFactor });
+    checkCallbackTensorInputs(args.callbackOnStepEndTensorInputs, StableDiffusionXLControlNetXSPipeline.callbackTensorInputs);
     this.checkXLInputs(args);
     const { numInferenceSteps, guidanceScale, numImagesPerPrompt, conditioningScale, start, end, outputType } = call;
 
@@ -237,8 +238,15 @@ export class StableDiffusionXLControlNetXSPipeline {
       run,
       latents: latents0,
       encoderHiddenStates,
+      negativePromptEmbeds: emb.negativePromptEmbeds,
       controlImage,
       addedCondKwargs: { textEmbeds, timeIds },
+      callbackExtras: {
+        addTextEmbeds: textEmbeds,
+        addTimeIds: timeIds,
+        negativePooledPromptEmbeds: emb.negativePooledPromptEmbeds,
+        negativeAddTimeIds,
+      },
       guidanceScale,
       conditioningScale,
       controlGuidanceStart: start,
