@@ -14,7 +14,8 @@ import { ModelSession } from '../src/runtime/session.js';
 import { StableDiffusionControlNetXSPipeline } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { Tensor } from '../src/tensor.js';
 import { WeightSource } from '../src/weights/source.js';
-import { fixture } from './helpers.js';
+import { assertClose, fixture } from './helpers.js';
+import { Generator, randn } from '../src/random/index.js';
 
 const D = fixture('tiny-sd-cnxs');
 let unet: UNet2DConditionModel;
@@ -118,17 +119,29 @@ test('a corrupt weights file fails at load, naming the file', async () => {
   rmSync(dir, { recursive: true });
 });
 
-test('an execution provider that cannot start falls back to the CPU with a notice naming it', async () => {
+test('WebGPU gets a graph of standard ops; a provider that cannot start falls back to the CPU with a notice and the CPU graph', async () => {
   const warnings: string[] = [];
-  const gpu = await UNet2DConditionModel.fromPretrained(`${D}/unet`, { runtime: { executionProviders: ['webgpu', 'cpu'], warn: (m) => warnings.push(m) } });
-  const args = { sample: zeros(1, 4, 8, 8), timestep: 10, encoderHiddenStates: zeros(1, 77, 32) };
-  const a = (await gpu.forward(args)).sample;
-  const b = (await unet.forward(args)).sample;
-  const d = Math.max(...Array.from(a.data, (x, i) => Math.abs(x - b.data[i]!)));
-  assert.ok(d <= 1e-4, `same result either way (max diff ${d})`);
-  // where a WebGPU adapter exists the session starts on it and nothing is said
-  for (const w of warnings) assert.match(w, /execution provider webgpu is not available here .*running on the CPU/);
+  const warn = (m: string) => warnings.push(m);
+  const gpu = await UNet2DConditionModel.fromPretrained(`${D}/unet`, { runtime: { executionProviders: ['webgpu', 'cpu'], warn } });
+  const contribOps = (m: { graph: { nodes: readonly { domain?: string; opType: string }[] } }) =>
+    [...new Set(m.graph.nodes.filter((n) => n.domain === 'com.microsoft').map((n) => n.opType))].sort();
+  assert.deepEqual(contribOps(gpu.toOnnx()), []);
+  assert.deepEqual(contribOps(gpu.toOnnx(gpu.traceOptions(['cpu']))), ['FusedMatMul', 'MultiHeadAttention']);
+
+  // Either way the numbers are the CPU's: on a WebGPU adapter with the standard-op graph, or after the fallback.
+  const g = new Generator().manualSeed(4);
+  const args = { sample: randn([1, 4, 8, 8], { generator: g }), timestep: 10, encoderHiddenStates: randn([1, 77, 32], { generator: g }) };
+  assertClose((await gpu.forward(args)).sample, (await unet.forward(args)).sample, 1e-4, 'webgpu-or-fallback vs cpu');
+  if ((await gpu.executionProvider()) === 'cpu') assert.match(warnings.join('\n'), /execution provider webgpu is not available here .*running on the CPU/);
+  else assert.deepEqual(warnings, []);
   await gpu.release();
+
+  // The fallback opens the graph made for the CPU (CUDA's libraries come only with ONNXRUNTIME_NODE_INSTALL=cuda12).
+  const made: string[] = [];
+  const model = unet.toOnnx();
+  const s = await ModelSession.create(model, { executionProviders: ['cuda', 'cpu'], warn }, { cpuModel: () => (made.push('cpu'), model) });
+  assert.deepEqual(made, s.executionProvider === 'cpu' ? ['cpu'] : []);
+  await s.release();
 });
 
 test('a pipeline component without the asked variant falls back to its default weights, with a warning', async () => {

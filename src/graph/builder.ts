@@ -36,6 +36,17 @@ export interface TraceOptions {
 
 export const DEFAULT_TRACE_OPTIONS: TraceOptions = Object.freeze({ attention: 'fused', linear: 'fused' });
 
+/**
+ * The trace defaults for a list of execution providers (the first one decides). WebGPU gets standard
+ * ops only: onnxruntime-node 1.30's WebGPU MultiHeadAttention returned wrong values once a sequence
+ * is longer than 16 (max error 0.05–0.35, measured on Mesa's llvmpipe Vulkan), and it has no
+ * FusedMatMul kernel (every Linear would run on the CPU, with copies both ways); with
+ * MatMul/Softmax/MatMul every model matched its CPU result within 2.5e-5 there.
+ */
+export function traceDefaultsFor(executionProviders: readonly string[]): TraceOptions {
+  return executionProviders[0] === 'webgpu' ? { attention: 'plain', linear: 'plain' } : DEFAULT_TRACE_OPTIONS;
+}
+
 /** State shared by a root graph and its subgraphs: unique names and root-level initializers. */
 class TraceContext {
   private counter = 0;

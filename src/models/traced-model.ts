@@ -2,7 +2,7 @@
  * Shared plumbing of every model: its module tree and bound weights, the graph traced from its
  * `forward`, and a lazily created onnxruntime session (through the runtime seam).
  */
-import { GraphBuilder, type TraceOptions } from '../graph/builder.js';
+import { GraphBuilder, traceDefaultsFor, type TraceOptions } from '../graph/builder.js';
 import type { ModelProto } from '../graph/onnx-proto.js';
 import { InputError } from '../errors.js';
 import { ModelSession, type Feed, type RuntimeOptions } from '../runtime/session.js';
@@ -35,9 +35,14 @@ export abstract class TracedModel {
   /** Declare inputs, emit the forward pass and declare outputs. */
   protected abstract trace(op: GraphBuilder): void;
 
+  /** The graph choices for `executionProviders` (default: this model's): the caller's, over that provider's defaults. */
+  traceOptions(executionProviders: readonly string[] = this.runtimeOptions.runtime?.executionProviders ?? ['cpu']): TraceOptions {
+    return { ...traceDefaultsFor(executionProviders), ...this.runtimeOptions.trace };
+  }
+
   /** The ONNX model this class runs, built from the module tree (no weights read). */
-  toOnnx(): ModelProto {
-    const op = GraphBuilder.create(this.weights, this.runtimeOptions.trace ?? {});
+  toOnnx(options: TraceOptions = this.traceOptions()): ModelProto {
+    const op = GraphBuilder.create(this.weights, options);
     this.trace(op);
     return op.toModel(this.graphName);
   }
@@ -47,13 +52,20 @@ export abstract class TracedModel {
     await this.ensureSession();
   }
 
+  /** Where this model runs: the first execution provider that started ('cpu' after a fallback). Opens the session. */
+  async executionProvider(): Promise<string> {
+    return (await this.ensureSession()).executionProvider;
+  }
+
   protected async run(feeds: Record<string, Feed>): Promise<Record<string, Tensor>> {
     return (await this.ensureSession()).run(feeds);
   }
 
   private ensureSession(): Promise<ModelSession> {
     if (this.session === null) {
-      const pending = ModelSession.create(this.toOnnx(), this.runtimeOptions.runtime ?? {});
+      const [own, cpu] = [this.traceOptions(), this.traceOptions(['cpu'])];
+      const sameOnCpu = own.attention === cpu.attention && own.linear === cpu.linear;
+      const pending = ModelSession.create(this.toOnnx(own), this.runtimeOptions.runtime ?? {}, sameOnCpu ? {} : { cpuModel: () => this.toOnnx(cpu) });
       this.session = pending;
       pending.catch(() => {
         if (this.session === pending) this.session = null;

@@ -53,12 +53,18 @@ export class ModelSession {
     readonly name: string,
     private readonly session: ort.InferenceSession,
     private readonly inputs: readonly ValueInfoProto[],
+    /** The execution provider asked for first that started ('cpu' after a fallback). */
+    readonly executionProvider: string,
     /** Whether the graph came optimized from the graph cache. */
     readonly fromCache = false,
   ) {}
 
-  /** Serialize `model` and open an onnxruntime session on it; weights stay in their files. */
-  static async create(model: ModelProto, options: RuntimeOptions = {}): Promise<ModelSession> {
+  /**
+   * Serialize `model` and open an onnxruntime session on it; weights stay in their files. When an
+   * accelerated provider cannot start, the session opens on the CPU, with `fallback.cpuModel` when
+   * the graph for the CPU differs.
+   */
+  static async create(model: ModelProto, options: RuntimeOptions = {}, fallback: { cpuModel?: () => ModelProto } = {}): Promise<ModelSession> {
     const bytes = encodeModel(model);
     const providers = options.executionProviders ?? ['cpu'];
     const opts = (executionProviders: string[], extraSession: Record<string, string> = {}): ort.InferenceSession.SessionOptions => ({
@@ -77,7 +83,7 @@ export class ModelSession {
     };
     try {
       const { session, fromCache } = await open(providers);
-      return new ModelSession(model.graph.name, session, model.graph.inputs, fromCache);
+      return new ModelSession(model.graph.name, session, model.graph.inputs, providers[0]!, fromCache);
     } catch (e) {
       const accelerated = providers.filter((p) => p !== 'cpu');
       if (accelerated.length === 0) {
@@ -86,7 +92,7 @@ export class ModelSession {
       (options.warn ?? console.warn)(
         `${model.graph.name}: execution provider ${accelerated.join(', ')} is not available here (${firstLine(e)}); running on the CPU`,
       );
-      return ModelSession.create(model, { ...options, executionProviders: ['cpu'] });
+      return ModelSession.create(fallback.cpuModel?.() ?? model, { ...options, executionProviders: ['cpu'] });
     }
   }
 
