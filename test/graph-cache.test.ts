@@ -47,3 +47,13 @@ test('optimized graphs are cached on disk, reused, and invalidated when weights 
   assert.equal(readdirSync(cache).length, 2);
   await Promise.all([first.release(), second.release(), third.release()]);
 });
+
+test('only CPU sessions use the cache (a WebGPU session opens without it; after a fallback the CPU one caches)', async () => {
+  const D = fixture('tiny-sd-cnxs');
+  const cache = mkdtempSync(join(tmpdir(), 'cnxs-cache-ep-'));
+  const model = (await UNet2DConditionModel.fromPretrained(join(D, 'unet'))).toOnnx();
+  const s = await ModelSession.create(model, { graphCacheDir: cache, executionProviders: ['webgpu', 'cpu'], warn: () => {} });
+  assert.equal(s.fromCache, false);
+  assert.equal(readdirSync(cache).length, s.executionProvider === 'cpu' ? 1 : 0);
+  await s.release();
+});

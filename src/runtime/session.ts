@@ -21,7 +21,7 @@ export interface RuntimeOptions {
   optimizedModelFilePath?: string;
   /**
    * Folder of a disk cache of optimized graphs: the first load saves one (the size of the weights
-   * again, as external data), later loads skip graph optimisation. Off when unset.
+   * again, as external data), later loads skip graph optimisation. Off when unset; CPU sessions only.
    */
   graphCacheDir?: string;
   /** Per-node profiling output prefix. */
@@ -78,7 +78,10 @@ export class ModelSession {
       extra: { session: { model_external_initializers_file_folder_path: EXTERNAL_DATA_FOLDER, ...extraSession } },
     });
     const open = async (executionProviders: string[]): Promise<{ session: ort.InferenceSession; fromCache: boolean }> => {
-      if (!options.graphCacheDir) return { session: await ort.InferenceSession.create(bytes, opts(executionProviders)), fromCache: false };
+      // Only CPU graphs are cached: a WebGPU session's saved graph did not load again (onnxruntime 1.30 wrote
+      // the same name twice inside an If branch), and other providers' saved graphs are untested.
+      const cacheable = options.graphCacheDir && executionProviders.every((p) => p === 'cpu');
+      if (!cacheable) return { session: await ort.InferenceSession.create(bytes, opts(executionProviders)), fromCache: false };
       return ModelSession.openCached(model, bytes, executionProviders, options, opts);
     };
     try {
