@@ -1,5 +1,5 @@
 /**
- * Benchmark on real SD 2.1-base dimensions with random weights (no download): pipeline load, UNet +
+ * Benchmark on real SD 2.1-base dimensions with random weights (no download): loads (each in a fresh process), UNet +
  * ControlNet-XS step at batch 2 (classifier-free guidance) for 32² and 64² latents with control on
  * and off, text encoder, VAE decode at 512 px, a whole 20-step 512 px generation, and peak RSS.
  * Prints a table and one JSON line.
@@ -13,6 +13,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { RGBImage } from '../src/image/rgb-image.js';
+import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
+import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
+import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
 import { StableDiffusionControlNetXSPipeline } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { Generator, randn } from '../src/random/index.js';
 import type { RuntimeOptions } from '../src/runtime/session.js';
@@ -25,10 +28,11 @@ const { values } = parseArgs({
     steps: { type: 'string', default: '20' },
     'skip-full': { type: 'boolean', default: false },
     out: { type: 'string', default: join(dirname(fileURLToPath(import.meta.url)), 'out', 'sd21-random') },
-    attention: { type: 'string', default: 'fused' },
+    attention: { type: 'string' }, // default: the execution provider's (traceDefaultsFor)
     threads: { type: 'string' },
     device: { type: 'string', default: 'cpu' },
     'full-only': { type: 'boolean', default: false },
+    'load-only': { type: 'string' }, // child mode: 'unet', 'pipeline' (both without the graph cache) or 'warm'
     offload: { type: 'boolean', default: false },
   },
 });
@@ -57,7 +61,7 @@ const runtime: RuntimeOptions = {
   ...(values.threads ? { intraOpNumThreads: Number(values.threads) } : {}),
   ...(values.device !== 'cpu' ? { executionProviders: [values.device!, 'cpu'] } : {}),
 };
-const load = { runtime, trace: { attention: values.attention as 'fused' | 'plain' }, warn: () => {} };
+const load = { runtime, ...(values.attention ? { trace: { attention: values.attention as 'fused' | 'plain' } } : {}), warn: () => {} };
 
 async function loadPipeline(graphCacheDir?: string, o: { prepare: boolean } = { prepare: true }): Promise<StableDiffusionControlNetXSPipeline> {
   const p = await StableDiffusionControlNetXSPipeline.fromPretrained(dir, { ...load, runtime: { ...runtime, ...(graphCacheDir ? { graphCacheDir } : {}) } });
@@ -72,10 +76,31 @@ const control = new RGBImage(512, 512, new Uint8Array(512 * 512 * 3).map((_, i) 
 const fullRun = (p: StableDiffusionControlNetXSPipeline) =>
   p.run({ prompt: 'a photo of a bird', image: control, numInferenceSteps: Number(values.steps), generator: new Generator().manualSeed(0), outputType: 'np' });
 
+const graphs = join(values.out!, '..', 'graphs');
+if (values['load-only']) {
+  // A process of its own: the first load in a process pays for all its fresh memory (see docs/onnxruntime-measurements.md).
+  const t = now();
+  if (values['load-only'] === 'unet') {
+    const unet = await UNet2DConditionModel.fromPretrained(join(dir, 'unet'), load);
+    await UNetControlNetXSModel.fuse(unet, await ControlNetXSAdapter.fromPretrained(join(dir, 'controlnet'), load), unet.runtimeSettings).prepare();
+  } else {
+    await loadPipeline(values['load-only'] === 'warm' ? graphs : undefined);
+  }
+  console.log(JSON.stringify({ seconds: now() - t }));
+  process.exit(0);
+}
+
+/** Run this script again in a child process with `flags`, and parse the JSON line it prints last. */
+function child<T>(flags: string[]): T {
+  const args = process.argv.slice(2).filter((a) => a !== '--skip-full');
+  const out = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args, ...flags], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return JSON.parse(out.stdout.trim().split('\n').pop()!) as T;
+}
+
 if (values['full-only']) {
   // A process of its own, so its peak RSS is the generation's (warm load + 20 steps + decode).
   // with offload, sessions open when first used (and close after their stage)
-  const p = await loadPipeline(join(values.out!, '..', 'graphs'), { prepare: !values.offload });
+  const p = await loadPipeline(graphs, { prepare: !values.offload });
   p.offload.enabled = values.offload!;
   const t = now();
   await fullRun(p);
@@ -83,19 +108,19 @@ if (values['full-only']) {
   process.exit(0);
 }
 
-// Loads: cold (no graph cache), then a run that fills a fresh graph cache, then a warm load from it.
-const graphs = join(values.out!, '..', 'graphs');
+// Loads: cold (no graph cache, each in a fresh process), then a run that fills a fresh graph cache, then a warm load from it.
+const loadTime = (what: string) => child<{ seconds: number }>(['--load-only', what]).seconds;
+record('load UNet + adapter, cold (files → ready session, own process)', loadTime('unet'));
+record('load pipeline, cold (files → ready sessions, own process)', loadTime('pipeline'));
 rmSync(graphs, { recursive: true, force: true });
-let t0 = now();
-await release(await loadPipeline());
-record('load pipeline, cold (files → ready sessions)', now() - t0);
-t0 = now();
+const t0 = now();
 await release(await loadPipeline(graphs));
 record('load pipeline, cold, saving the graph cache', now() - t0);
-t0 = now();
+record('load pipeline, warm (graph cache, own process)', loadTime('warm'));
 const pipe = await loadPipeline(graphs);
-record('load pipeline, warm (graph cache)', now() - t0);
 
+const ranOn = await pipe.unet.executionProvider();
+if (ranOn !== values.device) console.error(`asked for ${values.device}, running on ${ranOn}`);
 const repeats = Number(values.repeats);
 const ids = pipe.tokenizer.call(['a photo of a bird', ''], { padding: 'max_length', maxLength: 77, truncation: true }).inputIds;
 await time('text encoder, 2 prompts', repeats, () => pipe.textEncoder.forward(ids));
@@ -120,9 +145,7 @@ const peak = peakRssGB();
 await release(pipe);
 let full: { seconds: number; peakRssGB: number } | null = null;
 if (!values['skip-full']) {
-  const args = process.argv.slice(2).filter((a) => a !== '--skip-full');
-  const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args, '--full-only'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  full = JSON.parse(child.stdout.trim().split('\n').pop()!) as { seconds: number; peakRssGB: number };
+  full = child<{ seconds: number; peakRssGB: number }>(['--full-only']);
   record(`full generation 512×512, ${values.steps} steps, CFG (own process${values.offload ? ', model offload' : ''})`, full.seconds);
 }
 
@@ -130,4 +153,4 @@ console.log('\n| measurement | value |\n|---|---|');
 for (const r of rows) console.log(`| ${r.what} | ${r.seconds.toFixed(2)} s |`);
 console.log(`| peak RSS, this benchmark process (three loads, every measurement) | ${peak.toFixed(2)} GB |`);
 if (full) console.log(`| peak RSS, full 512 px generation (own process, warm load${values.offload ? ', model offload' : ''}) | ${full.peakRssGB.toFixed(2)} GB |`);
-console.log(JSON.stringify({ date: new Date().toISOString(), attention: values.attention, device: values.device, rows, peakRssGB: peak, fullGenerationPeakRssGB: full?.peakRssGB ?? null }));
+console.log(JSON.stringify({ date: new Date().toISOString(), device: ranOn, trace: pipe.unet.traceOptions([ranOn]), rows, peakRssGB: peak, fullGenerationPeakRssGB: full?.peakRssGB ?? null }));
