@@ -77,6 +77,7 @@ test('cnxs generate: bad numbers, unreadable control image, unwritable output, u
     [[...base, '--control', join(D, 'pipeline', 'control.png'), '--out', '/nonexistent-dir/x.png'], 2, /cannot write to \/nonexistent-dir\/x\.png/],
     [['generate', '--model', join(D, 'no-such-model'), '--control', join(D, 'pipeline', 'control.png'), '--prompt', 'x', '--offline'], 1, /no-such-model/],
     [[...base, '--control', join(D, 'pipeline', 'control.png'), '--scheduler', 'warp-drive'], 1, /unknown scheduler "warp-drive"/],
+    [[...base, '--control', join(D, 'pipeline', 'control.png'), '--device', 'tpu'], 2, /--device must be one of cpu, cuda, webgpu, got "tpu"/],
   ];
   for (const [args, status, message] of cases) {
     const r = cli(...args);
@@ -84,4 +85,17 @@ test('cnxs generate: bad numbers, unreadable control image, unwritable output, u
     assert.match(r.stderr, message);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   }
+});
+
+test('cnxs generate --device webgpu: the same image either way (on a WebGPU adapter, or on the CPU after a one-line warning)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cnxs-dev-'));
+  const D = fixture('tiny-sd-cnxs');
+  const args = ['generate', '--model', D, '--controlnet', join(D, 'controlnet'), '--control', join(D, 'pipeline', 'control.png'), '--prompt', 'a photo of a bird', '--steps', '2', '--seed', '0'];
+  const gpu = cli(...args, '--device', 'webgpu', '--out', join(dir, 'gpu.png'));
+  assert.equal(gpu.status, 0, gpu.stderr);
+  for (const line of gpu.stderr.split('\n').filter((l) => l.startsWith('cnxs: warning:'))) assert.match(line, /execution provider webgpu is not available here .*running on the CPU/);
+  assert.equal(cli(...args, '--out', join(dir, 'cpu.png')).status, 0);
+  assert.deepEqual(readdirSync(dir).sort(), ['cpu.png', 'gpu.png']);
+  const [a, b] = [(await loadImage(join(dir, 'gpu.png'))).data, (await loadImage(join(dir, 'cpu.png'))).data];
+  assert.ok(a.every((v, i) => Math.abs(v - b[i]!) <= 1), 'pixels within one rounding step');
 });

@@ -11,9 +11,10 @@ import { parseArgs } from 'node:util';
 import { canny } from '../image/canny.js';
 import { loadImage } from '../image/load.js';
 import type { RGBImage } from '../image/rgb-image.js';
+import { MissingWeightsError } from '../errors.js';
 import { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
 import { readModelIndex } from '../pipelines/components.js';
-import { resolveModelDir, resolvePipelineDir, type PipelineLoadOptions } from '../pipelines/resolve.js';
+import { DEVICES, resolveModelDir, resolvePipelineDir, type Device, type PipelineLoadOptions } from '../pipelines/resolve.js';
 import { StableDiffusionControlNetXSPipeline } from '../pipelines/stable-diffusion-controlnet-xs.js';
 import { StableDiffusionXLControlNetXSPipeline } from '../pipelines/stable-diffusion-xl-controlnet-xs.js';
 import { Generator } from '../random/index.js';
@@ -35,6 +36,7 @@ export const GENERATE_USAGE = `cnxs generate --prompt "…" --control edges.png 
   --width W --height H    --num-images N (1)  --clip-skip N  --variant fp16  --revision REV
   --offline               use only the local Hugging Face cache
   --graph-cache DIR|off   optimized-graph cache for fast warm loads (default ~/.cache/controlnet-xs/graphs)
+  --device cpu|cuda|webgpu  execution provider (default cpu; falls back to the CPU with a warning)
   --out out.png           (several images: out-0.png, out-1.png, …)  --json  machine-readable summary`;
 
 interface GenerateOptions {
@@ -59,6 +61,7 @@ interface GenerateOptions {
   revision: string | undefined;
   offline: boolean;
   graphCache: string | null;
+  device: Device;
   out: string;
   json: boolean;
 }
@@ -89,6 +92,7 @@ export function parseGenerateArgs(argv: string[]): GenerateOptions {
       revision: { type: 'string' },
       offline: { type: 'boolean' },
       'graph-cache': { type: 'string' },
+      device: { type: 'string' },
       out: { type: 'string', short: 'o' },
       json: { type: 'boolean' },
     },
@@ -99,6 +103,8 @@ export function parseGenerateArgs(argv: string[]): GenerateOptions {
   const out = values.out ?? 'out.png';
   if (extname(out).toLowerCase() !== '.png') throw new UsageError(`--out must be a .png file, got "${out}"`);
   const dim = (name: string, v: string | undefined) => (v === undefined ? undefined : integer(name, v, { min: 8 }));
+  const device = values.device ?? 'cpu';
+  if (!DEVICES.includes(device as Device)) throw new UsageError(`--device must be one of ${DEVICES.join(', ')}, got "${device}"`);
   const clip = values['clip-skip'];
   const seed = values.seed;
   return {
@@ -123,6 +129,7 @@ export function parseGenerateArgs(argv: string[]): GenerateOptions {
     revision: values.revision,
     offline: values.offline ?? false,
     graphCache: values['graph-cache'] === 'off' ? null : values['graph-cache'] ?? defaultGraphCacheDir(process.env),
+    device: device as Device,
     out,
     json: values.json ?? false,
   };
@@ -158,6 +165,7 @@ export async function generate(o: GenerateOptions, io: { stdout: NodeJS.Writable
     ...(o.revision ? { revision: o.revision } : {}),
     ...(o.offline ? { localFilesOnly: true } : {}),
     ...(o.graphCache ? { runtime: { graphCacheDir: o.graphCache } } : {}),
+    ...(o.device !== 'cpu' ? { device: o.device } : {}),
     onDownloadProgress: (p) => bar.update(`downloading ${p.file}`, p.loaded, p.total),
     warn: (m) => {
       bar.done();
@@ -173,7 +181,7 @@ export async function generate(o: GenerateOptions, io: { stdout: NodeJS.Writable
   const adapterDir = await resolveModelDir(controlnetId, adapterLoad);
   const controlnet = await ControlNetXSAdapter.fromPretrained(adapterDir, { ...(o.variant ? { variant: o.variant } : {}), warn: load.warn! }).catch(async (e: unknown) => {
     // published adapters often have no fp16 variant: fall back like diffusers does
-    if (!o.variant) throw e;
+    if (!o.variant || !(e instanceof MissingWeightsError)) throw e;
     return ControlNetXSAdapter.fromPretrained(adapterDir, { warn: load.warn! });
   });
   const pipe = isXL

@@ -5,6 +5,7 @@ import type { RuntimeOptions } from '../runtime/session.js';
 import type { TraceOptions } from '../graph/builder.js';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
+export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
 
 export interface PipelineLoadOptions {
   /** Weights variant of every component, e.g. 'fp16'. */
