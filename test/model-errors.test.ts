@@ -142,6 +142,13 @@ test('WebGPU gets a graph of standard ops; a provider that cannot start falls ba
   const s = await ModelSession.create(model, { executionProviders: ['cuda', 'cpu'], warn }, { cpuModel: () => (made.push('cpu'), model) });
   assert.deepEqual(made, s.executionProvider === 'cpu' ? ['cpu'] : []);
   await s.release();
+
+  // A provider this onnxruntime-node build does not have is named too (onnxruntime would drop it quietly).
+  warnings.length = 0;
+  const none = await ModelSession.create(model, { executionProviders: ['tpu', 'cpu'], warn });
+  assert.equal(none.executionProvider, 'cpu');
+  assert.match(warnings.join('\n'), /execution provider tpu is not in this onnxruntime-node build \(it has cpu, .*\); running on the CPU/);
+  await none.release();
 });
 
 test('a pipeline component without the asked variant falls back to its default weights, with a warning', async () => {

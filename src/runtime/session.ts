@@ -66,7 +66,7 @@ export class ModelSession {
    */
   static async create(model: ModelProto, options: RuntimeOptions = {}, fallback: { cpuModel?: () => ModelProto } = {}): Promise<ModelSession> {
     const bytes = encodeModel(model);
-    const providers = options.executionProviders ?? ['cpu'];
+    const providers = knownProviders(model.graph.name, options);
     const opts = (executionProviders: string[], extraSession: Record<string, string> = {}): ort.InferenceSession.SessionOptions => ({
       executionProviders,
       graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
@@ -209,6 +209,22 @@ function toTensor(feed: Feed): Tensor {
   if (typeof feed === 'number') return new Tensor('float32', Float32Array.of(feed), []);
   if (typeof feed === 'boolean') return new Tensor('bool', Uint8Array.of(feed ? 1 : 0), []);
   return Tensor.from(feed);
+}
+
+/**
+ * The requested providers this onnxruntime-node build has (onnxruntime would drop the others with a
+ * console line of its own, and the session would silently run on the CPU); a notice names the rest.
+ */
+function knownProviders(name: string, options: RuntimeOptions): string[] {
+  const requested = options.executionProviders ?? ['cpu'];
+  const built = ort.listSupportedBackends().map((b) => b.name);
+  const missing = requested.filter((p) => !built.includes(p));
+  if (missing.length === 0) return requested;
+  (options.warn ?? console.warn)(
+    `${name}: execution provider ${missing.join(', ')} is not in this onnxruntime-node build (it has ${built.join(', ')}); running on the CPU`,
+  );
+  const kept = requested.filter((p) => built.includes(p));
+  return kept.length > 0 ? kept : ['cpu'];
 }
 
 function firstLine(e: unknown): string {
