@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { GraphProto, NodeProto } from '../src/graph/onnx-proto.js';
 import type { TensorLike } from '../src/tensor.js';
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -30,4 +31,12 @@ export function maxAbsDiff(actual: TensorLike, expected: TensorLike): number {
 export function assertClose(actual: TensorLike, expected: TensorLike, atol: number, what = 'tensor'): void {
   const d = maxAbsDiff(actual, expected);
   assert.ok(d <= atol, `${what}: max abs diff ${d.toExponential(3)} exceeds ${atol.toExponential(3)}`);
+}
+
+/** Every node of a graph, those inside `If` branches (and any other subgraph attribute) included. */
+export function allNodes(graph: GraphProto): NodeProto[] {
+  return graph.nodes.flatMap((n) => [
+    n,
+    ...Object.values(n.attributes ?? {}).flatMap((a) => (typeof a === 'object' && a !== null && 'graph' in a ? allNodes(a.graph) : [])),
+  ]);
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ConfigError, InputError, WeightLoadError } from '../src/errors.js';
 import { GraphBuilder } from '../src/graph/builder.js';
-import { OnnxDataType } from '../src/graph/onnx-proto.js';
+import { OnnxDataType, type ModelProto } from '../src/graph/onnx-proto.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
 import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
@@ -14,7 +14,7 @@ import { ModelSession } from '../src/runtime/session.js';
 import { StableDiffusionControlNetXSPipeline } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { Tensor } from '../src/tensor.js';
 import { WeightSource } from '../src/weights/source.js';
-import { assertClose, fixture } from './helpers.js';
+import { allNodes, assertClose, fixture } from './helpers.js';
 import { Generator, randn } from '../src/random/index.js';
 
 const D = fixture('tiny-sd-cnxs');
@@ -123,8 +123,7 @@ test('WebGPU gets a graph of standard ops; a provider that cannot start falls ba
   const warnings: string[] = [];
   const warn = (m: string) => warnings.push(m);
   const gpu = await UNet2DConditionModel.fromPretrained(`${D}/unet`, { runtime: { executionProviders: ['webgpu', 'cpu'], warn } });
-  const contribOps = (m: { graph: { nodes: readonly { domain?: string; opType: string }[] } }) =>
-    [...new Set(m.graph.nodes.filter((n) => n.domain === 'com.microsoft').map((n) => n.opType))].sort();
+  const contribOps = (m: ModelProto) => [...new Set(allNodes(m.graph).filter((n) => n.domain === 'com.microsoft').map((n) => n.opType))].sort();
   assert.deepEqual(contribOps(gpu.toOnnx()), []);
   assert.deepEqual(contribOps(gpu.toOnnx(gpu.traceOptions(['cpu']))), ['FusedMatMul', 'MultiHeadAttention']);
 

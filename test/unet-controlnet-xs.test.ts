@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { GraphBuilder } from '../src/graph/builder.js';
+import { GraphBuilder, traceDefaultsFor } from '../src/graph/builder.js';
 import { OnnxDataType } from '../src/graph/onnx-proto.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { fuseWeights, fusedConfig } from '../src/models/controlnet-xs-fusion.js';
@@ -15,7 +15,7 @@ import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
 import { ModelSession } from '../src/runtime/session.js';
 import type { Tensor } from '../src/tensor.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
-import { assertClose, fixture } from './helpers.js';
+import { allNodes, assertClose, fixture } from './helpers.js';
 
 const D = fixture('tiny-sd-cnxs');
 const ref = loadSafetensorsSync(`${D}/reference/tensors.safetensors`);
@@ -63,6 +63,29 @@ describe('UNetControlNetXSModel forward equals diffusers', () => {
         applyControl: c.inputs['apply_control'] as boolean,
       });
       assertClose(sample, ref.read(c.outputs['sample']!), tolerance(c), c.name);
+    });
+  }
+});
+
+describe('the WebGPU trace (standard ops only), run on the CPU, equals diffusers too', () => {
+  const trace = traceDefaultsFor(['webgpu']);
+  for (const c of byKind('unet_cnxs_forward')) {
+    test(c.name, async () => {
+      const m =
+        c.model_folders[0] === 'unet_controlnet_xs'
+          ? await UNetControlNetXSModel.fromPretrained(`${D}/unet_controlnet_xs`, { trace })
+          : await UNetControlNetXSModel.fromUnet(unet, adapter, { trace });
+      assert.deepEqual(allNodes(m.toOnnx().graph).filter((n) => n.domain === 'com.microsoft'), []);
+      const { sample } = await m.forward({
+        sample: input(c, 'sample'),
+        timestep: timestep(c),
+        encoderHiddenStates: input(c, 'encoder_hidden_states'),
+        controlnetCond: input(c, 'controlnet_cond'),
+        conditioningScale: c.inputs['conditioning_scale'] as number,
+        applyControl: c.inputs['apply_control'] as boolean,
+      });
+      assertClose(sample, ref.read(c.outputs['sample']!), tolerance(c), c.name);
+      await m.release();
     });
   }
 });
