@@ -35,6 +35,19 @@ const tolerance = (c: Case) => Math.max(1e-4, 20 * (c.max_abs_diff_fp32_vs_fp64 
 const input = (c: Case, k: string) => ref.read(c.inputs[k] as string);
 const timestep = (c: Case) => (typeof c.inputs['timestep'] === 'string' ? input(c, 'timestep') : (c.inputs['timestep'] as number));
 
+/** A `unet_cnxs_forward` case's inputs through `m`. */
+async function forwardCase(m: UNetControlNetXSModel, c: Case): Promise<Tensor<'float32'>> {
+  const { sample } = await m.forward({
+    sample: input(c, 'sample'),
+    timestep: timestep(c),
+    encoderHiddenStates: input(c, 'encoder_hidden_states'),
+    controlnetCond: input(c, 'controlnet_cond'),
+    conditioningScale: c.inputs['conditioning_scale'] as number,
+    applyControl: c.inputs['apply_control'] as boolean,
+  });
+  return sample;
+}
+
 let unet: UNet2DConditionModel;
 let adapter: ControlNetXSAdapter;
 let model: UNetControlNetXSModel;
@@ -54,15 +67,7 @@ describe('UNetControlNetXSModel forward equals diffusers', () => {
   for (const c of byKind('unet_cnxs_forward')) {
     test(c.name, async () => {
       const m = c.model_folders[0] === 'unet_controlnet_xs' ? fused : model;
-      const { sample } = await m.forward({
-        sample: input(c, 'sample'),
-        timestep: timestep(c),
-        encoderHiddenStates: input(c, 'encoder_hidden_states'),
-        controlnetCond: input(c, 'controlnet_cond'),
-        conditioningScale: c.inputs['conditioning_scale'] as number,
-        applyControl: c.inputs['apply_control'] as boolean,
-      });
-      assertClose(sample, ref.read(c.outputs['sample']!), tolerance(c), c.name);
+      assertClose(await forwardCase(m, c), ref.read(c.outputs['sample']!), tolerance(c), c.name);
     });
   }
 });
@@ -76,15 +81,7 @@ describe('the WebGPU trace (standard ops only), run on the CPU, equals diffusers
           ? await UNetControlNetXSModel.fromPretrained(`${D}/unet_controlnet_xs`, { trace })
           : await UNetControlNetXSModel.fromUnet(unet, adapter, { trace });
       assert.deepEqual(allNodes(m.toOnnx().graph).filter((n) => n.domain === 'com.microsoft'), []);
-      const { sample } = await m.forward({
-        sample: input(c, 'sample'),
-        timestep: timestep(c),
-        encoderHiddenStates: input(c, 'encoder_hidden_states'),
-        controlnetCond: input(c, 'controlnet_cond'),
-        conditioningScale: c.inputs['conditioning_scale'] as number,
-        applyControl: c.inputs['apply_control'] as boolean,
-      });
-      assertClose(sample, ref.read(c.outputs['sample']!), tolerance(c), c.name);
+      assertClose(await forwardCase(m, c), ref.read(c.outputs['sample']!), tolerance(c), c.name);
       await m.release();
     });
   }
