@@ -238,3 +238,18 @@ describe('callbackOnStepEndTensorInputs (diffusers callback_on_step_end_tensor_i
   });
 });
 
+
+test("diffusers' memory switches: enableVaeSlicing/Tiling and enableModelCpuOffload, the same images (case g, two images)", async () => {
+  const c = cases.find((x) => x.name === 'g_prompt_list_x2_images')!;
+  const p = new StableDiffusionControlNetXSPipeline({ ...pipe.components, scheduler: schedulerFromConfig(c.scheduler.config) });
+  p.enableVaeSlicing();
+  p.enableVaeTiling();
+  p.enableModelCpuOffload();
+  assert.deepEqual([p.vaeDecode, p.offload.enabled], [{ sliced: true, tiled: true }, true]);
+  const out = await p.run(callArgsOf(c));
+  assertClose(out.images as Tensor, read(c.tensors['images']!), tol(c, 'images', 1e-4), 'images, sliced + tiled decode, offload');
+  p.disableVaeSlicing();
+  p.disableVaeTiling();
+  assert.deepEqual(p.vaeDecode, { sliced: false, tiled: false });
+  assert.deepEqual(pipe.vaeDecode, { sliced: false, tiled: false }, 'switches belong to one pipeline object');
+});

@@ -188,7 +188,7 @@ export async function generate(o: GenerateOptions, io: { stdout: NodeJS.Writable
     ? await StableDiffusionXLControlNetXSPipeline.fromPretrained(modelDir, { ...load, controlnet })
     : await StableDiffusionControlNetXSPipeline.fromPretrained(modelDir, { ...load, controlnet });
   bar.done();
-  pipe.offload.enabled = true; // one generation per process: each session closes after its stage (lower peak memory)
+  pipe.enableModelCpuOffload(); // one generation per process: each session closes after its stage (lower peak memory)
   let sampler = String(pipe.scheduler.config._class_name).replace(/Scheduler$/, '');
   if (o.scheduler) {
     const alias = schedulerAlias(o.scheduler);

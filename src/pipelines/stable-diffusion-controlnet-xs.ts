@@ -28,7 +28,6 @@ import {
 import { defaultGenerator, resolveControlImage, type ControlImageInput } from './inputs.js';
 import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import {
-  ModelOffload,
   decodeOutput,
   denoise,
   loopHooks,
@@ -45,6 +44,7 @@ import {
   type PipelineStep,
   type PrepareImageOptions,
 } from './shared.js';
+import { ControlNetXSPipelineBase } from './pipeline-base.js';
 import { SD_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDCallbackTensorName, type StepCallback } from './callbacks.js';
 
 export type { PipelineOutput, PipelineStep } from './shared.js';
@@ -100,7 +100,7 @@ export interface EncodePromptOptions {
   clipSkip?: number;
 }
 
-export class StableDiffusionControlNetXSPipeline {
+export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBase {
   /** The tensors `callbackOnStepEndTensorInputs` may name (diffusers' `_callback_tensor_inputs`). */
   static readonly callbackTensorInputs: readonly SDCallbackTensorName[] = SD_CALLBACK_TENSOR_INPUTS;
   vae: AutoencoderKL;
@@ -113,13 +113,10 @@ export class StableDiffusionControlNetXSPipeline {
   readonly vaeScaleFactor: number;
   readonly imageProcessor: VaeImageProcessor;
   readonly controlImageProcessor: VaeImageProcessor;
-  /** Decode options (diffusers' enable_vae_slicing / enable_vae_tiling). */
-  vaeDecode: { sliced: boolean; tiled: boolean } = { sliced: false, tiled: false };
-  /** Close each model's session after its stage of a generation (see ModelOffload); off by default. */
-  readonly offload = new ModelOffload();
   private readonly warn: (message: string) => void;
 
   constructor(components: StableDiffusionControlNetXSComponents, options: { warn?: (message: string) => void } = {}) {
+    super();
     this.warn = options.warn ?? console.warn;
     const { unet, controlnet } = components;
     this.unet = fusedUnet(unet, controlnet, 'sd');

@@ -29,7 +29,6 @@ import {
 import { defaultGenerator, resolveControlImage, type ControlImageInput } from './inputs.js';
 import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import {
-  ModelOffload,
   decodeOutput,
   denoise,
   loopHooks,
@@ -44,6 +43,7 @@ import {
   type PipelineOutput,
   type PipelineStep,
 } from './shared.js';
+import { ControlNetXSPipelineBase } from './pipeline-base.js';
 import { SDXL_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDXLCallbackTensorName, type StepCallback } from './callbacks.js';
 
 export interface StableDiffusionXLControlNetXSComponents {
@@ -108,7 +108,7 @@ export interface SDXLPromptEmbeddings {
   negativePooledPromptEmbeds: Tensor<'float32'> | null;
 }
 
-export class StableDiffusionXLControlNetXSPipeline {
+export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineBase {
   /** The tensors `callbackOnStepEndTensorInputs` may name (diffusers' `_callback_tensor_inputs`). */
   static readonly callbackTensorInputs: readonly SDXLCallbackTensorName[] = SDXL_CALLBACK_TENSOR_INPUTS;
   vae: AutoencoderKL;
@@ -123,12 +123,10 @@ export class StableDiffusionXLControlNetXSPipeline {
   readonly vaeScaleFactor: number;
   readonly imageProcessor: VaeImageProcessor;
   readonly controlImageProcessor: VaeImageProcessor;
-  vaeDecode: { sliced: boolean; tiled: boolean } = { sliced: false, tiled: false };
-  /** Close each model's session after its stage of a generation (see ModelOffload); off by default. */
-  readonly offload = new ModelOffload();
   private readonly warn: (message: string) => void;
 
   constructor(components: StableDiffusionXLControlNetXSComponents, options: { warn?: (message: string) => void } = {}) {
+    super();
     this.warn = options.warn ?? console.warn;
     const { unet, controlnet } = components;
     this.unet = fusedUnet(unet, controlnet, 'sdxl');
