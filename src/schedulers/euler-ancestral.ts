@@ -2,7 +2,7 @@
  * Ancestral Euler sampler (the "Euler a" of k-diffusion, Karras et al. 2022 with fresh noise
  * every step), diffusers' `EulerAncestralDiscreteScheduler`.
  */
-import type { Tensor, TensorLike } from '../tensor.js';
+import type { TensorLike } from '../tensor.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround } from './float32.js';
 import { KarrasRun, KarrasScheduler } from './karras.js';
@@ -34,10 +34,6 @@ export class EulerAncestralRun extends KarrasRun {
 
   constructor(scheduler: EulerAncestralDiscreteScheduler, n: number, timesteps: number[], sigmas: Float32Array) {
     super(scheduler, { numInferenceSteps: n, timesteps, sigmas, initNoiseSigma: scheduler.initNoiseSigmaFor(sigmas) });
-  }
-
-  override scaleModelInput(sample: TensorLike, timestep: TimestepValue): Tensor<'float32'> {
-    return this.scaleBySigma(sample, this.sigmas[this.currentIndex(timestep)]);
   }
 
   /**

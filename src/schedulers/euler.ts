@@ -2,7 +2,7 @@
  * Euler sampler of Karras et al. 2022 ("Elucidating the Design Space of Diffusion-Based
  * Generative Models", Algorithm 2), diffusers' `EulerDiscreteScheduler`.
  */
-import type { Tensor, TensorLike } from '../tensor.js';
+import type { TensorLike } from '../tensor.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround, numpyLog32, torchExp32, torchLinspace32, torchLog32 } from './float32.js';
 import { KarrasRun, KarrasScheduler } from './karras.js';
@@ -66,10 +66,6 @@ export class EulerRun extends KarrasRun {
 
   constructor(scheduler: EulerDiscreteScheduler, n: number, timesteps: number[], sigmas: Float32Array) {
     super(scheduler, { numInferenceSteps: n, timesteps, sigmas, initNoiseSigma: scheduler.initNoiseSigmaFor(sigmas) });
-  }
-
-  override scaleModelInput(sample: TensorLike, timestep: TimestepValue): Tensor<'float32'> {
-    return this.scaleBySigma(sample, this.sigmas[this.currentIndex(timestep)]);
   }
 
   /**

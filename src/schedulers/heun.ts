@@ -3,7 +3,7 @@
  * `HeunDiscreteScheduler`: each step is two model calls, an Euler predictor and a trapezoidal
  * corrector, so the timesteps after the first are repeated.
  */
-import type { Tensor, TensorLike } from '../tensor.js';
+import type { TensorLike } from '../tensor.js';
 import { COMMON_BETA_SCHEDULES } from './betas.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround } from './float32.js';
@@ -48,10 +48,6 @@ export class HeunRun extends KarrasRun {
   /** Whether the next `step` is the first (Euler) half of a Heun step. */
   get stateInFirstOrder(): boolean {
     return this.pending === null;
-  }
-
-  override scaleModelInput(sample: TensorLike, timestep: TimestepValue): Tensor<'float32'> {
-    return this.scaleBySigma(sample, this.sigmas[this.currentIndex(timestep)]);
   }
 
   /**

@@ -147,6 +147,11 @@ export abstract class KarrasRun extends SchedulerRun {
   declare readonly scheduler: KarrasScheduler;
   declare readonly sigmas: Float32Array;
 
+  /** The model input at this step: x / √(σ_i² + 1) (KDPM2's runs pick their σ per half step). */
+  override scaleModelInput(sample: TensorLike, timestep: TimestepValue): Tensor<'float32'> {
+    return this.scaleBySigma(sample, this.sigmas[this.currentIndex(timestep)]);
+  }
+
   /** x / √(σ² + 1): the model sees unit-variance inputs. */
   protected scaleBySigma(sample: TensorLike, sigma: number): Tensor<'float32'> {
     const x = asVec('sample', sample);

@@ -4,7 +4,7 @@
  * coefficients integrate Lagrange basis polynomials over each σ interval.
  */
 import { InputError } from '../errors.js';
-import type { Tensor, TensorLike } from '../tensor.js';
+import type { TensorLike } from '../tensor.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround } from './float32.js';
 import { KarrasRun, KarrasScheduler } from './karras.js';
@@ -49,10 +49,6 @@ export class LMSRun extends KarrasRun {
 
   constructor(scheduler: LMSDiscreteScheduler, n: number, timesteps: number[], sigmas: Float32Array) {
     super(scheduler, { numInferenceSteps: n, timesteps, sigmas, initNoiseSigma: scheduler.initNoiseSigmaFor(sigmas) });
-  }
-
-  override scaleModelInput(sample: TensorLike, timestep: TimestepValue): Tensor<'float32'> {
-    return this.scaleBySigma(sample, this.sigmas[this.currentIndex(timestep)]);
   }
 
   /**
