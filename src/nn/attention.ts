@@ -5,6 +5,7 @@
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import { Conv2d, GroupNorm, LayerNorm, Linear } from './layers.js';
 import { Identity, Module } from './module.js';
+import { multiHeadAttention } from './multi-head.js';
 
 export interface AttentionOptions {
   queryDim: number;
@@ -43,21 +44,7 @@ export class Attention extends Module {
     const q = this.to_q.forward(op, x); // [B, S, H·Dh]
     const k = this.to_k.forward(op, kv); // [B, L, H·Dh]
     const v = this.to_v.forward(op, kv); // [B, L, H·Dh]
-    const b = op.at(this.path);
-    const { heads, dimHead } = this.opts;
-    const scale = { float: 1 / Math.sqrt(dimHead) };
-    let o: Value;
-    if (op.options.attention === 'fused') {
-      o = b.op('MultiHeadAttention', [q, k, v], { domain: 'com.microsoft', attrs: { num_heads: heads, scale } });
-    } else {
-      const split = (t: Value): Value =>
-        b.op('Transpose', [b.op('Reshape', [t, b.ints([0, 0, heads, dimHead])])], { attrs: { perm: [0, 2, 1, 3] } }); // [B, H, ·, Dh]
-      const kT = b.op('Transpose', [b.op('Reshape', [k, b.ints([0, 0, heads, dimHead])])], { attrs: { perm: [0, 2, 3, 1] } }); // [B, H, Dh, L]
-      const scores = b.op('Mul', [b.op('MatMul', [split(q), kT]), b.scalar(scale.float)]); // [B, H, S, L]
-      const probs = b.op('Softmax', [scores], { attrs: { axis: -1 } });
-      const ctx = b.op('MatMul', [probs, split(v)]); // [B, H, S, Dh]
-      o = b.op('Reshape', [b.op('Transpose', [ctx], { attrs: { perm: [0, 2, 1, 3] } }), b.ints([0, 0, heads * dimHead])]);
-    }
+    const o = multiHeadAttention(op.at(this.path), q, k, v, this.opts);
     return this.to_out[0].forward(op, o);
   }
 }

@@ -8,6 +8,7 @@ import { OnnxDataType } from '../graph/onnx-proto.js';
 import type { ParameterSpec } from '../weights/source.js';
 import { LayerNorm, Linear, activation, type Activation } from './layers.js';
 import { Module } from './module.js';
+import { multiHeadAttention } from './multi-head.js';
 
 /** torch.finfo(float32).min: transformers' additive value for a masked attention score. */
 export const MASKED_SCORE = -3.4028234663852886e38;
@@ -79,27 +80,13 @@ export class CLIPAttention extends Module {
   forward(op: GraphBuilder, x: Value, maskBias: Value): Value {
     const b = op.at(this.path);
     const { dim, heads } = this.opts;
-    const headDim = dim / heads;
-    const scale = 1 / Math.sqrt(headDim);
-    const k = this.k_proj.forward(op, x);
-    const v = this.v_proj.forward(op, x);
-    let o: Value;
-    if (op.options.attention === 'fused') {
-      const q = this.q_proj.forward(op, x);
-      o = b.op('MultiHeadAttention', [q, k, v, null, null, maskBias], {
-        domain: 'com.microsoft',
-        attrs: { num_heads: heads, scale: { float: scale } },
-      });
-    } else {
-      // transformers scales the projected queries before the score product.
-      const q = b.op('Mul', [this.q_proj.forward(op, x), b.scalar(scale)]);
-      const heads4 = (t: Value, perm: number[]): Value =>
-        b.op('Transpose', [b.op('Reshape', [t, b.ints([0, 0, heads, headDim])])], { attrs: { perm } });
-      const scores = b.op('Add', [b.op('MatMul', [heads4(q, [0, 2, 1, 3]), heads4(k, [0, 2, 3, 1])]), maskBias]); // [B, H, L, L]
-      const probs = b.op('Softmax', [scores], { attrs: { axis: -1 } });
-      const ctx = b.op('MatMul', [probs, heads4(v, [0, 2, 1, 3])]); // [B, H, L, Dh]
-      o = b.op('Reshape', [b.op('Transpose', [ctx], { attrs: { perm: [0, 2, 1, 3] } }), b.ints([0, 0, dim])]);
-    }
+    // transformers scales the projected queries before the score product.
+    const o = multiHeadAttention(b, this.q_proj.forward(op, x), this.k_proj.forward(op, x), this.v_proj.forward(op, x), {
+      heads,
+      dimHead: dim / heads,
+      bias: maskBias,
+      scaleQueries: true,
+    });
     return this.out_proj.forward(op, o);
   }
 }

@@ -6,6 +6,7 @@
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import { Conv2d, GroupNorm, Linear, silu } from './layers.js';
 import { Identity, Module } from './module.js';
+import { multiHeadAttention } from './multi-head.js';
 import { Downsample2D, ResnetBlock2D, Upsample2D } from './resnet.js';
 
 /** The VAE's fixed normalisation epsilon (resnets, attention group norm, output norm). */
@@ -55,18 +56,7 @@ export class VaeAttention extends Module {
     const q = this.to_q.forward(op, tokens);
     const k = this.to_k.forward(op, tokens);
     const v = this.to_v.forward(op, tokens);
-    const scale = 1 / Math.sqrt(dimHead);
-    let o: Value;
-    if (op.options.attention === 'fused') {
-      o = b.op('MultiHeadAttention', [q, k, v], { domain: 'com.microsoft', attrs: { num_heads: heads, scale: { float: scale } } });
-    } else {
-      const split = (t: Value, perm: number[]): Value =>
-        b.op('Transpose', [b.op('Reshape', [t, b.ints([0, 0, heads, dimHead])])], { attrs: { perm } });
-      const scores = b.op('Mul', [b.op('MatMul', [split(q, [0, 2, 1, 3]), split(k, [0, 2, 3, 1])]), b.scalar(scale)]); // [B, H, S, S]
-      const probs = b.op('Softmax', [scores], { attrs: { axis: -1 } });
-      const ctx = b.op('MatMul', [probs, split(v, [0, 2, 1, 3])]); // [B, H, S, Dh]
-      o = b.op('Reshape', [b.op('Transpose', [ctx], { attrs: { perm: [0, 2, 1, 3] } }), b.ints([0, 0, heads * dimHead])]);
-    }
+    const o = multiHeadAttention(b, q, k, v, { heads, dimHead });
     const out = this.to_out[0].forward(op, o); // [B, HW, C]
     const image = b.op('Reshape', [b.op('Transpose', [out], { attrs: { perm: [0, 2, 1] } }), b.op('Shape', [x])]);
     return b.op('Add', [image, x]);
