@@ -55,5 +55,5 @@ export type { ControlImageInput } from './pipelines/inputs.js';
 export type { PipelineLoadOptions, Device } from './pipelines/resolve.js';
 export * from './schedulers/index.js';
 export { SCHEDULER_ALIASES, schedulerAlias, type SchedulerAlias } from './schedulers/aliases.js';
-export { addPngText, readPngText } from './image/png-text.js';
+export { addPngText, checkPngText, readPngText } from './image/png-text.js';
 export * from './hub/index.js';

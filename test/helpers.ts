@@ -1,9 +1,12 @@
 /**
- * Shared test helpers: fixture paths and whole-tensor comparison.
+ * Shared test helpers: fixture paths, temporary folders and whole-tensor comparison.
  * Fixtures live in test/fixtures/ (copied from ../shared/reference; see test/fixtures/README.md).
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { GraphProto, NodeProto } from '../src/graph/onnx-proto.js';
 import type { TensorLike } from '../src/tensor.js';
@@ -12,6 +15,22 @@ export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures'
 
 export function fixture(...parts: string[]): string {
   return join(FIXTURES, ...parts);
+}
+
+/**
+ * A new, empty folder in the OS temp dir (`$TMPDIR`) whose name starts with `prefix`, removed with
+ * everything in it when the scope it was made in ends — node:test's `after`, so: at a file's top level,
+ * when the file's tests are done; in a `describe` body, after that suite; inside a test, after that test.
+ * `npm test` then leaves nothing behind.
+ *
+ * Not from inside a `before`/`beforeEach` hook: node:test attaches an `after` registered there to the
+ * hook itself, which would remove the folder as soon as the hook returns. Make it at the top level
+ * (`const tmp = tempDir('cnxs-x-')`) or in the test instead.
+ */
+export function tempDir(prefix = 'cnxs-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 /** Largest |a - b| over whole tensors, after checking dims match. NaN counts as infinitely far. */
