@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import type { Device } from '../src/pipelines/resolve.js';
+import type { PipelineOutputType } from '../src/pipelines/shared.js';
 import { StableDiffusionControlNetXSPipeline } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { StableDiffusionXLControlNetXSPipeline } from '../src/pipelines/stable-diffusion-xl-controlnet-xs.js';
 import { schedulerFromConfig } from '../src/schedulers/index.js';
@@ -35,7 +36,8 @@ for (const kind of kinds) {
   console.log(`${kind.folder}: UNet on ${await base.unet.executionProvider()}`);
   for (const c of cases.filter((x) => x.load.variant !== 'fp16')) {
     const p = kind.make({ ...base.components, scheduler: schedulerFromConfig(c.scheduler.config) });
-    const out = await p.run(callArgs(c, P, read));
+    // The case decides outputType at run time, so images is typed as any of the three outputs.
+    const out = await p.run(callArgs<{ outputType?: PipelineOutputType }>(c, P, read));
     const [got, ref] = [(out.images as Tensor<'float32'>).data, read(c.tensors['images']!).data as Float32Array];
     const diff = got.reduce((m, v, i) => Math.max(m, Math.abs(v - ref[i]!)), 0);
     const tol = tolerance(c, 'images', 1e-4);

@@ -48,7 +48,7 @@ export {
   type StableDiffusionXLControlNetXSCallArgs,
   type StableDiffusionXLControlNetXSComponents,
 } from './pipelines/stable-diffusion-xl-controlnet-xs.js';
-export type { PipelineOutput, PipelineStep } from './pipelines/shared.js';
+export type { PipelineImages, PipelineOutput, PipelineOutputType, PipelineStep } from './pipelines/shared.js';
 export { SD_CALLBACK_TENSOR_INPUTS, SDXL_CALLBACK_TENSOR_INPUTS } from './pipelines/callbacks.js';
 export type { CallbackTensors, SDCallbackTensorName, SDXLCallbackTensorName, StepCallback, StepCallbackResult } from './pipelines/callbacks.js';
 export type { ControlImageInput } from './pipelines/inputs.js';

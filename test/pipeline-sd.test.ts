@@ -80,7 +80,7 @@ test("output type 'pil' rounds like numpy_to_pil, and matches diffusers' uint8 i
   const c = cases.find((x) => x.name === 'a_default_latents')!;
   const p = new StableDiffusionControlNetXSPipeline({ ...pipe.components, scheduler: schedulerFromConfig(c.scheduler.config) });
   const pil = (await p.run({ ...callArgsOf(c), outputType: 'pil' })).images;
-  const np = (await p.run({ ...callArgsOf(c), outputType: 'np' })).images as Tensor<'float32'>;
+  const np = (await p.run({ ...callArgsOf(c), outputType: 'np' })).images;
   assert.ok(Array.isArray(pil));
   const got = pil[0]!.data;
   const expected = read(c.tensors['images_uint8_pil']!).data;
@@ -109,9 +109,9 @@ test('two generations interleaved on one pipeline give what each gives alone', a
     if (!ra.done) ra = await a.next();
     if (!rb.done) rb = await b.next();
   }
-  assertClose(ra.value.images as Tensor, read(c.tensors['latents_final']!), tol(c, 'latents_final', 1e-4), 'interleaved run a');
+  assertClose(ra.value.images, read(c.tensors['latents_final']!), tol(c, 'latents_final', 1e-4), 'interleaved run a');
   const alone = await p.run({ ...callArgsOf(c), outputType: 'latent', numInferenceSteps: 6, generator: new Generator().manualSeed(9) });
-  assertClose(rb.value.images as Tensor, alone.images as Tensor, 0, 'interleaved run b');
+  assertClose(rb.value.images, alone.images, 0, 'interleaved run b');
 });
 
 test('cancel with an AbortSignal; bad arguments are named', async () => {
@@ -220,9 +220,9 @@ describe('callbackOnStepEndTensorInputs (diffusers callback_on_step_end_tensor_i
       },
     });
     const runB = await pipe.run({ ...a, negativePrompt: 'blurry, low quality', outputType: 'latent', callbackOnStepEnd: (_p, i) => (i === 0 ? { latents: afterStep0! } : undefined) });
-    assertClose(runA.images as Tensor, runB.images as Tensor, 0, 'switched after step 0');
+    assertClose(runA.images, runB.images, 0, 'switched after step 0');
     const plain = read(byName('a_default_latents').tensors['latents_final']!);
-    assert.ok(!(runA.images as Tensor<'float32'>).data.every((v, i) => Math.abs(v - Number(plain.data[i])) < 1e-4), 'the switch changed the result');
+    assert.ok(!runA.images.data.every((v, i) => Math.abs(v - Number(plain.data[i])) < 1e-4), 'the switch changed the result');
   });
 
   test('unknown names and mis-shaped replacements are named', async () => {

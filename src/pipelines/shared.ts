@@ -28,9 +28,20 @@ export interface PipelineStep {
   latents: Tensor<'float32'>;
 }
 
-export interface PipelineOutput {
+/** What a pipeline call can return (`outputType`); 'pil' is the default. */
+export type PipelineOutputType = 'pil' | 'np' | 'latent';
+
+/**
+ * What `images` holds for an `outputType`: 'pil' or none (the default) → RGBImage[]; 'np' and
+ * 'latent' → a float32 Tensor. It distributes over a union, so a call whose `outputType` is only
+ * known as `PipelineOutputType` gets `RGBImage[] | Tensor<'float32'>`.
+ */
+export type PipelineImages<T extends PipelineOutputType | undefined> = T extends 'np' | 'latent' ? Tensor<'float32'> : RGBImage[];
+
+/** A generation's result; `run({ ..., outputType: 'np' })` types it as `PipelineOutput<'np'>`. */
+export interface PipelineOutput<T extends PipelineOutputType | undefined = PipelineOutputType> {
   /** 'pil': RGBImage[]; 'np': Tensor [B, H, W, 3] in [0, 1]; 'latent': the final latents [B, 4, h, w]. */
-  images: RGBImage[] | Tensor<'float32'>;
+  images: PipelineImages<T>;
   /** Always null: no safety checker is bundled. */
   nsfwContentDetected: boolean[] | null;
 }

@@ -41,6 +41,7 @@ import {
   tokenizeTruncating,
   uncondTokens,
   type PipelineOutput,
+  type PipelineOutputType,
   type PipelineStep,
   type PrepareImageOptions,
 } from './shared.js';
@@ -76,7 +77,7 @@ export interface StableDiffusionControlNetXSCallArgs {
   latents?: TensorLike;
   promptEmbeds?: TensorLike;
   negativePromptEmbeds?: TensorLike;
-  outputType?: 'pil' | 'np' | 'latent';
+  outputType?: PipelineOutputType;
   controlnetConditioningScale?: number;
   controlGuidanceStart?: number;
   controlGuidanceEnd?: number;
@@ -163,14 +164,21 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
     return { vae, textEncoder, tokenizer, unet, controlnet, scheduler, safetyChecker: null, featureExtractor: null };
   }
 
-  /** Generate: diffusers' `__call__`. */
-  async run(args: StableDiffusionControlNetXSCallArgs): Promise<PipelineOutput> {
+  /**
+   * Generate: diffusers' `__call__`. The output's type follows `outputType`: `images` is an
+   * `RGBImage[]` for 'pil' (the default), a float32 `Tensor` for 'np' and 'latent'.
+   */
+  async run<T extends PipelineOutputType | undefined = undefined>(args: StableDiffusionControlNetXSCallArgs & { outputType?: T }): Promise<PipelineOutput<T>> {
     return finish(this.steps(args));
   }
 
   /** The same generation as an async iterator of steps (for previews); its return value is the output. */
-  steps(args: StableDiffusionControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
-    return this.offload.track(this.generate(args));
+  steps<T extends PipelineOutputType | undefined = undefined>(
+    args: StableDiffusionControlNetXSCallArgs & { outputType?: T },
+  ): AsyncGenerator<PipelineStep, PipelineOutput<T>, void> {
+    // generate() returns what decodeOutput made for args.outputType, so `images` has the type T names;
+    // TypeScript cannot follow that through the runtime branch, hence the one assertion.
+    return this.offload.track(this.generate(args)) as AsyncGenerator<PipelineStep, PipelineOutput<T>, void>;
   }
 
   private async *generate(args: StableDiffusionControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {

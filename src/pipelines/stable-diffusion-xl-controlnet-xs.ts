@@ -41,6 +41,7 @@ import {
   prepareLatents,
   tokenizeTruncating,
   type PipelineOutput,
+  type PipelineOutputType,
   type PipelineStep,
 } from './shared.js';
 import { ControlNetXSPipelineBase } from './pipeline-base.js';
@@ -81,7 +82,7 @@ export interface StableDiffusionXLControlNetXSCallArgs {
   negativePromptEmbeds?: TensorLike;
   pooledPromptEmbeds?: TensorLike;
   negativePooledPromptEmbeds?: TensorLike;
-  outputType?: 'pil' | 'np' | 'latent';
+  outputType?: PipelineOutputType;
   controlnetConditioningScale?: number;
   controlGuidanceStart?: number;
   controlGuidanceEnd?: number;
@@ -172,12 +173,21 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
     return { vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet, scheduler, forceZerosForEmptyPrompt, featureExtractor: null };
   }
 
-  async run(args: StableDiffusionXLControlNetXSCallArgs): Promise<PipelineOutput> {
+  /**
+   * Generate: diffusers' `__call__`. The output's type follows `outputType`: `images` is an
+   * `RGBImage[]` for 'pil' (the default), a float32 `Tensor` for 'np' and 'latent'.
+   */
+  async run<T extends PipelineOutputType | undefined = undefined>(args: StableDiffusionXLControlNetXSCallArgs & { outputType?: T }): Promise<PipelineOutput<T>> {
     return finish(this.steps(args));
   }
 
-  steps(args: StableDiffusionXLControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
-    return this.offload.track(this.generate(args));
+  /** The same generation as an async iterator of steps (for previews); its return value is the output. */
+  steps<T extends PipelineOutputType | undefined = undefined>(
+    args: StableDiffusionXLControlNetXSCallArgs & { outputType?: T },
+  ): AsyncGenerator<PipelineStep, PipelineOutput<T>, void> {
+    // generate() returns what decodeOutput made for args.outputType, so `images` has the type T names;
+    // TypeScript cannot follow that through the runtime branch, hence the one assertion.
+    return this.offload.track(this.generate(args)) as AsyncGenerator<PipelineStep, PipelineOutput<T>, void>;
   }
 
   private async *generate(args: StableDiffusionXLControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
