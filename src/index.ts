@@ -53,7 +53,16 @@ export { SD_CALLBACK_TENSOR_INPUTS, SDXL_CALLBACK_TENSOR_INPUTS } from './pipeli
 export type { CallbackTensors, SDCallbackTensorName, SDXLCallbackTensorName, StepCallback, StepCallbackResult } from './pipelines/callbacks.js';
 export type { ControlImageInput } from './pipelines/inputs.js';
 export type { PipelineLoadOptions, Device } from './pipelines/resolve.js';
+export {
+  DEFAULT_CONTROLNETS,
+  loadControlNetXSPipeline,
+  pipelineKind,
+  type LoadControlNetXSPipelineOptions,
+  type LoadedControlNetXSPipeline,
+  type PipelineKind,
+} from './pipelines/load.js';
+export { checkImageSize, fitToAspect, roundSize, type ImageSize, type SizeRules } from './pipelines/image-size.js';
 export * from './schedulers/index.js';
-export { SCHEDULER_ALIASES, schedulerAlias, type SchedulerAlias } from './schedulers/aliases.js';
+export { SCHEDULER_ALIASES, findSchedulerAlias, schedulerAlias, schedulerLabel, type SchedulerAlias } from './schedulers/aliases.js';
 export { addPngText, checkPngText, readPngText } from './image/png-text.js';
 export * from './hub/index.js';

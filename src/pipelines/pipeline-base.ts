@@ -1,7 +1,22 @@
-/** What both ControlNet-XS pipelines share beyond the loop: diffusers' memory switches. */
+/** What both ControlNet-XS pipelines share beyond the loop: diffusers' memory switches and image sizes. */
+import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
+import type { SizeRules } from './image-size.js';
 import { ModelOffload } from './shared.js';
 
 export abstract class ControlNetXSPipelineBase {
+  abstract unet: UNetControlNetXSModel;
+  abstract readonly vaeScaleFactor: number;
+
+  /**
+   * The sizes this pipeline generates: multiples of `vaeScaleFactor · 2^(levels−1)` pixels, and the
+   * model's own resolution `sample_size · vaeScaleFactor` (512 for SD 2.1-base, 1024 for SDXL).
+   */
+  get sizeRules(): SizeRules {
+    const c = this.unet.config;
+    const f = this.vaeScaleFactor;
+    return { multiple: f * 2 ** (c.downBlockTypes.length - 1), vaeScaleFactor: f, defaultSize: (c.sampleSize ?? 64) * f };
+  }
+
   /** How the VAE decodes (diffusers' enable_vae_slicing / enable_vae_tiling set these). */
   vaeDecode: { sliced: boolean; tiled: boolean } = { sliced: false, tiled: false };
   /** Close each model's session after its stage of a generation (see ModelOffload); off by default. */

@@ -18,6 +18,7 @@ import { catBatch, divide, guide, repeatInterleave, scale } from './batch.js';
 import { checkControlWindow, checkFinite, checkPositiveInt, controlAppliesAt, imageBatchSize, throwIfAborted } from './inputs.js';
 import type { PipelineLoadOptions } from './resolve.js';
 import { runStepCallback, type StepCallback } from './callbacks.js';
+import { checkImageSize, type SizeRules } from './image-size.js';
 
 /** One denoising step, as `steps()` yields it (latents after the scheduler step). */
 export interface PipelineStep {
@@ -248,8 +249,15 @@ export interface ResolvedCall {
   doClassifierFreeGuidance: boolean;
 }
 
+/** What `resolveCall` needs of the pipeline: its default guidance and how it sizes images. */
+export interface CallDefaults {
+  guidanceScale: number;
+  sizeRules: SizeRules;
+  controlImageProcessor: VaeImageProcessor;
+}
+
 /** Defaults filled in and diffusers' check_inputs/check_image applied (step 1 of both pipelines). */
-export function resolveCall(args: CommonCallArgs, image: RGBImage[] | TensorLike, defaults: { guidanceScale: number; vaeScaleFactor: number }): ResolvedCall {
+export function resolveCall(args: CommonCallArgs, image: RGBImage[] | TensorLike, defaults: CallDefaults): ResolvedCall {
   checkPromptInputs(args);
   const r: ResolvedCall = {
     numInferenceSteps: args.numInferenceSteps ?? 50,
@@ -268,9 +276,19 @@ export function resolveCall(args: CommonCallArgs, image: RGBImage[] | TensorLike
   checkFinite('guidanceScale', r.guidanceScale);
   checkFinite('controlnetConditioningScale', r.conditioningScale);
   if (!['pil', 'np', 'latent'].includes(r.outputType)) throw new InputError(`outputType must be 'pil', 'np' or 'latent', got ${JSON.stringify(r.outputType)}`);
+  const { sizeRules } = defaults;
   for (const [name, d] of [['height', args.height], ['width', args.width]] as const) {
-    if (d !== undefined && (!Number.isInteger(d) || d < defaults.vaeScaleFactor)) throw new InputError(`${name} must be an integer ≥ ${defaults.vaeScaleFactor}, got ${d}`);
+    if (d !== undefined && (!Number.isInteger(d) || d < sizeRules.multiple)) throw new InputError(`${name} must be an integer ≥ ${sizeRules.multiple} px, got ${d}`);
   }
+  // The size step 4 will produce (diffusers: the given size or the first image's, rounded down to the
+  // VAE's factor), checked now in pixels rather than as latents deep inside the UNet.
+  const first = Array.isArray(image) ? (image as RGBImage[])[0]! : (image as TensorLike);
+  const size = defaults.controlImageProcessor.getDefaultHeightWidth(first, {
+    ...(args.height !== undefined ? { height: args.height } : {}),
+    ...(args.width !== undefined ? { width: args.width } : {}),
+  });
+  const given = args.height !== undefined && args.width !== undefined;
+  checkImageSize(size, sizeRules, given ? 'height and width given' : 'from the control image; height and width not given');
   const imageBatch = imageBatchSize(image);
   if (imageBatch !== 1 && imageBatch !== r.batchSize) {
     throw new InputError(`If image batch size is not 1, image batch size must be same as prompt batch size. image batch size: ${imageBatch}, prompt batch size: ${r.batchSize}`);

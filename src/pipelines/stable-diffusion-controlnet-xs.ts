@@ -184,7 +184,7 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
   private async *generate(args: StableDiffusionControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
     // 1. Check inputs (diffusers' defaults filled in)
     const image = await resolveControlImage(args.image);
-    const call = resolveCall(args, image, { guidanceScale: 7.5, vaeScaleFactor: this.vaeScaleFactor });
+    const call = resolveCall(args, image, { guidanceScale: 7.5, sizeRules: this.sizeRules, controlImageProcessor: this.controlImageProcessor });
     checkCallbackTensorInputs(args.callbackOnStepEndTensorInputs, StableDiffusionControlNetXSPipeline.callbackTensorInputs);
     const { numInferenceSteps, guidanceScale, numImagesPerPrompt, conditioningScale, start, end, outputType } = call;
 

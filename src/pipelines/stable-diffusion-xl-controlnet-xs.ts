@@ -193,7 +193,7 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
   private async *generate(args: StableDiffusionXLControlNetXSCallArgs): AsyncGenerator<PipelineStep, PipelineOutput, void> {
     // 1. Check inputs (diffusers' defaults filled in)
     const image = await resolveControlImage(args.image);
-    const call = resolveCall(args, image, { guidanceScale: 5.0, vaeScaleFactor: this.vaeScaleFactor });
+    const call = resolveCall(args, image, { guidanceScale: 5.0, sizeRules: this.sizeRules, controlImageProcessor: this.controlImageProcessor });
     checkCallbackTensorInputs(args.callbackOnStepEndTensorInputs, StableDiffusionXLControlNetXSPipeline.callbackTensorInputs);
     this.checkXLInputs(args);
     const { numInferenceSteps, guidanceScale, numImagesPerPrompt, conditioningScale, start, end, outputType } = call;
