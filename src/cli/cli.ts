@@ -2,47 +2,77 @@
  * `cnxs`: the command line. Errors are one line on stderr and a non-zero exit (2 for usage, 1 for
  * everything else). No side effects at import: the executable (main.ts) calls `main`.
  */
-import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
 import { ControlNetXSError } from '../errors.js';
 import { canny } from '../image/canny.js';
 import { loadImage } from '../image/load.js';
-import { GENERATE_USAGE, generate, parseGenerateArgs } from './generate.js';
-import { UsageError, float } from './usage.js';
+import { GENERATE_USAGE, HELP, generate, parseGenerateArgs } from './generate.js';
+import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
+import { UsageError, didYouMean, float } from './usage.js';
+
+const CANNY_OPTIONS: readonly OptionSpec[] = [
+  { name: 'out', short: 'o', value: 'FILE.png', help: 'where to write the edges (required)' },
+  { name: 'low', value: 'T', help: 'lower hysteresis threshold (default 100)' },
+  { name: 'high', value: 'T', help: 'upper hysteresis threshold (default 200; ≥ --low)' },
+  { name: 'l2', help: 'L2 gradient magnitude (OpenCV\'s L2gradient)' },
+  { name: 'help', short: 'h', help: 'show this help' },
+];
+
+const CANNY_USAGE = `usage: cnxs canny <in.png> --out <edges.png> [options]
+OpenCV-exact Canny edges (the control images ControlNet-XS canny adapters expect)
+
+${optionsHelp(CANNY_OPTIONS)}`;
+
+const COMMANDS = ['generate', 'canny', 'help'];
 
 const USAGE = `usage: cnxs <command> [options]
 
 commands:
   generate  prompt + control image → PNG with ControlNet-XS (SD 1.x/2.x and SDXL)
-  canny <in.png> --out <edges.png> [--low 100] [--high 200] [--l2]
-            OpenCV-exact Canny edges (the control images ControlNet-XS canny adapters expect)
-  help      show this text
+  canny     OpenCV-exact Canny edges (the control images ControlNet-XS canny adapters expect)
+  help      show this text (cnxs <command> --help: that command's options)
 
-${GENERATE_USAGE}`;
+options: -v, --version   print the version
 
-async function cannyCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: { out: { type: 'string', short: 'o' }, low: { type: 'string' }, high: { type: 'string' }, l2: { type: 'boolean' } },
-  });
-  const input = positionals[0];
-  if (!input || positionals.length > 1) throw new UsageError('canny takes exactly one input image');
-  if (!values.out) throw new UsageError('canny needs --out <file.png>');
+${GENERATE_USAGE}
+
+${CANNY_USAGE}`;
+
+async function cannyCommand(args: readonly string[]): Promise<void> {
+  const v = new OptionValues(parseOptions(args, CANNY_OPTIONS, 'canny'));
+  if (v.flag('help')) {
+    console.log(CANNY_USAGE);
+    return;
+  }
+  const input = v.positionals[0];
+  if (!input || v.positionals.length > 1) throw new UsageError('canny takes exactly one input image');
+  const out = v.string('out');
+  if (!out) throw new UsageError('canny needs --out <file.png>');
+  const low = float('low', v.string('low') ?? '100', { min: 0 });
+  const high = float('high', v.string('high') ?? '200', { min: 0 });
+  if (low > high) throw new UsageError(`--low (${low}) must not be above --high (${high})`);
   const image = await loadImage(input);
-  const low = values.low === undefined ? 100 : float('low', values.low);
-  const high = values.high === undefined ? 200 : float('high', values.high);
-  const edges = canny(image, { low, high, l2Gradient: values.l2 ?? false });
-  await edges.save(values.out);
-  console.log(`wrote ${values.out} (${edges.width}×${edges.height})`);
+  const edges = canny(image, { low, high, l2Gradient: v.flag('l2') });
+  await edges.save(out);
+  console.log(`wrote ${out} (${edges.width}×${edges.height})`);
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** The package's version, from the package.json two folders up (dist/cli or src/cli). */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+  return pkg.version ?? 'unknown';
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
-      case 'generate':
-        await generate(parseGenerateArgs(rest), { stdout: process.stdout, stderr: process.stderr });
+      case 'generate': {
+        const options = parseGenerateArgs(rest);
+        if (options === HELP) console.log(GENERATE_USAGE);
+        else await generate(options, { stdout: process.stdout, stderr: process.stderr });
         return 0;
+      }
       case 'canny':
         await cannyCommand(rest);
         return 0;
@@ -52,24 +82,27 @@ export async function main(argv: string[]): Promise<number> {
       case '-h':
         console.log(USAGE);
         return 0;
+      case '--version':
+      case '-v':
+        console.log(version());
+        return 0;
       default:
-        throw new UsageError(`unknown command "${command}"`);
+        throw new UsageError(`unknown command "${command}"${didYouMean(command, COMMANDS)}`);
     }
   } catch (e) {
-    if (e instanceof UsageError || isParseArgsError(e)) {
-      console.error(`cnxs: ${(e as Error).message} (see cnxs help)`);
+    if (e instanceof UsageError) {
+      console.error(`cnxs: ${e.message} (see cnxs ${command && COMMANDS.includes(command) && command !== 'help' ? `${command} --help` : 'help'})`);
       return 2;
     }
     if (e instanceof ControlNetXSError) {
       console.error(`cnxs: ${oneLine(e.message)}`);
       return 1;
     }
-    throw e;
+    // not one of ours: still one line, the stack only on request
+    if (process.env['CNXS_DEBUG']) throw e;
+    console.error(`cnxs: unexpected error: ${oneLine(e instanceof Error ? e.message : String(e))} (CNXS_DEBUG=1 shows the stack)`);
+    return 1;
   }
-}
-
-function isParseArgsError(e: unknown): boolean {
-  return e instanceof Error && 'code' in e && String((e as { code: unknown }).code).startsWith('ERR_PARSE_ARGS');
 }
 
 function oneLine(message: string): string {

@@ -1,45 +1,76 @@
 /**
  * `cnxs generate`: prompt + control image → PNG(s), with the SD or SDXL ControlNet-XS pipeline picked
- * from the model's model_index.json. Progress on stderr (TTY only), a summary on stdout (`--json`
- * for machines), A1111-style `parameters` metadata in every PNG, atomic writes.
+ * from the model's model_index.json. Every option is checked before anything is resolved or loaded;
+ * progress on stderr (TTY only), a summary on stdout (`--json` for machines), A1111-style `parameters`
+ * metadata in every PNG (each image with its own seed), atomic writes.
  */
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, extname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { ControlNetXSError } from '../errors.js';
+import { HubNotCachedError } from '../hub/errors.js';
 import { canny } from '../image/canny.js';
 import { loadImage } from '../image/load.js';
+import { checkPngText } from '../image/png-text.js';
 import type { RGBImage } from '../image/rgb-image.js';
-import { MissingWeightsError } from '../errors.js';
-import { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
-import { readModelIndex } from '../pipelines/components.js';
-import { DEVICES, resolveModelDir, resolvePipelineDir, type Device, type PipelineLoadOptions } from '../pipelines/resolve.js';
-import { StableDiffusionControlNetXSPipeline } from '../pipelines/stable-diffusion-controlnet-xs.js';
+import { fitToAspect, roundSize, type ImageSize, type SizeRules } from '../pipelines/image-size.js';
+import { DEFAULT_CONTROLNETS, loadControlNetXSPipeline } from '../pipelines/load.js';
+import { DEVICES, type Device, type PipelineLoadOptions } from '../pipelines/resolve.js';
 import { StableDiffusionXLControlNetXSPipeline } from '../pipelines/stable-diffusion-xl-controlnet-xs.js';
 import { Generator } from '../random/index.js';
-import { schedulerAlias } from '../schedulers/aliases.js';
+import { SCHEDULER_ALIASES, findSchedulerAlias, schedulerLabel } from '../schedulers/aliases.js';
 import { schedulerClass } from '../schedulers/index.js';
+import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
 import { ProgressBar } from './progress.js';
-import { UsageError, float, integer } from './usage.js';
+import { UsageError, didYouMean, float, integer, seed as parseSeed } from './usage.js';
 
 export const DEFAULT_MODEL = 'stabilityai/stable-diffusion-2-1-base';
-export const DEFAULT_CONTROLNET = 'UmerHA/Testing-ConrolNetXS-SD2.1-canny';
-export const DEFAULT_CONTROLNET_XL = 'UmerHA/Testing-ConrolNetXS-SDXL-canny';
+/** The most pixels `--max-pixels` allows by default (2048 × 2048): past it memory grows beyond most machines. */
+export const DEFAULT_MAX_PIXELS = 2048 * 2048;
+/** A1111's clip-skip slider range: 1 is the last layer (no skip), 2 the penultimate, … */
+const MAX_CLIP_SKIP = 12;
+/** diffusers' schedulers train on 1000 timesteps; more inference steps than that are refused. */
+const MAX_STEPS = 1000;
 
-export const GENERATE_USAGE = `cnxs generate --prompt "…" --control edges.png [options]
-  --model ID|DIR          base pipeline (default ${DEFAULT_MODEL}); SDXL repos pick the SDXL pipeline
-  --controlnet ID|DIR     ControlNet-XS adapter (default ${DEFAULT_CONTROLNET}, or the SDXL one)
-  --canny                 run Canny (100, 200) on --control first
-  --negative-prompt TEXT  --steps N (30)  --guidance-scale G (7.5)  --control-scale S (1.0)
-  --control-start F (0)   --control-end F (1)  --scheduler NAME (the model's)  --seed N (random)
-  --width W --height H    --num-images N (1)  --clip-skip N  --variant fp16  --revision REV
-  --offline               use only the local Hugging Face cache
-  --graph-cache DIR|off   optimized-graph cache for fast warm loads (default ~/.cache/controlnet-xs/graphs)
-  --device cpu|cuda|webgpu  execution provider (default cpu; falls back to the CPU with a warning)
-  --out out.png           (several images: out-0.png, out-1.png, …)  --json  machine-readable summary`;
+const GENERATE_OPTIONS: readonly OptionSpec[] = [
+  { name: 'prompt', short: 'p', value: 'TEXT', help: 'what to draw (required)' },
+  { name: 'control', short: 'c', value: 'IMAGE', help: 'control image: PNG, JPEG, WebP, … (required)' },
+  { name: 'canny', help: 'run Canny edges (100, 200) on --control first' },
+  { name: 'model', short: 'm', value: 'ID|DIR', help: `base pipeline (default ${DEFAULT_MODEL}); SDXL repos pick the SDXL pipeline` },
+  { name: 'controlnet', value: 'ID|DIR', help: `ControlNet-XS adapter (default ${DEFAULT_CONTROLNETS.sd}, or ${DEFAULT_CONTROLNETS.sdxl} for SDXL)` },
+  { name: 'negative-prompt', short: 'n', value: 'TEXT', help: 'what not to draw' },
+  { name: 'steps', short: 's', value: 'N', help: `denoising steps, 1 … ${MAX_STEPS} (default 30)` },
+  { name: 'guidance-scale', short: 'g', value: 'G', help: 'classifier-free guidance, A1111\'s "CFG scale" (default 7.5; ≤ 1 turns it off)' },
+  { name: 'control-scale', value: 'S', help: 'strength of the control (default 1.0)' },
+  { name: 'control-start', value: 'F', help: 'fraction of the steps where control starts (default 0)' },
+  { name: 'control-end', value: 'F', help: 'fraction of the steps where control ends (default 1)' },
+  { name: 'scheduler', value: 'NAME', help: 'sampler (default: the model\'s); names below, A1111 labels and diffusers class names work too' },
+  { name: 'seed', value: 'N', help: 'seed 0 … 2^64−1 (default random); image k of --num-images gets seed + k, as in A1111' },
+  { name: 'width', short: 'W', value: 'PX', help: 'image width (default: the model\'s resolution fitted to the control image\'s aspect ratio)' },
+  { name: 'height', short: 'H', value: 'PX', help: 'image height (same default); sizes are rounded to the multiple the model needs' },
+  { name: 'max-pixels', value: 'N', help: `refuse sizes above N pixels (default ${DEFAULT_MAX_PIXELS} = 2048×2048)` },
+  { name: 'num-images', value: 'N', help: 'images to generate (default 1): out-0.png, out-1.png, …' },
+  { name: 'clip-skip', value: 'N', help: `A1111's clip skip, 1 … ${MAX_CLIP_SKIP}: 1 uses the text encoder's last layer, 2 the penultimate, …` },
+  { name: 'variant', value: 'NAME', help: 'weights variant, e.g. fp16 (falls back to the default weights where an adapter has none)' },
+  { name: 'revision', value: 'REV', help: 'branch, tag or commit of the base model on the Hub' },
+  { name: 'offline', help: 'use only the local Hugging Face cache' },
+  { name: 'graph-cache', value: 'DIR|off', help: 'optimized-graph cache for fast warm loads (default ~/.cache/controlnet-xs/graphs)' },
+  { name: 'device', value: DEVICES.join('|'), help: 'execution provider (default cpu; an unavailable device falls back to the CPU with one notice)' },
+  { name: 'out', short: 'o', value: 'FILE.png', help: 'output (default out.png; several images: out-0.png, out-1.png, …)' },
+  { name: 'json', help: 'print a machine-readable summary' },
+  { name: 'help', short: 'h', help: 'show this help' },
+];
 
-interface GenerateOptions {
+export const GENERATE_USAGE = `usage: cnxs generate --prompt "…" --control edges.png [options]
+
+${optionsHelp(GENERATE_OPTIONS)}
+
+schedulers: ${Object.entries(SCHEDULER_ALIASES)
+  .map(([k, a]) => `${k} (${a.label})`)
+  .join(', ')}`;
+
+export interface GenerateOptions {
   prompt: string;
   control: string;
   model: string;
@@ -51,11 +82,14 @@ interface GenerateOptions {
   controlScale: number;
   controlStart: number;
   controlEnd: number;
+  /** The alias key (`euler-a`), resolved from any accepted spelling; undefined: the model's own. */
   scheduler: string | undefined;
-  seed: number;
+  seed: bigint;
   width: number | undefined;
   height: number | undefined;
+  maxPixels: number;
   numImages: number;
+  /** A1111's numbering: 1 = last layer. */
   clipSkip: number | undefined;
   variant: string | undefined;
   revision: string | undefined;
@@ -66,72 +100,73 @@ interface GenerateOptions {
   json: boolean;
 }
 
-export function parseGenerateArgs(argv: string[]): GenerateOptions {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      prompt: { type: 'string', short: 'p' },
-      control: { type: 'string', short: 'c' },
-      model: { type: 'string' },
-      controlnet: { type: 'string' },
-      canny: { type: 'boolean' },
-      'negative-prompt': { type: 'string' },
-      steps: { type: 'string' },
-      'guidance-scale': { type: 'string' },
-      'control-scale': { type: 'string' },
-      'control-start': { type: 'string' },
-      'control-end': { type: 'string' },
-      scheduler: { type: 'string' },
-      seed: { type: 'string' },
-      width: { type: 'string' },
-      height: { type: 'string' },
-      'num-images': { type: 'string' },
-      'clip-skip': { type: 'string' },
-      variant: { type: 'string' },
-      revision: { type: 'string' },
-      offline: { type: 'boolean' },
-      'graph-cache': { type: 'string' },
-      device: { type: 'string' },
-      out: { type: 'string', short: 'o' },
-      json: { type: 'boolean' },
-    },
-  });
-  if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-  if (values.prompt === undefined) throw new UsageError('generate needs --prompt');
-  if (values.control === undefined) throw new UsageError('generate needs --control <image>');
-  const out = values.out ?? 'out.png';
+/** `cnxs generate --help` asked for the usage text instead of a generation. */
+export const HELP = Symbol('help');
+
+/** The options, every value checked (no file is touched): a UsageError names the first problem. */
+export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | typeof HELP {
+  const v = new OptionValues(parseOptions(argv, GENERATE_OPTIONS, 'generate'));
+  if (v.flag('help')) return HELP;
+  if (v.positionals.length) throw new UsageError(`generate: unexpected argument "${v.positionals[0]}" (options start with --)`);
+  const prompt = v.string('prompt');
+  const control = v.string('control');
+  if (prompt === undefined) throw new UsageError('generate needs --prompt');
+  if (control === undefined) throw new UsageError('generate needs --control <image>');
+  const out = v.string('out') ?? 'out.png';
   if (extname(out).toLowerCase() !== '.png') throw new UsageError(`--out must be a .png file, got "${out}"`);
-  const dim = (name: string, v: string | undefined) => (v === undefined ? undefined : integer(name, v, { min: 8 }));
-  const device = values.device ?? 'cpu';
-  if (!DEVICES.includes(device as Device)) throw new UsageError(`--device must be one of ${DEVICES.join(', ')}, got "${device}"`);
-  const clip = values['clip-skip'];
-  const seed = values.seed;
+  const device = v.string('device') ?? 'cpu';
+  if (!DEVICES.includes(device as Device)) throw new UsageError(`--device must be one of ${DEVICES.join(', ')}, got "${device}"${didYouMean(device, DEVICES)}`);
+  const scheduler = v.string('scheduler');
+  const alias = scheduler === undefined ? undefined : findSchedulerAlias(scheduler);
+  if (scheduler !== undefined && !alias) {
+    throw new UsageError(`unknown --scheduler "${scheduler}"${didYouMean(scheduler, Object.keys(SCHEDULER_ALIASES))}; choose one of ${Object.keys(SCHEDULER_ALIASES).join(', ')}`);
+  }
+  const num = (name: string, fallback: string, range: { min?: number; max?: number } = {}) => float(name, v.string(name) ?? fallback, range);
+  const whole = (name: string, range: { min?: number; max?: number }) => {
+    const s = v.string(name);
+    return s === undefined ? undefined : integer(name, s, range);
+  };
+  const controlStart = num('control-start', '0', { min: 0, max: 1 });
+  const controlEnd = num('control-end', '1', { min: 0, max: 1 });
+  if (!(controlStart < controlEnd)) throw new UsageError(`--control-start (${controlStart}) must be below --control-end (${controlEnd})`);
+  const maxPixels = whole('max-pixels', { min: 1 }) ?? DEFAULT_MAX_PIXELS;
+  const width = whole('width', { min: 8 });
+  const height = whole('height', { min: 8 });
+  // both sides given: refused now; one side given: checked once the other is derived (chooseSize), before any allocation
+  if (width !== undefined && height !== undefined && width * height > maxPixels) {
+    throw new UsageError(`--width ${width} --height ${height} is ${width * height} pixels, over --max-pixels ${maxPixels}`);
+  }
+  const seedText = v.string('seed');
+  const numImages = whole('num-images', { min: 1, max: 64 }) ?? 1;
+  const s = seedText === undefined ? BigInt(Math.floor(Math.random() * 2 ** 32)) : parseSeed('seed', seedText);
+  if (s + BigInt(numImages - 1) > 2n ** 64n - 1n) throw new UsageError(`--seed ${s} + --num-images ${numImages} runs past 2^64−1`);
+  const graphCache = v.string('graph-cache');
   return {
-    prompt: values.prompt,
-    control: values.control,
-    model: values.model ?? DEFAULT_MODEL,
-    controlnet: values.controlnet,
-    canny: values.canny ?? false,
-    negativePrompt: values['negative-prompt'],
-    steps: integer('steps', values.steps ?? '30', { min: 1 }),
-    guidanceScale: float('guidance-scale', values['guidance-scale'] ?? '7.5'),
-    controlScale: float('control-scale', values['control-scale'] ?? '1.0'),
-    controlStart: float('control-start', values['control-start'] ?? '0', { min: 0, max: 1 }),
-    controlEnd: float('control-end', values['control-end'] ?? '1', { min: 0, max: 1 }),
-    scheduler: values.scheduler,
-    seed: seed === undefined ? Math.floor(Math.random() * 2 ** 32) : integer('seed', seed, { min: 0 }),
-    width: dim('width', values.width),
-    height: dim('height', values.height),
-    numImages: integer('num-images', values['num-images'] ?? '1', { min: 1 }),
-    clipSkip: clip === undefined ? undefined : integer('clip-skip', clip, { min: 0 }),
-    variant: values.variant,
-    revision: values.revision,
-    offline: values.offline ?? false,
-    graphCache: values['graph-cache'] === 'off' ? null : values['graph-cache'] ?? defaultGraphCacheDir(process.env),
+    prompt,
+    control,
+    model: v.string('model') ?? DEFAULT_MODEL,
+    controlnet: v.string('controlnet'),
+    canny: v.flag('canny'),
+    negativePrompt: v.string('negative-prompt'),
+    steps: whole('steps', { min: 1, max: MAX_STEPS }) ?? 30,
+    guidanceScale: num('guidance-scale', '7.5'),
+    controlScale: num('control-scale', '1.0'),
+    controlStart,
+    controlEnd,
+    scheduler: alias?.key,
+    seed: s,
+    width,
+    height,
+    maxPixels,
+    numImages,
+    clipSkip: whole('clip-skip', { min: 1, max: MAX_CLIP_SKIP }),
+    variant: v.string('variant'),
+    revision: v.string('revision'),
+    offline: v.flag('offline'),
+    graphCache: graphCache === 'off' ? null : (graphCache ?? defaultGraphCacheDir(process.env)),
     device: device as Device,
     out,
-    json: values.json ?? false,
+    json: v.flag('json'),
   };
 }
 
@@ -147,19 +182,63 @@ export function outputPaths(out: string, n: number): string[] {
   return Array.from({ length: n }, (_, i) => `${out.slice(0, out.length - ext.length)}-${i}${ext}`);
 }
 
-export async function generate(o: GenerateOptions, io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WriteStream }): Promise<void> {
-  // Fail before any download when the output cannot be written.
-  const outDir = dirname(resolve(o.out));
-  try {
-    if (!(await stat(outDir)).isDirectory()) throw new Error('not a directory');
-    await access(outDir, constants.W_OK);
-  } catch {
-    throw new UsageError(`cannot write to ${o.out}: folder ${outDir} does not exist or is not writable`);
+/** Fail before any download when an output cannot be written: its folder must exist and be writable, the file not be a folder. */
+async function checkOutputs(paths: readonly string[]): Promise<void> {
+  for (const path of paths) {
+    const dir = dirname(resolve(path));
+    try {
+      if (!(await stat(dir)).isDirectory()) throw new Error('not a directory');
+      await access(dir, constants.W_OK);
+    } catch {
+      throw new UsageError(`cannot write to ${path}: folder ${dir} does not exist or is not writable`);
+    }
+    const existing = await stat(path).catch(() => null);
+    if (existing?.isDirectory()) throw new UsageError(`cannot write to ${path}: it is a folder (--out names the .png file to write)`);
   }
+}
+
+/**
+ * The size to generate: `--width/--height` as given, or derived from the control image's aspect
+ * ratio and the model's resolution; rounded to the model's multiple (with a notice when that
+ * changes a given size) and held to `--max-pixels`.
+ */
+export function chooseSize(o: Pick<GenerateOptions, 'width' | 'height' | 'maxPixels'>, control: ImageSize, rules: SizeRules, note: (m: string) => void): ImageSize {
+  let size: ImageSize;
+  if (o.width !== undefined && o.height !== undefined) size = { width: o.width, height: o.height };
+  else if (o.width !== undefined) size = { width: o.width, height: (o.width * control.height) / control.width };
+  else if (o.height !== undefined) size = { width: (o.height * control.width) / control.height, height: o.height };
+  else size = fitToAspect(control, rules);
+  const rounded = roundSize(size, rules);
+  const changed = (o.width !== undefined && rounded.width !== o.width) || (o.height !== undefined && rounded.height !== o.height);
+  if (changed) {
+    note(`${o.width ?? '…'}×${o.height ?? '…'} px is not a multiple of ${rules.multiple} px for this model; generating ${rounded.width}×${rounded.height}`);
+  }
+  if (rounded.width * rounded.height > o.maxPixels) {
+    throw new UsageError(`${rounded.width}×${rounded.height} px is over --max-pixels ${o.maxPixels}; ask for a smaller --width/--height or raise --max-pixels`);
+  }
+  return rounded;
+}
+
+export interface GenerateIO {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WriteStream;
+}
+
+export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void> {
+  // 1. Everything that can be checked without the model: outputs, metadata text, the control image.
+  const paths = outputPaths(o.out, o.numImages);
+  await checkOutputs(paths);
+  const seeds = Array.from({ length: o.numImages }, (_, k) => o.seed + BigInt(k));
+  checkPngText({ parameters: a1111Parameters(o, { sampler: 'x', seed: o.seed, width: 0, height: 0, controlnet: '' }) });
   const bar = new ProgressBar(io.stderr, Boolean(io.stderr.isTTY));
+  const notice = (kind: 'warning' | 'note') => (m: string) => {
+    bar.done();
+    io.stderr.write(`cnxs: ${kind}: ${m}\n`);
+  };
   let control: RGBImage = await loadImage(o.control);
   if (o.canny) control = canny(control, { low: 100, high: 200 });
 
+  // 2. The pipeline (downloads on first use).
   const load: PipelineLoadOptions = {
     ...(o.variant ? { variant: o.variant } : {}),
     ...(o.revision ? { revision: o.revision } : {}),
@@ -167,36 +246,36 @@ export async function generate(o: GenerateOptions, io: { stdout: NodeJS.Writable
     ...(o.graphCache ? { runtime: { graphCacheDir: o.graphCache } } : {}),
     ...(o.device !== 'cpu' ? { device: o.device } : {}),
     onDownloadProgress: (p) => bar.update(`downloading ${p.file}`, p.loaded, p.total),
-    warn: (m) => {
-      bar.done();
-      io.stderr.write(`cnxs: warning: ${m}\n`);
-    },
+    warn: notice('warning'),
   };
   const t0 = performance.now();
-  const modelDir = await resolvePipelineDir(o.model, load);
-  const className = String(readModelIndex(modelDir)['_class_name'] ?? '');
-  const isXL = className.includes('XL');
-  const controlnetId = o.controlnet ?? (isXL ? DEFAULT_CONTROLNET_XL : DEFAULT_CONTROLNET);
-  const { revision: _modelRevision, ...adapterLoad } = load;
-  const adapterDir = await resolveModelDir(controlnetId, adapterLoad);
-  const controlnet = await ControlNetXSAdapter.fromPretrained(adapterDir, { ...(o.variant ? { variant: o.variant } : {}), warn: load.warn! }).catch(async (e: unknown) => {
-    // published adapters often have no fp16 variant: fall back like diffusers does
-    if (!o.variant || !(e instanceof MissingWeightsError)) throw e;
-    return ControlNetXSAdapter.fromPretrained(adapterDir, { warn: load.warn! });
-  });
-  const pipe = isXL
-    ? await StableDiffusionXLControlNetXSPipeline.fromPretrained(modelDir, { ...load, controlnet })
-    : await StableDiffusionControlNetXSPipeline.fromPretrained(modelDir, { ...load, controlnet });
+  const { pipeline: pipe, controlnet } = await loadControlNetXSPipeline(o.model, { ...load, ...(o.controlnet ? { controlnet: o.controlnet } : {}) }).catch(
+    (e: unknown) => {
+      // the library says `localFilesOnly`; the user typed --offline
+      if (e instanceof HubNotCachedError) throw new ControlNetXSError(e.message.replace('localFilesOnly is set', '--offline is set'));
+      throw e;
+    },
+  );
   bar.done();
   pipe.enableModelCpuOffload(); // one generation per process: each session closes after its stage (lower peak memory)
-  let sampler = String(pipe.scheduler.config._class_name).replace(/Scheduler$/, '');
   if (o.scheduler) {
-    const alias = schedulerAlias(o.scheduler);
+    const alias = SCHEDULER_ALIASES[o.scheduler]!;
     pipe.scheduler = schedulerClass(alias.className).fromConfig({ ...pipe.scheduler.config, ...alias.overrides });
-    sampler = alias.label;
   }
+  const sampler = schedulerLabel(pipe.scheduler.config);
+  // 3. What only the model's configs can say, still before any generation work.
+  const trainSteps = pipe.scheduler.numTrainTimesteps;
+  if (o.steps > trainSteps) throw new UsageError(`--steps ${o.steps} is more than this model's scheduler was trained on (${trainSteps})`);
+  // SD reads hidden_states[-clip_skip−1] of layers+1 states; SDXL's penultimate-layer default is one deeper already
+  const layers = pipe.textEncoder.config.numHiddenLayers;
+  const maxClipSkip = pipe instanceof StableDiffusionXLControlNetXSPipeline ? layers : layers + 1;
+  if (o.clipSkip !== undefined && o.clipSkip > maxClipSkip) {
+    throw new UsageError(`--clip-skip ${o.clipSkip} is too deep: this text encoder has ${layers} layers, so at most ${maxClipSkip}`);
+  }
+  const { width, height } = chooseSize(o, control, pipe.sizeRules, notice('note'));
   const loadSeconds = (performance.now() - t0) / 1000;
 
+  // 4. Generate: one generator per image (seed + k), so every image reproduces from the seed in its file.
   const t1 = performance.now();
   const common = {
     prompt: o.prompt,
@@ -204,41 +283,64 @@ export async function generate(o: GenerateOptions, io: { stdout: NodeJS.Writable
     numInferenceSteps: o.steps,
     guidanceScale: o.guidanceScale,
     numImagesPerPrompt: o.numImages,
-    generator: new Generator().manualSeed(o.seed),
+    generator: seeds.map((s) => new Generator().manualSeed(s)),
     controlnetConditioningScale: o.controlScale,
     controlGuidanceStart: o.controlStart,
     controlGuidanceEnd: o.controlEnd,
+    width,
+    height,
     outputType: 'pil' as const,
     onProgress: (p: { step: number; total: number }) => bar.update('denoising', p.step, p.total),
     ...(o.negativePrompt !== undefined ? { negativePrompt: o.negativePrompt } : {}),
-    ...(o.width !== undefined ? { width: o.width } : {}),
-    ...(o.height !== undefined ? { height: o.height } : {}),
-    ...(o.clipSkip !== undefined ? { clipSkip: o.clipSkip } : {}),
+    ...(o.clipSkip !== undefined && o.clipSkip > 1 ? { clipSkip: o.clipSkip - 1 } : {}),
   };
   const { images } = pipe instanceof StableDiffusionXLControlNetXSPipeline ? await pipe.run(common) : await pipe.run(common);
   bar.done();
   const seconds = (performance.now() - t1) / 1000;
   const list = images as RGBImage[];
-  const paths = outputPaths(o.out, list.length);
-  const parameters = a1111Parameters(o, { sampler, width: list[0]!.width, height: list[0]!.height, model: o.model, controlnet: controlnetId });
-  for (const [i, img] of list.entries()) await img.save(paths[i]!, { pngText: { parameters } });
+  const controlnetName = controlnet ?? o.controlnet ?? '';
+  for (const [i, img] of list.entries()) {
+    const parameters = a1111Parameters(o, { sampler, seed: seeds[i]!, width, height, controlnet: controlnetName });
+    await img.save(paths[i]!, { pngText: { parameters } });
+  }
 
-  const summary = { images: paths, seed: o.seed, steps: o.steps, sampler, width: list[0]!.width, height: list[0]!.height, model: o.model, controlnet: controlnetId, pipeline: pipe.constructor.name, loadSeconds, seconds };
+  const summary = {
+    images: paths,
+    seed: jsonSeed(o.seed),
+    seeds: seeds.map(jsonSeed),
+    steps: o.steps,
+    sampler,
+    width,
+    height,
+    model: o.model,
+    controlnet: controlnetName,
+    pipeline: pipe.constructor.name,
+    loadSeconds,
+    seconds,
+  };
   if (o.json) io.stdout.write(`${JSON.stringify(summary)}\n`);
-  else io.stdout.write(`${paths.map((p) => `wrote ${p}`).join('\n')}\n${summary.width}×${summary.height}, ${o.steps} steps (${sampler}), seed ${o.seed}, ${seconds.toFixed(1)} s\n`);
+  else io.stdout.write(`${paths.map((p, i) => `wrote ${p} (seed ${seeds[i]})`).join('\n')}\n${width}×${height}, ${o.steps} steps (${sampler}), ${seconds.toFixed(1)} s\n`);
 }
 
-/** The `parameters` text A1111 writes into its PNGs. */
-export function a1111Parameters(o: GenerateOptions, info: { sampler: string; width: number; height: number; model: string; controlnet: string }): string {
+/** A seed as JSON: a number while exact, else its decimal string. */
+function jsonSeed(s: bigint): number | string {
+  return s <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(s) : s.toString();
+}
+
+/** The `parameters` text A1111 writes into its PNGs (every field one that `cnxs generate` reads back). */
+export function a1111Parameters(
+  o: GenerateOptions,
+  info: { sampler: string; seed: bigint; width: number; height: number; controlnet: string },
+): string {
   const lines = [o.prompt];
   if (o.negativePrompt) lines.push(`Negative prompt: ${o.negativePrompt}`);
   const fields = [
     `Steps: ${o.steps}`,
     `Sampler: ${info.sampler}`,
     `CFG scale: ${o.guidanceScale}`,
-    `Seed: ${o.seed}`,
+    `Seed: ${info.seed}`,
     `Size: ${info.width}x${info.height}`,
-    `Model: ${info.model}`,
+    `Model: ${o.model}`,
     `ControlNet-XS: ${info.controlnet}`,
     `Control scale: ${o.controlScale}`,
   ];

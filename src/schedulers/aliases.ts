@@ -27,8 +27,55 @@ export const SCHEDULER_ALIASES: Readonly<Record<string, SchedulerAlias>> = Objec
   lcm: { className: 'LCMScheduler', overrides: {}, label: 'LCM' },
 });
 
+/**
+ * Every way a sampler is written → its alias: the short names above, A1111's labels as the CLI writes
+ * them into PNGs ('Euler a', 'DPM++ 2M Karras', 'PLMS'), and diffusers class names with or without
+ * the `Scheduler` suffix (a class stands for its plain alias). Case, spaces, `_` and `-` are ignored.
+ */
+function spellings(): Map<string, string> {
+  const m = new Map<string, string>();
+  const add = (spelling: string, key: string) => {
+    const k = normalize(spelling);
+    if (!m.has(k)) m.set(k, key);
+  };
+  for (const [key, a] of Object.entries(SCHEDULER_ALIASES)) {
+    add(key, key);
+    add(a.label, key);
+  }
+  for (const [key, a] of Object.entries(SCHEDULER_ALIASES)) {
+    if (Object.keys(a.overrides).length > 0) continue;
+    add(a.className, key);
+    add(a.className.replace(/Scheduler$/, ''), key);
+  }
+  return m;
+}
+
+function normalize(name: string): string {
+  return name.toLowerCase().replace(/[\s_-]+/g, '');
+}
+
+/** The alias a sampler name stands for (see `spellings`), or undefined. */
+export function findSchedulerAlias(name: string): { key: string; alias: SchedulerAlias } | undefined {
+  const key = spellings().get(normalize(name));
+  return key === undefined ? undefined : { key, alias: SCHEDULER_ALIASES[key]! };
+}
+
 export function schedulerAlias(name: string): SchedulerAlias {
-  const a = SCHEDULER_ALIASES[name.toLowerCase()];
-  if (!a) throw new ConfigError(`unknown scheduler "${name}"; choose one of ${Object.keys(SCHEDULER_ALIASES).join(', ')}`);
-  return a;
+  const found = findSchedulerAlias(name);
+  if (!found) throw new ConfigError(`unknown scheduler "${name}"; choose one of ${Object.keys(SCHEDULER_ALIASES).join(', ')}`);
+  return found.alias;
+}
+
+/**
+ * The A1111 label of a scheduler config: the alias whose class and overrides it matches ('DPM++ 2M
+ * Karras' for DPMSolverMultistep with Karras sigmas), else the class name without `Scheduler`.
+ */
+export function schedulerLabel(config: Readonly<Record<string, unknown>>): string {
+  const className = String(config['_class_name'] ?? '');
+  const matches = Object.values(SCHEDULER_ALIASES).filter(
+    (a) => a.className === className && Object.entries(a.overrides).every(([k, v]) => config[k] === v),
+  );
+  // the most specific match: Karras sigmas on beats the plain alias
+  matches.sort((a, b) => Object.keys(b.overrides).length - Object.keys(a.overrides).length);
+  return matches[0]?.label ?? className.replace(/Scheduler$/, '');
 }
