@@ -1,7 +1,6 @@
 /** Bad input to the core models: each case fails with a named error that says what is wrong. */
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ConfigError, InputError, WeightLoadError } from '../src/errors.js';
@@ -14,7 +13,7 @@ import { ModelSession } from '../src/runtime/session.js';
 import { StableDiffusionControlNetXSPipeline } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { Tensor } from '../src/tensor.js';
 import { WeightSource } from '../src/weights/source.js';
-import { allNodes, assertClose, fixture } from './helpers.js';
+import { allNodes, assertClose, fixture, tempDir } from './helpers.js';
 import { Generator, randn } from '../src/random/index.js';
 
 const D = fixture('tiny-sd-cnxs');
@@ -31,13 +30,13 @@ before(async () => {
 after(() => model.release());
 
 test('missing config.json names the folder', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'cnxs-'));
+  const dir = tempDir('cnxs-model-errors-');
   await assert.rejects(UNet2DConditionModel.fromPretrained(dir), (e: Error) => e instanceof ConfigError && e.message.includes(join(dir, 'config.json')));
   await assert.rejects(ControlNetXSAdapter.fromPretrained(join(dir, 'nope')), (e: Error) => e instanceof ConfigError && /not a model folder/.test(e.message));
 });
 
 test('a config value of the wrong kind, and unsupported settings, are named', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'cnxs-'));
+  const dir = tempDir('cnxs-model-errors-');
   cpSync(`${D}/unet`, dir, { recursive: true });
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, norm_num_groups: 'eight' }));
@@ -110,13 +109,12 @@ test('the runtime seam validates feeds by name, dtype and symbolic dims', async 
 });
 
 test('a corrupt weights file fails at load, naming the file', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'cnxs-'));
+  const dir = tempDir('cnxs-model-errors-');
   cpSync(`${D}/controlnet`, dir, { recursive: true });
   const path = join(dir, 'diffusion_pytorch_model.safetensors');
   const bytes = readFileSync(path);
   writeFileSync(path, bytes.subarray(0, bytes.length - 100));
   await assert.rejects(ControlNetXSAdapter.fromPretrained(dir), (e: Error) => e.message.includes(path) && /past the end/.test(e.message));
-  rmSync(dir, { recursive: true });
 });
 
 test('WebGPU gets a graph of standard ops; a provider that cannot start falls back to the CPU with a notice and the CPU graph', async () => {
@@ -151,7 +149,7 @@ test('WebGPU gets a graph of standard ops; a provider that cannot start falls ba
 });
 
 test('a pipeline component without the asked variant falls back to its default weights, with a warning', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'cnxs-variant-'));
+  const dir = tempDir('cnxs-variant-');
   for (const p of ['model_index.json', 'unet', 'controlnet', 'vae', 'text_encoder', 'tokenizer', 'scheduler']) cpSync(join(D, p), join(dir, p), { recursive: true });
   rmSync(join(dir, 'text_encoder', 'model.fp16.safetensors'));
   const warnings: string[] = [];

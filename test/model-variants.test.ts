@@ -4,8 +4,7 @@
  * 10-layer transformers) whose fused module tree must be covered exactly by the rename table.
  */
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ControlNetXSAdapter, ControlNetXSAdapterNet, parseAdapterConfig } from '../src/models/controlnet-xs-adapter.js';
@@ -21,7 +20,7 @@ import { UNetControlNetXSModel, UNetControlNetXSNet } from '../src/models/unet-c
 import { Tensor } from '../src/tensor.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
 import { writeSafetensors } from '../src/weights/write-safetensors.js';
-import { assertClose, fixture } from './helpers.js';
+import { assertClose, fixture, tempDir } from './helpers.js';
 
 const D = fixture('tiny-sd-cnxs');
 const ref = loadSafetensorsSync(`${D}/reference/tensors.safetensors`);
@@ -32,9 +31,12 @@ const inputs = () => ({
 });
 const quiet = { warn: () => {} };
 
-/** A copy of a model folder with config changes and (optionally) every tensor passed through `edit`. */
+/**
+ * A copy of a model folder with config changes and (optionally) every tensor passed through `edit`,
+ * removed when the calling test ends.
+ */
 function variant(folder: string, config: Record<string, unknown>, edit?: (name: string, shape: number[]) => number[]): string {
-  const dir = mkdtempSync(join(tmpdir(), 'cnxs-variant-'));
+  const dir = tempDir('cnxs-variant-');
   cpSync(folder, dir, { recursive: true });
   const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...raw, ...config }));
@@ -124,7 +126,7 @@ test('bf16 checkpoints are cast in-graph exactly: a BF16 UNet equals an F32 UNet
     return hi;
   };
   const write = (dtype: 'BF16' | 'F32') => {
-    const dir = mkdtempSync(join(tmpdir(), `cnxs-${dtype}-`));
+    const dir = tempDir(`cnxs-${dtype}-`);
     cpSync(join(D, 'unet', 'config.json'), join(dir, 'config.json'));
     writeSafetensors(
       join(dir, 'diffusion_pytorch_model.safetensors'),

@@ -1,13 +1,12 @@
 /** The safetensors reader: round trip, every header check, shards and variants. */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, cpSync, symlinkSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, cpSync, symlinkSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { MissingWeightsError, SafetensorsError, WeightLoadError } from '../src/errors.js';
 import { openWeights } from '../src/models/loading.js';
 import { halfToFloat32, loadSafetensors, loadSafetensorsSync } from '../src/weights/safetensors.js';
-import { fixture } from './helpers.js';
+import { fixture, tempDir } from './helpers.js';
 
 /** Write a safetensors file from a header object and a data section. */
 function writeSafetensors(path: string, header: unknown, data: Uint8Array, opts: { headerLength?: bigint } = {}): string {
@@ -18,7 +17,8 @@ function writeSafetensors(path: string, header: unknown, data: Uint8Array, opts:
   return path;
 }
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'cnxs-st-'));
+/** A temp folder removed when the calling test ends. */
+const tmp = () => tempDir('cnxs-st-');
 const f32 = (...v: number[]) => new Uint8Array(Float32Array.from(v).buffer);
 
 test('reads F32, F16 and BF16 tensors with their offsets', async () => {
