@@ -297,9 +297,8 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
   const { images } = pipe instanceof StableDiffusionXLControlNetXSPipeline ? await pipe.run(common) : await pipe.run(common);
   bar.done();
   const seconds = (performance.now() - t1) / 1000;
-  const list = images as RGBImage[];
   const controlnetName = controlnet ?? o.controlnet ?? '';
-  for (const [i, img] of list.entries()) {
+  for (const [i, img] of images.entries()) {
     const parameters = a1111Parameters(o, { sampler, seed: seeds[i]!, width, height, controlnet: controlnetName });
     await img.save(paths[i]!, { pngText: { parameters } });
   }
@@ -319,7 +318,7 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     seconds,
   };
   if (o.json) io.stdout.write(`${JSON.stringify(summary)}\n`);
-  else io.stdout.write(`${paths.map((p, i) => `wrote ${p} (seed ${seeds[i]})`).join('\n')}\n${width}×${height}, ${o.steps} steps (${sampler}), ${seconds.toFixed(1)} s\n`);
+  else io.stdout.write(`${paths.map((p, i) => `wrote ${p} (seed ${seeds[i]})`).join('\n')}\n${width}×${height}, ${o.steps} step${o.steps === 1 ? '' : 's'} (${sampler}), ${seconds.toFixed(1)} s\n`);
 }
 
 /** A seed as JSON: a number while exact, else its decimal string. */
