@@ -1,15 +1,19 @@
 /**
  * The one seam that owns onnxruntime: sessions are created, run and released here and nowhere
- * else. Feeds are validated against the graph's declared inputs (names, dtypes, ranks, fixed and
- * symbolic dims) so a caller's mistake is a readable `InputError`, never an onnxruntime stack.
+ * else (onnxruntime-node itself is loaded on the first session, by `onnxruntime.ts`). Feeds are
+ * validated against the graph's declared inputs (names, dtypes, ranks, fixed and symbolic dims) so a
+ * caller's mistake is a readable `InputError`, never an onnxruntime stack.
  */
-import * as ort from 'onnxruntime-node';
+import { join } from 'node:path';
+import type * as Ort from 'onnxruntime-node';
 import { InputError, RuntimeError } from '../errors.js';
 import { EXTERNAL_DATA_FOLDER } from '../graph/builder.js';
 import { OnnxDataType, encodeModel, type ModelProto, type ValueInfoProto } from '../graph/onnx-proto.js';
 import { Tensor, type AnyTypedArray, type DType, type TensorLike } from '../tensor.js';
-import { CACHED_DATA, CACHED_MODEL, cacheEntry, ensureDir, graphCacheKey } from './graph-cache.js';
-import { join } from 'node:path';
+import { describeStartFailure, formatDeviceFallback, type DeviceFallback } from './device-fallback.js';
+import { CACHED_DATA, CACHED_MODEL, GraphCache, graphCacheKey } from './graph-cache.js';
+import { firstLine } from './messages.js';
+import { loadOnnxruntime, onnxruntimeBinaryDir, type Onnxruntime } from './onnxruntime.js';
 
 export interface RuntimeOptions {
   /** onnxruntime execution providers in order of preference; default `['cpu']`. */
@@ -22,8 +26,16 @@ export interface RuntimeOptions {
   /**
    * Folder of a disk cache of optimized graphs: the first load saves one (the size of the weights
    * again, as external data), later loads skip graph optimisation. Off when unset; CPU sessions only.
+   * A folder that cannot be written costs a warning (one per model: share a `graphCache` for one in
+   * all), and the session opens without the cache.
    */
   graphCacheDir?: string;
+  /**
+   * The graph cache as an object that sessions share (`new GraphCache(dir)`, the same instance in
+   * every model's options): a problem with its folder is reported once and not retried. Wins over
+   * `graphCacheDir`.
+   */
+  graphCache?: GraphCache;
   /** Per-node profiling output prefix. */
   profileFilePrefix?: string;
   /** onnxruntime's CPU memory arena (default on); off returns activation memory to the system after each run. */
@@ -31,8 +43,19 @@ export interface RuntimeOptions {
   /** onnxruntime's memory-pattern planning (default on). */
   enableMemPattern?: boolean;
   /**
-   * Receives a notice when an accelerated execution provider (webgpu, cuda, …) cannot start and
-   * the session falls back to the CPU; default `console.warn`.
+   * Which of onnxruntime's own session log lines reach stderr: 0 verbose, 1 info, 2 warning,
+   * 3 error (default; its errors are thrown as `RuntimeError` too), 4 fatal.
+   */
+  logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
+  /**
+   * Receives, once the session is open, each execution provider asked for that does not run this
+   * model (not in this onnxruntime-node build, or could not start) and what runs it instead. When
+   * unset, each one is a one-line `warn` (`formatDeviceFallback`).
+   */
+  onDeviceFallback?: (fallback: DeviceFallback) => void;
+  /**
+   * Receives a one-line notice: a provider fallback (when `onDeviceFallback` is unset), a graph cache
+   * that cannot be used; default `console.warn`.
    */
   warn?: (message: string) => void;
 }
@@ -40,18 +63,21 @@ export interface RuntimeOptions {
 /** A feed value: a tensor, or a plain JS scalar for 0-d inputs. */
 export type Feed = TensorLike | number | boolean;
 
-const ELEM: Partial<Record<OnnxDataType, { dtype: DType; ort: ort.Tensor.Type }>> = {
+const ELEM: Partial<Record<OnnxDataType, { dtype: DType; ort: Ort.Tensor.Type }>> = {
   [OnnxDataType.FLOAT]: { dtype: 'float32', ort: 'float32' },
   [OnnxDataType.INT64]: { dtype: 'int64', ort: 'int64' },
   [OnnxDataType.BOOL]: { dtype: 'bool', ort: 'bool' },
 };
+
+type SessionOptionsFor = (executionProviders: string[], extraSession?: Record<string, string>) => Ort.InferenceSession.SessionOptions;
 
 export class ModelSession {
   private released = false;
 
   private constructor(
     readonly name: string,
-    private readonly session: ort.InferenceSession,
+    private readonly ort: Onnxruntime,
+    private readonly session: Ort.InferenceSession,
     private readonly inputs: readonly ValueInfoProto[],
     /** The execution provider asked for first that started ('cpu' after a fallback). */
     readonly executionProvider: string,
@@ -62,14 +88,65 @@ export class ModelSession {
   /**
    * Serialize `model` and open an onnxruntime session on it; weights stay in their files. When an
    * accelerated provider cannot start, the session opens on the CPU, with `fallback.cpuModel` when
-   * the graph for the CPU differs.
+   * the graph for the CPU differs, and `onDeviceFallback` (or `warn`) hears why.
    */
   static async create(model: ModelProto, options: RuntimeOptions = {}, fallback: { cpuModel?: () => ModelProto } = {}): Promise<ModelSession> {
+    const ort = await loadOnnxruntime();
+    const name = model.graph.name;
+    const requested = options.executionProviders ?? ['cpu'];
+    const built = ort.listSupportedBackends().map((b) => b.name);
+    // onnxruntime would drop a provider it does not know with a console line of its own and quietly run on the CPU.
+    const fallbacks: Omit<DeviceFallback, 'running'>[] = requested
+      .filter((p) => !built.includes(p))
+      .map((p) => ({ model: name, requested: p, kind: 'not-in-build', reason: `not in this onnxruntime-node build (it has ${built.join(', ')})`, detail: '' }));
+    const kept = requested.filter((p) => built.includes(p));
+    const providers = kept.length > 0 ? kept : ['cpu'];
+    const cpuModel = () => fallback.cpuModel?.() ?? model;
+
+    let opened: { session: Ort.InferenceSession; fromCache: boolean };
+    let inputs = model.graph.inputs;
+    try {
+      // The graph was traced for the first provider asked for; the CPU gets its own when that one is missing.
+      const m = providers[0] === 'cpu' && requested[0] !== 'cpu' ? cpuModel() : model;
+      inputs = m.graph.inputs;
+      opened = await ModelSession.open(ort, m, providers, options);
+    } catch (e) {
+      const accelerated = providers.filter((p) => p !== 'cpu');
+      if (accelerated.length === 0) {
+        throw new RuntimeError(`${name}: onnxruntime could not create a session: ${firstLine(e)}`, { cause: e });
+      }
+      fallbacks.push({ model: name, requested: accelerated.join(', '), kind: 'failed-to-start', ...describeStartFailure(accelerated[0]!, e, onnxruntimeBinaryDir()) });
+      const m = cpuModel();
+      inputs = m.graph.inputs;
+      try {
+        opened = await ModelSession.open(ort, m, ['cpu'], options);
+      } catch (cpuError) {
+        throw new RuntimeError(`${name}: onnxruntime could not create a session: ${firstLine(cpuError)}`, { cause: cpuError });
+      }
+    }
+    const running = fallbacks.some((f) => f.kind === 'failed-to-start') ? 'cpu' : providers[0]!;
+    for (const f of fallbacks) {
+      const report: DeviceFallback = { ...f, running };
+      if (options.onDeviceFallback) options.onDeviceFallback(report);
+      else (options.warn ?? console.warn)(formatDeviceFallback(report));
+    }
+    return new ModelSession(name, ort, opened.session, inputs, running, opened.fromCache);
+  }
+
+  /** One attempt on `executionProviders`, through the graph cache when it applies. */
+  private static async open(
+    ort: Onnxruntime,
+    model: ModelProto,
+    executionProviders: string[],
+    options: RuntimeOptions,
+  ): Promise<{ session: Ort.InferenceSession; fromCache: boolean }> {
     const bytes = encodeModel(model);
-    const providers = knownProviders(model.graph.name, options);
-    const opts = (executionProviders: string[], extraSession: Record<string, string> = {}): ort.InferenceSession.SessionOptions => ({
-      executionProviders,
+    const opts: SessionOptionsFor = (providers, extraSession = {}) => ({
+      executionProviders: providers,
       graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
+      // 3: onnxruntime's warnings are for its developers (unused initializers, nodes placed on the CPU, NCHWc
+      // graphs being machine-specific when the cache saves one); its errors are thrown too.
+      logSeverityLevel: options.logSeverityLevel ?? 3,
       ...(options.intraOpNumThreads !== undefined ? { intraOpNumThreads: options.intraOpNumThreads } : {}),
       ...(options.optimizedModelFilePath ? { optimizedModelFilePath: options.optimizedModelFilePath } : {}),
       ...(options.profileFilePrefix ? { enableProfiling: true, profileFilePrefix: options.profileFilePrefix } : {}),
@@ -77,70 +154,43 @@ export class ModelSession {
       ...(options.enableMemPattern !== undefined ? { enableMemPattern: options.enableMemPattern } : {}),
       extra: { session: { model_external_initializers_file_folder_path: EXTERNAL_DATA_FOLDER, ...extraSession } },
     });
-    const open = async (executionProviders: string[]): Promise<{ session: ort.InferenceSession; fromCache: boolean }> => {
-      // Only CPU graphs are cached: a WebGPU session's saved graph did not load again (onnxruntime 1.30 wrote
-      // the same name twice inside an If branch), and other providers' saved graphs are untested.
-      const cacheable = options.graphCacheDir && executionProviders.every((p) => p === 'cpu');
-      if (!cacheable) return { session: await ort.InferenceSession.create(bytes, opts(executionProviders)), fromCache: false };
-      return ModelSession.openCached(model, bytes, executionProviders, options, opts);
+    // Only CPU graphs are cached: a WebGPU session's saved graph did not load again (onnxruntime 1.30 wrote
+    // the same name twice inside an If branch), and other providers' saved graphs are untested.
+    const cache = options.graphCache ?? (options.graphCacheDir ? new GraphCache(options.graphCacheDir) : null);
+    if (cache === null || !executionProviders.every((p) => p === 'cpu')) {
+      return { session: await ort.InferenceSession.create(bytes, opts(executionProviders)), fromCache: false };
+    }
+    const settings = {
+      ort: ort.env.versions.node,
+      executionProviders,
+      level: options.graphOptimizationLevel ?? 'all',
+      threads: options.intraOpNumThreads ?? null,
     };
-    try {
-      const { session, fromCache } = await open(providers);
-      return new ModelSession(model.graph.name, session, model.graph.inputs, providers[0]!, fromCache);
-    } catch (e) {
-      const accelerated = providers.filter((p) => p !== 'cpu');
-      if (accelerated.length === 0) {
-        throw new RuntimeError(`${model.graph.name}: onnxruntime could not create a session: ${firstLine(e)}`, { cause: e });
-      }
-      (options.warn ?? console.warn)(
-        `${model.graph.name}: execution provider ${accelerated.join(', ')} is not available here (${firstLine(e)}); running on the CPU`,
-      );
-      return ModelSession.create(fallback.cpuModel?.() ?? model, { ...options, executionProviders: ['cpu'] });
-    }
-  }
-
-  /** A session through the optimized-graph cache: load a hit, or optimize now and save the result. */
-  private static async openCached(
-    model: ModelProto,
-    bytes: Uint8Array,
-    executionProviders: string[],
-    options: RuntimeOptions,
-    opts: (ep: string[], extraSession?: Record<string, string>) => ort.InferenceSession.SessionOptions,
-  ): Promise<{ session: ort.InferenceSession; fromCache: boolean }> {
-    const root = options.graphCacheDir!;
-    const settings = { executionProviders, level: options.graphOptimizationLevel ?? 'all', threads: options.intraOpNumThreads ?? null };
-    const entry = cacheEntry(root, model.graph.name.replace(/[^\w.-]/g, '_'), graphCacheKey(model, bytes, settings));
-    const base = opts(executionProviders);
-    if (entry.hit) {
-      try {
-        return { session: await ort.InferenceSession.create(entry.hit, { ...base, graphOptimizationLevel: 'disabled', extra: {} }), fromCache: true };
-      } catch (e) {
-        (options.warn ?? console.warn)(`${model.graph.name}: ignoring an unreadable cached graph ${entry.hit} (${firstLine(e)})`);
-      }
-    }
-    ensureDir(entry.write.dir);
-    const session = await ort.InferenceSession.create(bytes, {
-      ...opts(executionProviders, {
-        optimized_model_external_initializers_file_name: CACHED_DATA,
-        optimized_model_external_initializers_min_size_in_bytes: '1024',
-      }),
-      optimizedModelFilePath: join(entry.write.dir, CACHED_MODEL),
-      logSeverityLevel: 3, // onnxruntime warns that NCHWc graphs are machine-specific: the cache key says so
-    });
-    try {
-      entry.write.publish();
-    } catch (e) {
-      entry.write.discard();
-      (options.warn ?? console.warn)(`${model.graph.name}: could not save the optimized graph in ${root} (${firstLine(e)})`);
-    }
-    return { session, fromCache: false };
+    const key = graphCacheKey(model, bytes, settings);
+    return cache.open(
+      model.graph.name.replace(/[^\w.-]/g, '_'),
+      key,
+      {
+        load: (path) => ort.InferenceSession.create(path, { ...opts(executionProviders), graphOptimizationLevel: 'disabled', extra: {} }),
+        save: (dir) =>
+          ort.InferenceSession.create(bytes, {
+            ...opts(executionProviders, {
+              optimized_model_external_initializers_file_name: CACHED_DATA,
+              optimized_model_external_initializers_min_size_in_bytes: '1024',
+            }),
+            optimizedModelFilePath: join(dir, CACHED_MODEL),
+          }),
+        plain: () => ort.InferenceSession.create(bytes, opts(executionProviders)),
+      },
+      options.warn ?? console.warn,
+    );
   }
 
   /** Validate feeds, run, and return every graph output as a Tensor. */
   async run(feeds: Readonly<Record<string, Feed>>): Promise<Record<string, Tensor>> {
     if (this.released) throw new RuntimeError(`${this.name}: session was released`);
     const ortFeeds = this.validate(feeds);
-    let out: ort.InferenceSession.ReturnType;
+    let out: Ort.InferenceSession.ReturnType;
     try {
       out = await this.session.run(ortFeeds);
     } catch (e) {
@@ -159,14 +209,14 @@ export class ModelSession {
     await this.session.release();
   }
 
-  private validate(feeds: Readonly<Record<string, Feed>>): Record<string, ort.Tensor> {
+  private validate(feeds: Readonly<Record<string, Feed>>): Record<string, Ort.Tensor> {
     const declared = new Set(this.inputs.map((i) => i.name));
     const unknown = Object.keys(feeds).filter((k) => !declared.has(k));
     if (unknown.length) {
       throw new InputError(`${this.name}: unknown input(s) ${unknown.join(', ')}; expected ${[...declared].join(', ')}`);
     }
     const symbols = new Map<string, { value: number; from: string }>();
-    const result: Record<string, ort.Tensor> = {};
+    const result: Record<string, Ort.Tensor> = {};
     for (const spec of this.inputs) {
       const feed = feeds[spec.name];
       if (feed === undefined) throw new InputError(`${this.name}: missing input "${spec.name}"`);
@@ -199,7 +249,7 @@ export class ModelSession {
         }
         symbols.set(want, { value: have, from: spec.name });
       });
-      result[spec.name] = new ort.Tensor(elem.ort, t.data as AnyTypedArray as never, [...t.dims]);
+      result[spec.name] = new this.ort.Tensor(elem.ort, t.data as AnyTypedArray as never, [...t.dims]);
     }
     return result;
   }
@@ -209,25 +259,4 @@ function toTensor(feed: Feed): Tensor {
   if (typeof feed === 'number') return new Tensor('float32', Float32Array.of(feed), []);
   if (typeof feed === 'boolean') return new Tensor('bool', Uint8Array.of(feed ? 1 : 0), []);
   return Tensor.from(feed);
-}
-
-/**
- * The requested providers this onnxruntime-node build has (onnxruntime would drop the others with a
- * console line of its own, and the session would silently run on the CPU); a notice names the rest.
- */
-function knownProviders(name: string, options: RuntimeOptions): string[] {
-  const requested = options.executionProviders ?? ['cpu'];
-  const built = ort.listSupportedBackends().map((b) => b.name);
-  const missing = requested.filter((p) => !built.includes(p));
-  if (missing.length === 0) return requested;
-  (options.warn ?? console.warn)(
-    `${name}: execution provider ${missing.join(', ')} is not in this onnxruntime-node build (it has ${built.join(', ')}); running on the CPU`,
-  );
-  const kept = requested.filter((p) => built.includes(p));
-  return kept.length > 0 ? kept : ['cpu'];
-}
-
-function firstLine(e: unknown): string {
-  const msg = e instanceof Error ? e.message : String(e);
-  return msg.split('\n')[0]!.slice(0, 500);
 }

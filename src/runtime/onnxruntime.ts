@@ -1,0 +1,41 @@
+/**
+ * The one place that loads onnxruntime-node: on first use, not at import, because two things must be
+ * settled before onnxruntime creates its process-wide environment (which the first session does),
+ * and importing this library should load no native code. Measured in docs/onnxruntime-measurements.md.
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import type * as Ort from 'onnxruntime-node';
+
+export type Onnxruntime = typeof Ort;
+
+/**
+ * onnxruntime-node, ready for sessions: its usage telemetry off unless the user asked for it, and its
+ * environment's log quiet. Node caches the import, so every call returns the same module.
+ */
+export async function loadOnnxruntime(): Promise<Onnxruntime> {
+  // onnxruntime's native library records usage events (Microsoft's 1DS SDK, in SQLite) into
+  // $XDG_CACHE_HOME or ~/.cache/Microsoft/DeveloperTools/.onnxruntime/onnxruntime.db, or into a
+  // ":memory:.ses" file in the current folder when that cache is read-only, unless ORT_DISABLE_TELEMETRY
+  // is set ("1", "true", "yes") when the first session starts; it reads it once per process. A value the
+  // user set is kept: ORT_DISABLE_TELEMETRY=0 opts back in.
+  if (!process.env.ORT_DISABLE_TELEMETRY) process.env.ORT_DISABLE_TELEMETRY = '1';
+  const ort = await import('onnxruntime-node');
+  // The environment's logger (its level is fixed by the first session, for the process) prints what happens
+  // outside a session in red on stderr: a provider whose libraries are missing (`cuda`) logs its loader error
+  // at level "error" and then throws it, which the runtime seam reports in one line. Sessions set their own
+  // level (RuntimeOptions.logSeverityLevel). A level other than onnxruntime's default "warning" was set by the
+  // user and is kept.
+  if (ort.env.logLevel === 'warning') ort.env.logLevel = 'fatal';
+  return ort;
+}
+
+/** The folder holding onnxruntime-node's native libraries for this platform (where the CUDA install puts its own). */
+export function onnxruntimeBinaryDir(): string | null {
+  try {
+    const main = createRequire(import.meta.url).resolve('onnxruntime-node');
+    return join(dirname(main), '..', 'bin', 'napi-v6', process.platform, process.arch);
+  } catch {
+    return null;
+  }
+}
