@@ -94,7 +94,7 @@ test('the runtime seam validates feeds by name, dtype and symbolic dims', async 
   const op = GraphBuilder.create(null);
   const a = op.input('a', OnnxDataType.FLOAT, ['batch', 2]);
   const b = op.input('b', OnnxDataType.FLOAT, ['batch']);
-  op.output(op.op('Add', [a, op.op('Unsqueeze', [b, op.ints([1])])]), 'sum');
+  op.output(op.add(a, op.unsqueeze(b, op.ints([1]))), 'sum');
   const s = await ModelSession.create(op.toModel('toy'));
   const out = await s.run({ a: new Tensor('float32', Float32Array.of(1, 2), [1, 2]), b: Tensor.float32([10], [1]) });
   assert.deepEqual([...out['sum']!.data], [11, 12]);

@@ -1,19 +1,17 @@
 /**
- * The graph builder: model code calls typed ops on it and gets symbolic values back; nothing runs
- * until the finished ONNX graph reaches onnxruntime. One pinned opset (below). Node names carry the
- * module path (`down_blocks.0.resnets.1.conv1/Conv`), so an ORT profile maps back to the source.
+ * The graph builder: model code calls typed ops on it (`ops.ts`, which it extends) and gets
+ * symbolic values back; nothing runs until the finished ONNX graph reaches onnxruntime. Node names
+ * carry the module path (`down_blocks.0.resnets.1.conv1/Conv`), so an ORT profile maps back to the source.
  *
  * Parameters become initializers of the ROOT graph whose bytes stay in the safetensors files
  * (external data). Weight preparation (fp16→fp32 casts, reshapes, transposes) is emitted once in the
  * root graph, so subgraphs (the `If` branches of a ControlNet-XS model) share one copy.
  */
-import { OnnxDataType, type AttrValue, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './onnx-proto.js';
+import { OnnxDataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './onnx-proto.js';
+import { OPSETS, Ops, type NodeSpec } from './ops.js';
 import type { BoundWeights, ParameterSpec } from '../weights/source.js';
 
-/** The pinned default-domain opset (GroupNormalization-21 has per-channel scale/bias). */
-export const OPSET = 21;
-/** The com.microsoft contrib opset (MultiHeadAttention). */
-export const MS_OPSET = 1;
+export { MS_OPSET, OPSET } from './ops.js';
 export const IR_VERSION = 10;
 
 /** A symbolic tensor: the name of a value in the graph under construction. */
@@ -64,11 +62,6 @@ class TraceContext {
   }
 }
 
-export interface OpOptions {
-  domain?: string;
-  attrs?: Readonly<Record<string, AttrValue>>;
-}
-
 const DTYPE_BYTES: Record<string, OnnxDataType> = {
   F32: OnnxDataType.FLOAT,
   F16: OnnxDataType.FLOAT16,
@@ -77,7 +70,7 @@ const DTYPE_BYTES: Record<string, OnnxDataType> = {
   I64: OnnxDataType.INT64,
 };
 
-export class GraphBuilder {
+export class GraphBuilder extends Ops {
   private readonly nodes: NodeProto[];
   private readonly inputs: ValueInfoProto[] = [];
   private readonly outputs: ValueInfoProto[] = [];
@@ -88,6 +81,7 @@ export class GraphBuilder {
     private readonly isRoot: boolean,
     nodes?: NodeProto[],
   ) {
+    super();
     this.nodes = nodes ?? [];
   }
 
@@ -115,7 +109,7 @@ export class GraphBuilder {
 
   /** Expose `v` as a graph output called `name`. */
   output(v: Value, name: string, elemType: OnnxDataType = OnnxDataType.FLOAT, shape?: readonly Dim[]): void {
-    const out = this.op('Identity', [v], {}, name);
+    const out = this.identity(v, name);
     this.outputs.push({ name: out.name, type: shape ? { elemType, shape } : { elemType } });
   }
 
@@ -131,10 +125,7 @@ export class GraphBuilder {
     };
     return {
       irVersion: IR_VERSION,
-      opsets: [
-        { domain: '', version: OPSET },
-        { domain: 'com.microsoft', version: MS_OPSET },
-      ],
+      opsets: OPSETS,
       producerName: 'controlnet-xs',
       graph,
     };
@@ -142,25 +133,19 @@ export class GraphBuilder {
 
   // ---- node emission ---------------------------------------------------------------------
 
-  /** Emit one node with a single output. */
-  op(opType: string, inputs: readonly (Value | null)[], options: OpOptions = {}, outName?: string): Value {
-    return this.opN(opType, inputs, 1, options, outName)[0]!;
-  }
-
-  /** Emit one node with `n` outputs. */
-  opN(opType: string, inputs: readonly (Value | null)[], n: number, options: OpOptions = {}, outName?: string): Value[] {
-    const base = this.scope ? `${this.scope}/${opType}` : opType;
-    const nodeName = this.ctx.fresh(base);
+  /** The typed ops' one way in: the node is named `<module path>/<OpType>_<n>`, its outputs after it. */
+  protected override emitNode(spec: NodeSpec): Value[] {
+    const { opType, outputs: n, outName } = spec;
+    const nodeName = this.ctx.fresh(this.scope ? `${this.scope}/${opType}` : opType);
     const outputs = Array.from({ length: n }, (_, i) => outName ?? (n === 1 ? nodeName : `${nodeName}:${i}`));
-    const node: NodeProto = {
+    this.nodes.push({
       name: nodeName,
       opType,
-      inputs: inputs.map((v) => (v === null ? '' : v.name)),
+      inputs: spec.inputs.map((v) => (v === null ? '' : v.name)),
       outputs,
-      ...(options.domain ? { domain: options.domain } : {}),
-      ...(options.attrs ? { attributes: options.attrs } : {}),
-    };
-    this.nodes.push(node);
+      ...(spec.domain ? { domain: spec.domain } : {}),
+      ...(Object.keys(spec.attributes).length > 0 ? { attributes: spec.attributes } : {}),
+    });
     return outputs.map((o) => new Value(o));
   }
 
@@ -201,7 +186,7 @@ export class GraphBuilder {
       external: { location: externalLocation(ref.file.realPath), offset: ref.info.fileOffset, length: ref.info.byteLength },
     });
     let v = new Value(p.key);
-    if (dataType !== OnnxDataType.FLOAT) v = this.rootOp('Cast', [v], { attrs: { to: OnnxDataType.FLOAT } }, `${p.key}/Cast`);
+    if (dataType !== OnnxDataType.FLOAT) v = this.weightPrep(p).cast(v, { to: OnnxDataType.FLOAT }); // fp16/bf16 → float32
     this.ctx.paramCache.set(p.key, v);
     return v;
   }
@@ -211,7 +196,7 @@ export class GraphBuilder {
     const key = `${p.key}#T`;
     const cached = this.ctx.paramCache.get(key);
     if (cached) return cached;
-    const v = this.rootOp('Transpose', [this.param(p)], { attrs: { perm: [1, 0] } }, `${p.key}/Transpose`);
+    const v = this.weightPrep(p).transpose(this.param(p), { perm: [1, 0] }); // [out, in] → [in, out]
     this.ctx.paramCache.set(key, v);
     return v;
   }
@@ -222,7 +207,7 @@ export class GraphBuilder {
     const cached = this.ctx.paramCache.get(key);
     if (cached) return cached;
     const dims = this.constantRoot(BigInt64Array.from(shape.map((d) => BigInt(d))), [shape.length], `${p.key}/shape`);
-    const v = this.rootOp('Reshape', [this.param(p), dims], {}, `${p.key}/Reshape`);
+    const v = this.weightPrep(p).reshape(this.param(p), dims);
     this.ctx.paramCache.set(key, v);
     return v;
   }
@@ -233,16 +218,9 @@ export class GraphBuilder {
     return new Value(unique);
   }
 
-  private rootOp(opType: string, inputs: Value[], options: OpOptions, name: string): Value {
-    const out = this.ctx.fresh(name);
-    this.ctx.rootNodes.push({
-      name: out,
-      opType,
-      inputs: inputs.map((i) => i.name),
-      outputs: [out],
-      ...(options.attrs ? { attributes: options.attrs } : {}),
-    });
-    return new Value(out);
+  /** A view that emits weight preparation for `p` into the root graph, named `<key>/<OpType>_<n>`. */
+  private weightPrep(p: ParameterSpec): GraphBuilder {
+    return new GraphBuilder(this.ctx, p.key, true, this.ctx.rootNodes);
   }
 
   /**
@@ -254,7 +232,7 @@ export class GraphBuilder {
       const b = new GraphBuilder(this.ctx, this.scope, false);
       const outs = fn(b);
       if (outs.length !== nOut) throw new Error(`If branch ${label} returned ${outs.length} values, expected ${nOut}`);
-      const finals = outs.map((o) => b.op('Identity', [o], {}, this.ctx.fresh(`${label}_out`)));
+      const finals = outs.map((o) => b.identity(o, this.ctx.fresh(`${label}_out`)));
       return {
         name: this.ctx.fresh(label),
         nodes: b.nodes,
@@ -265,7 +243,7 @@ export class GraphBuilder {
     };
     const thenGraph = sub('then', thenBranch);
     const elseGraph = sub('else', elseBranch);
-    return this.opN('If', [cond], nOut, { attrs: { then_branch: { graph: thenGraph }, else_branch: { graph: elseGraph } } });
+    return this.if(cond, { then_branch: thenGraph, else_branch: elseGraph });
   }
 }
 

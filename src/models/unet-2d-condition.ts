@@ -131,7 +131,7 @@ export class UNet2DConditionNet extends Module {
   timeEmbedding(op: GraphBuilder, t: Value, added: { textEmbeds: Value; timeIds: Value } | null): Value {
     let emb = this.time_embedding.forward(op, this.time_proj.forward(op, t));
     if (this.add_embedding && this.add_time_proj && added) {
-      emb = op.at('').op('Add', [emb, textTimeEmbedding(op, this.add_time_proj, this.add_embedding, added)]);
+      emb = op.at('').add(emb, textTimeEmbedding(op, this.add_time_proj, this.add_embedding, added)); // [B, T]
     }
     return emb;
   }
@@ -140,7 +140,7 @@ export class UNet2DConditionNet extends Module {
     const b = op.at('');
     const temb = this.timeEmbedding(op, t, added);
     let x = sample;
-    if (this.config.centerInputSample) x = b.op('Sub', [b.op('Mul', [x, b.scalar(2)]), b.scalar(1)]);
+    if (this.config.centerInputSample) x = b.sub(b.mul(x, b.scalar(2)), b.scalar(1));
     let h = this.conv_in.forward(op, x);
     const skips: Value[] = [h];
     for (const down of this.down_blocks) {

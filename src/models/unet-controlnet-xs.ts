@@ -168,12 +168,12 @@ export class UNetControlNetXSNet extends Module {
       const baseTemb = temb;
       [temb] = gated(b, [baseTemb], (g) => {
         const m = c.timeEmbeddingMix ** 0.3;
-        const ctrlT = g.op('Mul', [ctrlTime.forward(g, tEmb), g.scalar(m)]);
-        return [g.op('Add', [ctrlT, g.op('Mul', [baseTemb, g.scalar(1 - m)])])];
+        const ctrlT = g.mul(ctrlTime.forward(g, tEmb), g.scalar(m)); // [B, T]
+        return [g.add(ctrlT, g.mul(baseTemb, g.scalar(1 - m)))];
       }) as [Value];
     }
     if (this.base_add_embedding && this.base_add_time_proj && io.added) {
-      temb = b.op('Add', [temb, textTimeEmbedding(op, this.base_add_time_proj, this.base_add_embedding, io.added)]);
+      temb = b.add(temb, textTimeEmbedding(op, this.base_add_time_proj, this.base_add_embedding, io.added)); // [B, T]
     }
     const x: Exchange = { temb, context: io.context, scale: io.scale, control: gated };
 
@@ -187,11 +187,12 @@ export class UNetControlNetXSNet extends Module {
       let cond = io.cond;
       if (c.ctrlConditioningChannelOrder === 'bgr') {
         const chs = c.ctrlConditioningChannels;
-        cond = g.op('Gather', [cond, g.ints(Array.from({ length: chs }, (_, i) => chs - 1 - i))], { attrs: { axis: 1 } });
+        cond = g.gather(cond, g.ints(Array.from({ length: chs }, (_, i) => chs - 1 - i)), { axis: 1 }); // RGB → BGR along C
       }
-      const hint = this.controlnet_cond_embedding.forward(g, cond);
-      const ctrl = g.op('Add', [this.ctrl_conv_in.forward(g, io.sample), hint]);
-      return [g.op('Add', [baseIn, g.op('Mul', [this.control_to_base_for_conv_in.forward(g, ctrl), io.scale])]), ctrl];
+      const hint = this.controlnet_cond_embedding.forward(g, cond); // [B, Cc, 8H, 8W] → [B, Cctrl, H, W]
+      const ctrl = g.add(this.ctrl_conv_in.forward(g, io.sample), hint); // [B, Cctrl, H, W]
+      // add ctrl → base: [B, Cbase, H, W] + ([B, Cctrl, H, W] → [B, Cbase, H, W]) · scale
+      return [g.add(baseIn, g.mul(this.control_to_base_for_conv_in.forward(g, ctrl), io.scale)), ctrl];
     }) as [Value, Value];
     const skipsBase: Value[] = [hBase];
     const skipsCtrl: Value[] = [hCtrl];

@@ -61,8 +61,8 @@ export class GEGLU extends Module {
   /** [..., dimIn] → [..., dimOut] */
   forward(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
-    const [h, gate] = b.opN('Split', [this.proj.forward(op, x)], 2, { attrs: { axis: -1, num_outputs: 2 } });
-    return b.op('Mul', [h!, b.op('Gelu', [gate!], { attrs: { approximate: 'none' } })]);
+    const [h, gate] = b.split(this.proj.forward(op, x), { axis: -1, num_outputs: 2 }); // [..., 2·dimOut] → 2 × [..., dimOut]
+    return b.mul(h!, b.gelu(gate!, { approximate: 'none' }));
   }
 }
 
@@ -115,9 +115,9 @@ export class BasicTransformerBlock extends Module {
   /** x [B, S, D], context [B, L, Dc] → [B, S, D] */
   forward(op: GraphBuilder, x: Value, context: Value): Value {
     const b = op.at(this.path);
-    let h = b.op('Add', [this.attn1.forward(op, this.norm1.forward(op, x), null), x]);
-    h = b.op('Add', [this.attn2.forward(op, this.norm2.forward(op, h), context), h]);
-    return b.op('Add', [this.ff.forward(op, this.norm3.forward(op, h)), h]);
+    let h = b.add(this.attn1.forward(op, this.norm1.forward(op, x), null), x);
+    h = b.add(this.attn2.forward(op, this.norm2.forward(op, h), context), h);
+    return b.add(this.ff.forward(op, this.norm3.forward(op, h)), h);
   }
 }
 
@@ -159,31 +159,31 @@ export class Transformer2DModel extends Module {
   forward(op: GraphBuilder, x: Value, context: Value): Value {
     const b = op.at(this.path);
     const inner = this.opts.heads * this.opts.dimHead;
-    const toTokens = (t: Value, ch: number): Value =>
-      b.op('Transpose', [b.op('Reshape', [t, b.ints([0, ch, -1])])], { attrs: { perm: [0, 2, 1] } }); // [B, HW, ch]
-    const toImage = (t: Value, like: Value): Value =>
-      b.op('Reshape', [b.op('Transpose', [t], { attrs: { perm: [0, 2, 1] } }), b.op('Shape', [like])]); // [B, ch, H, W]
+    // [B, ch, H, W] → [B, ch, H·W] → [B, H·W, ch]
+    const toTokens = (t: Value, ch: number): Value => b.transpose(b.reshape(t, b.ints([0, ch, -1])), { perm: [0, 2, 1] });
+    // [B, H·W, ch] → [B, ch, H·W] → [B, ch, H, W] (the shape of `like`)
+    const toImage = (t: Value, like: Value): Value => b.reshape(b.transpose(t, { perm: [0, 2, 1] }), b.shape(like));
 
     const normed = this.norm.forward(op, x);
     let h: Value;
     if (this.proj_in instanceof Linear) {
-      h = this.proj_in.forward(op, toTokens(normed, this.opts.inChannels));
+      h = this.proj_in.forward(op, toTokens(normed, this.opts.inChannels)); // [B, H·W, C] → [B, H·W, inner]
     } else {
       const projected = this.proj_in.forward(op, normed); // [B, inner, H, W]
-      h = toTokens(projected, inner);
+      h = toTokens(projected, inner); // [B, H·W, inner]
     }
     for (const block of this.transformer_blocks) h = block.forward(op, h, context);
     let out: Value;
     if (this.proj_out instanceof Linear) {
-      out = toImage(this.proj_out.forward(op, h), x);
+      out = toImage(this.proj_out.forward(op, h), x); // [B, H·W, inner] → [B, H·W, C] → [B, C, H, W]
     } else {
-      const img = b.op('Reshape', [b.op('Transpose', [h], { attrs: { perm: [0, 2, 1] } }), b.op('Concat', [
-        b.op('Slice', [b.op('Shape', [x]), b.ints([0]), b.ints([1])]),
-        b.ints([inner]),
-        b.op('Slice', [b.op('Shape', [x]), b.ints([2]), b.ints([4])]),
-      ], { attrs: { axis: 0 } })]);
-      out = this.proj_out.forward(op, img);
+      const channelsFirst = b.transpose(h, { perm: [0, 2, 1] }); // [B, H·W, inner] → [B, inner, H·W]
+      const batch = b.slice(b.shape(x), b.ints([0]), b.ints([1]));
+      const channels = b.ints([inner]);
+      const hw = b.slice(b.shape(x), b.ints([2]), b.ints([4]));
+      const img = b.reshape(channelsFirst, b.concat([batch, channels, hw], { axis: 0 })); // → [B, inner, H, W]
+      out = this.proj_out.forward(op, img); // [B, C, H, W]
     }
-    return b.op('Add', [out, x]);
+    return b.add(out, x);
   }
 }

@@ -28,7 +28,7 @@ export class Embedding extends Module {
 
   forward(op: GraphBuilder, ids: Value): Value {
     const b = op.at(this.path);
-    return b.op('Gather', [b.param(this.weight), ids], { attrs: { axis: 0 } });
+    return b.gather(b.param(this.weight), ids, { axis: 0 }); // [count, dim] rows at [...] → [..., dim]
   }
 }
 
@@ -46,9 +46,9 @@ export class CLIPTextEmbeddings extends Module {
   /** ids int64 [B, L] → [B, L, D] */
   forward(op: GraphBuilder, ids: Value, seqLen: Value): Value {
     const b = op.at(this.path);
-    const tokens = this.token_embedding.forward(op, ids);
-    const pos = b.op('Slice', [b.param(this.position_embedding.weight), b.ints([0]), seqLen, b.ints([0])]); // [L, D]
-    return b.op('Add', [tokens, pos]);
+    const tokens = this.token_embedding.forward(op, ids); // [B, L, D]
+    const pos = b.slice(b.param(this.position_embedding.weight), b.ints([0]), seqLen, b.ints([0])); // [maxPositions, D] → [L, D]
+    return b.add(tokens, pos); // [B, L, D] + [L, D]
   }
 }
 
@@ -137,8 +137,8 @@ export class CLIPEncoderLayer extends Module {
 
   forward(op: GraphBuilder, x: Value, maskBias: Value): Value {
     const b = op.at(this.path);
-    const h = b.op('Add', [x, this.self_attn.forward(op, this.layer_norm1.forward(op, x), maskBias)]);
-    return b.op('Add', [h, this.mlp.forward(op, this.layer_norm2.forward(op, h))]);
+    const h = b.add(x, this.self_attn.forward(op, this.layer_norm1.forward(op, x), maskBias));
+    return b.add(h, this.mlp.forward(op, this.layer_norm2.forward(op, h)));
   }
 }
 
@@ -192,19 +192,19 @@ export class CLIPTextTransformer extends Module {
     const b = op.at(`${this.path}.causal_mask`);
     const zero = b.constant(BigInt64Array.of(0n), [], 'zero');
     const one = b.constant(BigInt64Array.of(1n), [], 'one');
-    const positions = b.op('Range', [zero, b.op('Squeeze', [seqLen, b.ints([0])]), one]); // [L]
-    const queries = b.op('Unsqueeze', [positions, b.ints([1])]); // [L, 1]
-    const keys = b.op('Unsqueeze', [positions, b.ints([0])]); // [1, L]
-    const causal = b.op('LessOrEqual', [keys, queries]); // [L, L]
-    const notPadding = b.op('Cast', [b.op('Unsqueeze', [keyMask, b.ints([1, 2])])], { attrs: { to: OnnxDataType.BOOL } }); // [B, 1, 1, L]
-    const allowed = b.op('And', [causal, notPadding]); // [B, 1, L, L]
-    return b.op('Where', [allowed, b.scalar(0), b.scalar(MASKED_SCORE)]);
+    const positions = b.range(zero, b.squeeze(seqLen, b.ints([0])), one); // [L]
+    const queries = b.unsqueeze(positions, b.ints([1])); // [L, 1]
+    const keys = b.unsqueeze(positions, b.ints([0])); // [1, L]
+    const causal = b.lessOrEqual(keys, queries); // [L, L]
+    const notPadding = b.cast(b.unsqueeze(keyMask, b.ints([1, 2])), { to: OnnxDataType.BOOL }); // [B, L] → [B, 1, 1, L]
+    const allowed = b.and(causal, notPadding); // [L, L] & [B, 1, 1, L] → [B, 1, L, L]
+    return b.where(allowed, b.scalar(0), b.scalar(MASKED_SCORE)); // [B, 1, L, L]
   }
 
   /** ids int64 [B, L], keyMask float32 [B, L] (1 = token, 0 = padding) */
   forward(op: GraphBuilder, ids: Value, keyMask: Value): CLIPTextTransformerOutputs {
     const b = op.at(this.path);
-    const seqLen = b.op('Slice', [b.op('Shape', [ids]), b.ints([1]), b.ints([2])]); // [1]
+    const seqLen = b.slice(b.shape(ids), b.ints([1]), b.ints([2])); // [1]: L
     const bias = this.maskBias(op, seqLen, keyMask);
     let h = this.embeddings.forward(op, ids, seqLen);
     const hiddenStates = [h];
@@ -226,9 +226,9 @@ export class CLIPTextTransformer extends Module {
     const eos = this.opts.eosTokenId;
     const scores =
       eos === 2
-        ? b.op('Cast', [ids], { attrs: { to: OnnxDataType.INT32 } })
-        : b.op('Cast', [b.op('Equal', [ids, b.constant(BigInt64Array.of(BigInt(eos)), [], 'eos')])], { attrs: { to: OnnxDataType.INT32 } });
-    const index = b.op('ArgMax', [scores], { attrs: { axis: 1, keepdims: 1, select_last_index: 0 } }); // [B, 1]
-    return b.op('GatherND', [hidden, index], { attrs: { batch_dims: 1 } }); // [B, D]
+        ? b.cast(ids, { to: OnnxDataType.INT32 }) // [B, L]
+        : b.cast(b.equal(ids, b.constant(BigInt64Array.of(BigInt(eos)), [], 'eos')), { to: OnnxDataType.INT32 }); // [B, L]
+    const index = b.argMax(scores, { axis: 1, keepdims: 1, select_last_index: 0 }); // [B, L] → [B, 1]
+    return b.gatherND(hidden, index, { batch_dims: 1 }); // [B, L, D] at [B, 1] → [B, D]
   }
 }

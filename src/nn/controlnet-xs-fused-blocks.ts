@@ -39,13 +39,14 @@ export interface Exchange {
   control(op: GraphBuilder, passthrough: readonly Value[], fn: (b: GraphBuilder) => Value[]): Value[];
 }
 
+/** Channel concatenation: [B, Ca, H, W] ‖ [B, Cb, H, W] → [B, Ca + Cb, H, W]. */
 function concat(op: GraphBuilder, a: Value, b: Value): Value {
-  return op.op('Concat', [a, b], { attrs: { axis: 1 } });
+  return op.concat([a, b], { axis: 1 });
 }
 
-/** h_base + ctrl_to_base(h_ctrl) · scale */
+/** h_base + ctrl_to_base(h_ctrl) · scale: [B, Cbase, H, W] + ([B, Cctrl, H, W] → [B, Cbase, H, W]) · [] */
 function addCtrl(op: GraphBuilder, hBase: Value, c2b: Conv2d, hCtrl: Value, scale: Value): Value {
-  return op.op('Add', [hBase, op.op('Mul', [c2b.forward(op, hCtrl), scale])]);
+  return op.add(hBase, op.mul(c2b.forward(op, hCtrl), scale));
 }
 
 export interface FusedDownOptions extends CtrlDownOptions {

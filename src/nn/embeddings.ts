@@ -32,12 +32,12 @@ export class Timesteps extends Module {
     const b = op.at(this.path);
     const half = Math.floor(this.dim / 2);
     const freqs = b.constant(timestepFrequencies(this.dim, this.opts.downscaleFreqShift), [1, half], 'freqs');
-    const args = b.op('Mul', [b.op('Unsqueeze', [t, b.ints([1])]), freqs]); // [B, half]
-    const sin = b.op('Sin', [args]);
-    const cos = b.op('Cos', [args]);
+    const args = b.mul(b.unsqueeze(t, b.ints([1])), freqs); // [B, 1] · [1, half] → [B, half]
+    const sin = b.sin(args);
+    const cos = b.cos(args);
     const parts = this.opts.flipSinToCos ? [cos, sin] : [sin, cos];
-    let emb = b.op('Concat', parts, { attrs: { axis: -1 } }); // [B, 2·half]
-    if (this.dim % 2 === 1) emb = b.op('Pad', [emb, b.ints([0, 0, 0, 1])]);
+    let emb = b.concat(parts, { axis: -1 }); // [B, 2·half]
+    if (this.dim % 2 === 1) emb = b.pad(emb, b.ints([0, 0, 0, 1])); // [B, 2·half] → [B, dim]: one zero column
     return emb;
   }
 }
@@ -76,9 +76,9 @@ export function textTimeEmbedding(
   added: { textEmbeds: Value; timeIds: Value },
 ): Value {
   const a = op.at(embedding.path);
-  const flat = a.op('Reshape', [added.timeIds, a.ints([-1])]); // [B·n]
-  const batch = a.op('Slice', [a.op('Shape', [added.textEmbeds]), a.ints([0]), a.ints([1])]);
-  const timeEmbeds = a.op('Reshape', [timeProj.forward(op, flat), a.op('Concat', [batch, a.ints([-1])], { attrs: { axis: 0 } })]); // [B, n·dim]
-  const addEmbeds = a.op('Concat', [added.textEmbeds, timeEmbeds], { attrs: { axis: -1 } }); // [B, P + n·dim]
+  const flat = a.reshape(added.timeIds, a.ints([-1])); // [B, n] → [B·n]
+  const batch = a.slice(a.shape(added.textEmbeds), a.ints([0]), a.ints([1])); // [B]
+  const timeEmbeds = a.reshape(timeProj.forward(op, flat), a.concat([batch, a.ints([-1])], { axis: 0 })); // [B·n, dim] → [B, n·dim]
+  const addEmbeds = a.concat([added.textEmbeds, timeEmbeds], { axis: -1 }); // [B, P] ‖ [B, n·dim] → [B, P + n·dim]
   return embedding.forward(op, addEmbeds);
 }

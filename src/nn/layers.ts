@@ -24,9 +24,7 @@ export class Conv2d extends Module {
     const k = this.opts.kernel;
     const p = this.opts.padding ?? 0;
     const s = this.opts.stride ?? 1;
-    return b.op('Conv', [x, b.param(this.weight), this.bias ? b.param(this.bias) : null], {
-      attrs: { kernel_shape: [k, k], pads: [p, p, p, p], strides: [s, s] },
-    });
+    return b.conv(x, b.param(this.weight), this.bias ? b.param(this.bias) : null, { kernel_shape: [k, k], pads: [p, p, p, p], strides: [s, s] });
   }
 }
 
@@ -54,9 +52,9 @@ export class Linear extends Module {
     const b = op.at(this.path);
     const y =
       op.options.linear === 'fused'
-        ? b.op('FusedMatMul', [x, b.param(this.weight)], { domain: 'com.microsoft', attrs: { transB: 1, alpha: { float: 1 } } })
-        : b.op('MatMul', [x, b.paramTransposed(this.weight)]);
-    return this.bias ? b.op('Add', [y, b.param(this.bias)]) : y;
+        ? b.fusedMatMul(x, b.param(this.weight), { transB: 1, alpha: 1 }) // x [..., in] · W[out, in]ᵀ
+        : b.matMul(x, b.paramTransposed(this.weight)); // x [..., in] · Wᵀ[in, out]
+    return this.bias ? b.add(y, b.param(this.bias)) : y; // [..., out] + [out]
   }
 }
 
@@ -86,12 +84,13 @@ export class GroupNorm extends Module {
   forward(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
     const g = this.numGroups;
-    const grouped = b.op('Reshape', [x, b.ints([0, g, -1])]); // [B, G, C/G·H·W]
+    const grouped = b.reshape(x, b.ints([0, g, -1])); // [B, C, H, W] → [B, G, C/G·H·W]
     const ones = b.constant(new Float32Array(g).fill(1), [g], 'ones');
     const zeros = b.constant(new Float32Array(g), [g], 'zeros');
-    const normed = b.op('InstanceNormalization', [grouped, ones, zeros], { attrs: { epsilon: { float: this.eps } } });
-    const restored = b.op('Reshape', [normed, b.op('Shape', [x])]); // [B, C, ...]
-    return b.op('Add', [b.op('Mul', [restored, b.paramReshaped(this.weight, [-1, 1, 1])]), b.paramReshaped(this.bias, [-1, 1, 1])]);
+    const normed = b.instanceNormalization(grouped, ones, zeros, { epsilon: this.eps }); // per (B, G) statistics
+    const restored = b.reshape(normed, b.shape(x)); // [B, G, C/G·H·W] → [B, C, H, W]
+    // γ, β [C] → [C, 1, 1], broadcast over [B, C, H, W]
+    return b.add(b.mul(restored, b.paramReshaped(this.weight, [-1, 1, 1])), b.paramReshaped(this.bias, [-1, 1, 1]));
   }
 }
 
@@ -112,15 +111,13 @@ export class LayerNorm extends Module {
   /** [..., dim] → same shape, normalised over the last axis */
   forward(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
-    return b.op('LayerNormalization', [x, b.param(this.weight), b.param(this.bias)], {
-      attrs: { axis: -1, epsilon: { float: this.eps } },
-    });
+    return b.layerNormalization(x, b.param(this.weight), b.param(this.bias), { axis: -1, epsilon: this.eps });
   }
 }
 
 /** x · sigmoid(x) */
 export function silu(op: GraphBuilder, x: Value): Value {
-  return op.op('Mul', [x, op.op('Sigmoid', [x])]);
+  return op.mul(x, op.sigmoid(x));
 }
 
 export type Activation = 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
@@ -130,10 +127,10 @@ export function activation(op: GraphBuilder, x: Value, act: Activation): Value {
     case 'silu':
       return silu(op, x);
     case 'gelu':
-      return op.op('Gelu', [x], { attrs: { approximate: 'none' } });
+      return op.gelu(x, { approximate: 'none' });
     case 'gelu_tanh':
-      return op.op('Gelu', [x], { attrs: { approximate: 'tanh' } });
+      return op.gelu(x, { approximate: 'tanh' });
     case 'quick_gelu':
-      return op.op('Mul', [x, op.op('Sigmoid', [op.op('Mul', [x, op.scalar(1.702)])])]);
+      return op.mul(x, op.sigmoid(op.mul(x, op.scalar(1.702))));
   }
 }

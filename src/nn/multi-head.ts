@@ -19,16 +19,15 @@ export function multiHeadAttention(b: GraphBuilder, q: Value, k: Value, v: Value
   const { heads, dimHead } = o;
   const scale = 1 / Math.sqrt(dimHead);
   if (b.options.attention === 'fused') {
-    const inputs = o.bias ? [q, k, v, null, null, o.bias] : [q, k, v];
-    return b.op('MultiHeadAttention', inputs, { domain: 'com.microsoft', attrs: { num_heads: heads, scale: { float: scale } } });
+    return b.multiHeadAttention(q, k, v, null, null, o.bias ?? null, { num_heads: heads, scale });
   }
-  const split = (t: Value, perm: number[]): Value =>
-    b.op('Transpose', [b.op('Reshape', [t, b.ints([0, 0, heads, dimHead])])], { attrs: { perm } });
-  const queries = split(o.scaleQueries ? b.op('Mul', [q, b.scalar(scale)]) : q, [0, 2, 1, 3]); // [B, H, S, Dh]
-  const product = b.op('MatMul', [queries, split(k, [0, 2, 3, 1])]); // [B, H, S, L]
-  const scaled = o.scaleQueries ? product : b.op('Mul', [product, b.scalar(scale)]);
-  const scores = o.bias ? b.op('Add', [scaled, o.bias]) : scaled;
-  const probs = b.op('Softmax', [scores], { attrs: { axis: -1 } });
-  const ctx = b.op('MatMul', [probs, split(v, [0, 2, 1, 3])]); // [B, H, S, Dh]
-  return b.op('Reshape', [b.op('Transpose', [ctx], { attrs: { perm: [0, 2, 1, 3] } }), b.ints([0, 0, heads * dimHead])]);
+  // [B, S, H·Dh] → [B, S, H, Dh] → permuted (heads first)
+  const split = (t: Value, perm: number[]): Value => b.transpose(b.reshape(t, b.ints([0, 0, heads, dimHead])), { perm });
+  const queries = split(o.scaleQueries ? b.mul(q, b.scalar(scale)) : q, [0, 2, 1, 3]); // [B, H, S, Dh]
+  const product = b.matMul(queries, split(k, [0, 2, 3, 1])); // [B, H, S, Dh] · [B, H, Dh, L] → [B, H, S, L]
+  const scaled = o.scaleQueries ? product : b.mul(product, b.scalar(scale));
+  const scores = o.bias ? b.add(scaled, o.bias) : scaled; // + [B|1, 1, S, L]
+  const probs = b.softmax(scores, { axis: -1 }); // over the keys
+  const ctx = b.matMul(probs, split(v, [0, 2, 1, 3])); // [B, H, S, L] · [B, H, L, Dh] → [B, H, S, Dh]
+  return b.reshape(b.transpose(ctx, { perm: [0, 2, 1, 3] }), b.ints([0, 0, heads * dimHead])); // → [B, S, H, Dh] → [B, S, H·Dh]
 }

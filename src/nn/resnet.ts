@@ -55,13 +55,13 @@ export class ResnetBlock2D extends Module {
     let h = this.conv1.forward(op, silu(b, this.norm1.forward(op, x)));
     if (this.time_emb_proj !== null && temb !== null) {
       const t = this.time_emb_proj.forward(op, silu(b, temb)); // [B, Cout]
-      h = b.op('Add', [h, b.op('Unsqueeze', [t, b.ints([2, 3])])]);
+      h = b.add(h, b.unsqueeze(t, b.ints([2, 3]))); // [B, Cout, H, W] + [B, Cout] → [B, Cout, 1, 1], broadcast
     }
     h = this.conv2.forward(op, silu(b, this.norm2.forward(op, h)));
     const skip = this.conv_shortcut ? this.conv_shortcut.forward(op, x) : x;
-    let out = b.op('Add', [skip, h]);
+    let out = b.add(skip, h); // [B, Cout, H, W]
     const scale = this.opts.outputScaleFactor ?? 1;
-    if (scale !== 1) out = b.op('Div', [out, b.scalar(scale)]);
+    if (scale !== 1) out = b.div(out, b.scalar(scale));
     return out;
   }
 }
@@ -89,7 +89,7 @@ export class Downsample2D extends Module {
     if (this.padding !== 0) return this.conv.forward(op, x);
     const b = op.at(this.path);
     // ONNX Pad order: begins of N, C, H, W, then ends of N, C, H, W.
-    const padded = b.op('Pad', [x, b.ints([0, 0, 0, 0, 0, 0, 1, 1])], { attrs: { mode: 'constant' } });
+    const padded = b.pad(x, b.ints([0, 0, 0, 0, 0, 0, 1, 1]), null, null, { mode: 'constant' }); // [B, C, H, W] → [B, C, H+1, W+1]
     return this.conv.forward(op, padded);
   }
 }
@@ -109,14 +109,15 @@ export class Upsample2D extends Module {
    */
   forward(op: GraphBuilder, x: Value, sizeLike?: Value): Value {
     const b = op.at(this.path);
-    const attrs = { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' };
+    // torch's nearest interpolation: source index = floor(dst · in / out)
+    const attrs = { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' } as const;
     let up: Value;
     if (sizeLike) {
-      const hw = b.op('Slice', [b.op('Shape', [sizeLike]), b.ints([2]), b.ints([4])]);
-      const sizes = b.op('Concat', [b.op('Slice', [b.op('Shape', [x]), b.ints([0]), b.ints([2])]), hw], { attrs: { axis: 0 } });
-      up = b.op('Resize', [x, null, null, sizes], { attrs });
+      const hw = b.slice(b.shape(sizeLike), b.ints([2]), b.ints([4])); // [H', W']
+      const sizes = b.concat([b.slice(b.shape(x), b.ints([0]), b.ints([2])), hw], { axis: 0 }); // [B, C, H', W']
+      up = b.resize(x, null, null, sizes, attrs); // [B, C, H, W] → [B, C, H', W']
     } else {
-      up = b.op('Resize', [x, null, b.constant(Float32Array.of(1, 1, 2, 2), [4], 'scales')], { attrs });
+      up = b.resize(x, null, b.constant(Float32Array.of(1, 1, 2, 2), [4], 'scales'), null, attrs); // [B, C, H, W] → [B, C, 2H, 2W]
     }
     return this.conv.forward(op, up);
   }

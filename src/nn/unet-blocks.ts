@@ -158,7 +158,7 @@ export class UpBlock2D extends Module {
     let h = x;
     this.resnets.forEach((resnet, i) => {
       const skip = skips.pop()!;
-      h = resnet.forward(op, b.op('Concat', [h, skip], { attrs: { axis: 1 } }), temb);
+      h = resnet.forward(op, b.concat([h, skip], { axis: 1 }), temb); // [B, C, H, W] ‖ [B, Cskip, H, W] → [B, C + Cskip, H, W]
       if (this.attentions) h = this.attentions[i]!.forward(op, h, context);
     });
     if (this.upsamplers) h = this.upsamplers[0]!.forward(op, h, sizeLike);

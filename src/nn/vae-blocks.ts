@@ -52,14 +52,14 @@ export class VaeAttention extends Module {
     const { channels, heads, dimHead } = this.opts;
     // Normalising [B, C, H, W] equals normalising the [B, C, H·W] view: same groups, same statistics.
     const normed = this.group_norm.forward(op, x);
-    const tokens = b.op('Transpose', [b.op('Reshape', [normed, b.ints([0, channels, -1])])], { attrs: { perm: [0, 2, 1] } }); // [B, HW, C]
-    const q = this.to_q.forward(op, tokens);
+    const tokens = b.transpose(b.reshape(normed, b.ints([0, channels, -1])), { perm: [0, 2, 1] }); // [B, C, H, W] → [B, C, H·W] → [B, H·W, C]
+    const q = this.to_q.forward(op, tokens); // [B, H·W, heads·dimHead]
     const k = this.to_k.forward(op, tokens);
     const v = this.to_v.forward(op, tokens);
     const o = multiHeadAttention(b, q, k, v, { heads, dimHead });
-    const out = this.to_out[0].forward(op, o); // [B, HW, C]
-    const image = b.op('Reshape', [b.op('Transpose', [out], { attrs: { perm: [0, 2, 1] } }), b.op('Shape', [x])]);
-    return b.op('Add', [image, x]);
+    const out = this.to_out[0].forward(op, o); // [B, H·W, C]
+    const image = b.reshape(b.transpose(out, { perm: [0, 2, 1] }), b.shape(x)); // [B, H·W, C] → [B, C, H·W] → [B, C, H, W]
+    return b.add(image, x);
   }
 }
 
