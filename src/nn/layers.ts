@@ -1,4 +1,5 @@
 /** Leaf layers: Conv2d, Linear, GroupNorm, LayerNorm, and activation helpers. */
+import { ConfigError } from '../errors.js';
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import type { ParameterSpec } from '../weights/source.js';
 import { Module } from './module.js';
@@ -70,7 +71,7 @@ export class GroupNorm extends Module {
   ) {
     super(path);
     if (numChannels % numGroups !== 0) {
-      throw new Error(`${path}: GroupNorm of ${numChannels} channels cannot have ${numGroups} groups`);
+      throw new ConfigError(`${path}: GroupNorm of ${numChannels} channels cannot have ${numGroups} groups`);
     }
     this.weight = this.param('weight', [numChannels]);
     this.bias = this.param('bias', [numChannels]);
