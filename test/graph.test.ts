@@ -1,7 +1,10 @@
 /** Graph structure, without running anything: names, external data, the control/base branches. */
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { OPSET } from '../src/graph/builder.js';
+import { fileURLToPath } from 'node:url';
+import { GraphBuilder, OPSET, type Value } from '../src/graph/builder.js';
 import { OnnxDataType, type GraphProto, type NodeProto } from '../src/graph/onnx-proto.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
@@ -67,4 +70,75 @@ test('weights are external data pointing into the safetensors files; Linear weig
   const transposes = plain.graph.nodes.filter((n) => n.opType === 'Transpose' && n.inputs[0]!.endsWith('.weight'));
   assert.equal(new Set(transposes.map((n) => n.inputs[0])).size, transposes.length);
   assert.equal(transposes.length, linears.length);
+});
+
+test('the typed op layer writes each op with its schema: domain, attribute kinds, optional inputs, names', () => {
+  const g = GraphBuilder.create(null);
+  const x = g.input('x', OnnxDataType.FLOAT, [1, 4, 2, 2]);
+  const b = g.at('block');
+  const w = b.constant(new Float32Array(16), [4, 4, 1, 1], 'w');
+  const y = b.conv(x, w, null, { kernel_shape: [1, 1], pads: [0, 0, 0, 0], strides: [1, 1] });
+  const tokens = b.transpose(b.reshape(y, b.ints([0, 4, -1])), { perm: [0, 2, 1] }); // [1, 4, 4]
+  const lin = b.fusedMatMul(tokens, b.constant(new Float32Array(16), [4, 4], 'lin'), { transB: 1, alpha: 1 });
+  const normed = b.layerNormalization(lin, b.constant(new Float32Array(4), [4], 'g'), null, { axis: -1, epsilon: 1e-5 });
+  const attended = b.multiHeadAttention(normed, normed, normed, null, null, null, { num_heads: 2, scale: 0.5 });
+  const [h1, h2] = b.split(attended, { axis: -1, num_outputs: 2 });
+  const scales = b.constant(Float32Array.of(1, 1, 2, 2), [4], 'scales');
+  g.output(b.mul(h1!, h2!), 'out');
+  g.output(b.resize(x, null, scales, null, { mode: 'nearest' }), 'up');
+  const m = g.toModel('typed');
+  assert.deepEqual(m.opsets, [{ domain: '', version: OPSET }, { domain: 'com.microsoft', version: 1 }]);
+  const node = (opType: string) => m.graph.nodes.find((n) => n.opType === opType)!;
+
+  const conv = node('Conv');
+  assert.match(conv.name, /^block\/Conv_\d+$/, 'node names carry the module path');
+  assert.equal(conv.domain, undefined);
+  assert.deepEqual(conv.inputs, ['x', w.name], 'a trailing absent optional input is left out');
+  assert.deepEqual(conv.attributes, { kernel_shape: [1, 1], pads: [0, 0, 0, 0], strides: [1, 1] });
+  assert.equal(node('Reshape').attributes, undefined, 'no attributes written when none are given');
+  // floats are FLOAT attributes even when integral; contrib ops carry their domain
+  assert.equal(node('FusedMatMul').domain, 'com.microsoft');
+  assert.deepEqual(node('FusedMatMul').attributes, { transB: 1, alpha: { float: 1 } });
+  assert.deepEqual(node('LayerNormalization').attributes, { axis: -1, epsilon: { float: 1e-5 } });
+  assert.equal(node('LayerNormalization').inputs.length, 2);
+  const mha = node('MultiHeadAttention');
+  assert.equal(mha.domain, 'com.microsoft');
+  assert.deepEqual(mha.inputs, [normed.name, normed.name, normed.name]);
+  assert.deepEqual(mha.attributes, { num_heads: 2, scale: { float: 0.5 } });
+  const split = node('Split');
+  assert.deepEqual(split.outputs, [`${split.name}:0`, `${split.name}:1`]);
+  assert.deepEqual(split.attributes, { axis: -1, num_outputs: 2 });
+  assert.deepEqual(node('Resize').inputs, ['x', '', scales.name], 'an absent optional input before a given one is an empty name');
+  assert.deepEqual(node('Resize').attributes, { mode: 'nearest' });
+  assert.deepEqual(m.graph.outputs.map((o) => o.name), ['out', 'up']);
+});
+
+// Compile-time checks only (tsc verifies every @ts-expect-error; never run): ops are typed, the string form is gone.
+function typedOpsRejectAtCompileTime(b: GraphBuilder, x: Value): void {
+  // @ts-expect-error no untyped string form outside the typed layer
+  b.op('Add', [x, x]);
+  // @ts-expect-error the raw emission is internal to the typed layer
+  b.emitNode({ opType: 'Add', domain: '', inputs: [x, x], attributes: {}, outputs: 1 });
+  // @ts-expect-error `stride` is not a Conv attribute (`strides` is)
+  b.conv(x, x, null, { stride: [2, 2] });
+  // @ts-expect-error MultiHeadAttention needs num_heads
+  b.multiHeadAttention(x, x, x, null, null, null, { scale: 1 });
+  // @ts-expect-error Gelu's approximate is 'none' or 'tanh'
+  b.gelu(x, { approximate: 'erf' });
+  // @ts-expect-error Concat needs its axis
+  b.concat([x, x]);
+}
+void typedOpsRejectAtCompileTime;
+
+test('model code emits nodes only through the typed op layer (no op type strings outside src/graph/ops.ts)', () => {
+  const src = fileURLToPath(new URL('../src', import.meta.url));
+  const files = readdirSync(src, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
+  assert.ok(files.length > 20);
+  const raw = [/\.op\(\s*['"`]/, /\bopN\(/, /\.emitNode\(/, /\bopType:\s*['"`]/];
+  const offenders = files
+    .filter((f) => f !== join('graph', 'ops.ts'))
+    .flatMap((f) => readFileSync(join(src, f), 'utf8').split('\n').map((line, i) => ({ where: `src/${f}:${i + 1}`, line })))
+    .filter(({ line }) => raw.some((r) => r.test(line)))
+    .map(({ where, line }) => `${where}: ${line.trim()}`);
+  assert.deepEqual(offenders, []);
 });
