@@ -50,24 +50,3 @@ function compatible(def: unknown, v: unknown): boolean {
   // diffusers accepts a scalar or a per-block list for many keys.
   return (kd === 'number' && kv === 'array') || (kd === 'array' && kv === 'number') || (kd === 'array' && kv === 'string');
 }
-
-/** A per-block setting given as one value or a list: expand to `n` entries. */
-export function perBlock<V>(v: V | readonly V[], n: number, key: string, origin: string): V[] {
-  if (Array.isArray(v)) {
-    if (v.length !== n) throw new ConfigError(`${origin}: "${key}" has ${v.length} entries, expected ${n} (one per block)`);
-    return [...(v as V[])];
-  }
-  return Array.from({ length: n }, () => v as V);
-}
-
-/** diffusers' find_largest_factor: the largest divisor of `n` that is ≤ `max` (n itself if max ≥ n). */
-export function findLargestFactor(n: number, max: number): number {
-  if (max >= n) return n;
-  for (let f = max; f > 0; f--) if (n % f === 0) return f;
-  return 1;
-}
-
-export function gcd(a: number, b: number): number {
-  while (b) [a, b] = [b, a % b];
-  return a;
-}

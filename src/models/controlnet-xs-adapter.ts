@@ -22,8 +22,9 @@ import {
   type CtrlDownOptions,
 } from '../nn/controlnet-xs-blocks.js';
 import { Conv2d } from '../nn/layers.js';
+import { perBlock } from '../util/per-block.js';
 import type { WeightSource } from '../weights/source.js';
-import { parseConfig, perBlock, type Camelize, type Warn } from './config.js';
+import { parseConfig, type Camelize, type Warn } from './config.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 
 const DEFAULTS = {

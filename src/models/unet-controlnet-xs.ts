@@ -22,8 +22,8 @@ import { TimestepEmbedding, Timesteps, textTimeEmbedding } from '../nn/embedding
 import { Conv2d, GroupNorm, silu } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { expectFloat32, type Tensor, type TensorLike } from '../tensor.js';
+import { perBlock } from '../util/per-block.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
-import { perBlock } from './config.js';
 import type { ControlNetXSAdapter } from './controlnet-xs-adapter.js';
 import { fuseWeights, fusedConfig } from './controlnet-xs-fusion.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';

@@ -4,7 +4,7 @@
  * hold them under different keys).
  */
 import type { GraphBuilder, Value } from '../graph/builder.js';
-import { gcd, findLargestFactor } from '../models/config.js';
+import { findLargestFactor, gcd } from '../util/math.js';
 import { Transformer2DModel } from './attention.js';
 import { Conv2d, silu } from './layers.js';
 import { Module } from './module.js';
