@@ -97,9 +97,13 @@ test('cnxs generate --device webgpu: the same image either way (on a WebGPU adap
   const dir = tempDir('cnxs-dev-');
   const D = fixture('tiny-sd-cnxs');
   const args = ['generate', '--model', D, '--controlnet', join(D, 'controlnet'), '--control', join(D, 'pipeline', 'control.png'), '--prompt', 'a photo of a bird', '--steps', '2', '--seed', '0'];
-  const gpu = cli(...args, '--device', 'webgpu', '--out', join(dir, 'gpu.png'));
+  const gpu = cli(...args, '--device', 'webgpu', '--out', join(dir, 'gpu.png'), '--json');
   assert.equal(gpu.status, 0, gpu.stderr);
-  for (const line of gpu.stderr.split('\n').filter((l) => l.startsWith('cnxs: warning:'))) assert.match(line, /execution provider webgpu is not available here .*running on the CPU/);
+  const device = (JSON.parse(gpu.stdout) as { device: string }).device;
+  const warnings = gpu.stderr.split('\n').filter((l) => l.startsWith('cnxs: warning:'));
+  // one line for the whole pipeline, and only when the CPU ran it (Dawn's own Vulkan lines cannot be silenced)
+  assert.equal(warnings.length, device === 'cpu' ? 1 : 0, gpu.stderr);
+  for (const line of warnings) assert.match(line, /^cnxs: warning: execution provider webgpu is not available here \(.*\); running on the CPU/);
   assert.equal(cli(...args, '--out', join(dir, 'cpu.png')).status, 0);
   assert.deepEqual(readdirSync(dir).sort(), ['cpu.png', 'gpu.png']);
   const [a, b] = [(await loadImage(join(dir, 'gpu.png'))).data, (await loadImage(join(dir, 'cpu.png'))).data];
@@ -208,4 +212,18 @@ test("the README's offline command runs as written (from the repository root)", 
   const r = cli(...words);
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(readdirSync(dir), ['tiny.png']);
+});
+
+test('cnxs generate --device cuda without CUDA: one line that says why, what to do and where it runs; the summary names the device', () => {
+  const dir = tempDir('cnxs-cuda-');
+  const D = fixture('tiny-sd-cnxs');
+  const r = cli('generate', '--model', D, '--controlnet', join(D, 'controlnet'), '--control', join(D, 'pipeline', 'control.png'), '--prompt', 'x', '--steps', '1', '--seed', '0', '--device', 'cuda', '--out', join(dir, 'o.png'), '--json');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { device: string }).device, 'cpu');
+  const lines = r.stderr.split('\n').filter(Boolean);
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0]!, /^cnxs: warning: execution provider cuda is not available here \(.+\); running on the CPU\. /);
+  assert.doesNotMatch(r.stderr, /\x1b\[/, 'no ANSI colours from onnxruntime');
+  const plain = cli('generate', '--model', D, '--controlnet', join(D, 'controlnet'), '--control', join(D, 'pipeline', 'control.png'), '--prompt', 'x', '--steps', '1', '--seed', '0', '--out', join(dir, 'p.png'));
+  assert.match(plain.stdout, /, 1 step \(DDIM\), [\d.]+ s on cpu\n$/);
 });

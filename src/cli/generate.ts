@@ -19,6 +19,8 @@ import { DEFAULT_CONTROLNETS, loadControlNetXSPipeline } from '../pipelines/load
 import { DEVICES, type Device, type PipelineLoadOptions } from '../pipelines/resolve.js';
 import { StableDiffusionXLControlNetXSPipeline } from '../pipelines/stable-diffusion-xl-controlnet-xs.js';
 import { Generator } from '../random/index.js';
+import { formatDeviceFallback, type DeviceFallback } from '../runtime/device-fallback.js';
+import { GraphCache } from '../runtime/graph-cache.js';
 import { SCHEDULER_ALIASES, findSchedulerAlias, schedulerLabel } from '../schedulers/aliases.js';
 import { schedulerClass } from '../schedulers/index.js';
 import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
@@ -238,12 +240,19 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
   let control: RGBImage = await loadImage(o.control);
   if (o.canny) control = canny(control, { low: 100, high: 200 });
 
-  // 2. The pipeline (downloads on first use).
+  // 2. The pipeline (downloads on first use). One graph cache and one fallback report for all its models, so an
+  // unwritable cache or a missing GPU is one line, not one per model.
+  const fallbacks = new Set<string>();
+  const onDeviceFallback = (f: DeviceFallback) => {
+    const line = formatDeviceFallback({ ...f, model: '' });
+    if (!fallbacks.has(line)) notice('warning')(line);
+    fallbacks.add(line);
+  };
   const load: PipelineLoadOptions = {
     ...(o.variant ? { variant: o.variant } : {}),
     ...(o.revision ? { revision: o.revision } : {}),
     ...(o.offline ? { localFilesOnly: true } : {}),
-    ...(o.graphCache ? { runtime: { graphCacheDir: o.graphCache } } : {}),
+    runtime: { onDeviceFallback, ...(o.graphCache ? { graphCache: new GraphCache(o.graphCache) } : {}) },
     ...(o.device !== 'cpu' ? { device: o.device } : {}),
     onDownloadProgress: (p) => bar.update(`downloading ${p.file}`, p.loaded, p.total),
     warn: notice('warning'),
@@ -297,6 +306,8 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
   const { images } = pipe instanceof StableDiffusionXLControlNetXSPipeline ? await pipe.run(common) : await pipe.run(common);
   bar.done();
   const seconds = (performance.now() - t1) / 1000;
+  // where the UNet actually ran (the device asked for, or the CPU after a fallback)
+  const device = await pipe.unet.executionProvider();
   const controlnetName = controlnet ?? o.controlnet ?? '';
   for (const [i, img] of images.entries()) {
     const parameters = a1111Parameters(o, { sampler, seed: seeds[i]!, width, height, controlnet: controlnetName });
@@ -314,11 +325,12 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     model: o.model,
     controlnet: controlnetName,
     pipeline: pipe.constructor.name,
+    device,
     loadSeconds,
     seconds,
   };
   if (o.json) io.stdout.write(`${JSON.stringify(summary)}\n`);
-  else io.stdout.write(`${paths.map((p, i) => `wrote ${p} (seed ${seeds[i]})`).join('\n')}\n${width}×${height}, ${o.steps} step${o.steps === 1 ? '' : 's'} (${sampler}), ${seconds.toFixed(1)} s\n`);
+  else io.stdout.write(`${paths.map((p, i) => `wrote ${p} (seed ${seeds[i]})`).join('\n')}\n${width}×${height}, ${o.steps} step${o.steps === 1 ? '' : 's'} (${sampler}), ${seconds.toFixed(1)} s on ${device}\n`);
 }
 
 /** A seed as JSON: a number while exact, else its decimal string. */
