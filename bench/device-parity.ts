@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import type { Device } from '../src/pipelines/resolve.js';
-import type { PipelineOutputType } from '../src/pipelines/shared.js';
+import type { PipelineOutputType } from '../src/pipelines/output.js';
 import { StableDiffusionControlNetXSPipeline } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { StableDiffusionXLControlNetXSPipeline } from '../src/pipelines/stable-diffusion-xl-controlnet-xs.js';
 import { schedulerFromConfig } from '../src/schedulers/index.js';

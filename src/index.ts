@@ -15,6 +15,8 @@ export {
 export { loadSafetensors, SafetensorsFile, type TensorInfo } from './weights/safetensors.js';
 export { WeightSource } from './weights/source.js';
 export { ModelSession, type RuntimeOptions } from './runtime/session.js';
+export { GraphCache } from './runtime/graph-cache.js';
+export { CUDA_INSTALL_COMMAND, formatDeviceFallback, type DeviceFallback } from './runtime/device-fallback.js';
 export type { TraceOptions } from './graph/builder.js';
 export type { ModelRuntimeOptions } from './models/traced-model.js';
 export type { PretrainedOptions } from './models/loading.js';
@@ -48,7 +50,8 @@ export {
   type StableDiffusionXLControlNetXSCallArgs,
   type StableDiffusionXLControlNetXSComponents,
 } from './pipelines/stable-diffusion-xl-controlnet-xs.js';
-export type { PipelineImages, PipelineOutput, PipelineOutputType, PipelineStep } from './pipelines/shared.js';
+export type { PipelineImages, PipelineOutput, PipelineOutputType } from './pipelines/output.js';
+export type { PipelineStep } from './pipelines/denoise.js';
 export { SD_CALLBACK_TENSOR_INPUTS, SDXL_CALLBACK_TENSOR_INPUTS } from './pipelines/callbacks.js';
 export type { CallbackTensors, SDCallbackTensorName, SDXLCallbackTensorName, StepCallback, StepCallbackResult } from './pipelines/callbacks.js';
 export type { ControlImageInput } from './pipelines/inputs.js';

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parsePythonJson } from '../util/json.js';
-import { ConfigError, MissingWeightsError } from '../errors.js';
+import { ConfigError, InputError, MissingWeightsError } from '../errors.js';
 import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
 import { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
@@ -40,7 +40,7 @@ export interface ComponentLoadOptions extends ModelRuntimeOptions {
 }
 
 /** Try the variant first; a component published without it falls back to its plain weights (with a warning). */
-async function withVariant<T>(name: string, opts: ComponentLoadOptions, load: (variant: string | undefined) => Promise<T>): Promise<T> {
+export async function withVariant<T>(name: string, opts: ComponentLoadOptions, load: (variant: string | undefined) => Promise<T>): Promise<T> {
   if (!opts.variant) return load(undefined);
   try {
     return await load(opts.variant);
@@ -79,8 +79,11 @@ export async function loadUnet(dir: string, index: ModelIndex, opts: ComponentLo
   return withVariant('unet', opts, (variant) => UNet2DConditionModel.fromPretrained(dir, { subfolder: 'unet', warn: opts.warn, ...runtime(opts), ...(variant ? { variant } : {}) }));
 }
 
-export async function loadAdapter(dir: string, opts: ComponentLoadOptions): Promise<ControlNetXSAdapter> {
-  return withVariant('controlnet', opts, (variant) => ControlNetXSAdapter.fromPretrained(dir, { subfolder: 'controlnet', warn: opts.warn, ...(variant ? { variant } : {}) }));
+/** The adapter in a pipeline folder's `controlnet/`, or (subfolder null) an adapter folder of its own. */
+export async function loadAdapter(dir: string, opts: ComponentLoadOptions, subfolder: string | null = 'controlnet'): Promise<ControlNetXSAdapter> {
+  return withVariant(subfolder ?? 'controlnet', opts, (variant) =>
+    ControlNetXSAdapter.fromPretrained(dir, { ...(subfolder ? { subfolder } : {}), warn: opts.warn, ...(variant ? { variant } : {}) }),
+  );
 }
 
 export function loadScheduler(dir: string): Scheduler {
@@ -97,4 +100,19 @@ export function loadScheduler(dir: string): Scheduler {
 
 function runtime(opts: ModelRuntimeOptions): ModelRuntimeOptions {
   return { ...(opts.runtime ? { runtime: opts.runtime } : {}), ...(opts.trace ? { trace: opts.trace } : {}) };
+}
+
+/** The pipelines' UNet: a fused model as given, or a plain UNet fused with the adapter (diffusers' __init__). */
+export function fusedUnet(unet: UNet2DConditionModel | UNetControlNetXSModel, controlnet: ControlNetXSAdapter | null, kind: 'sd' | 'sdxl'): UNetControlNetXSModel {
+  let fused: UNetControlNetXSModel;
+  if (unet instanceof UNet2DConditionModel) {
+    if (!controlnet) throw new InputError('a plain UNet2DConditionModel needs a `controlnet` (ControlNetXSAdapter) to fuse with');
+    fused = UNetControlNetXSModel.fuse(unet, controlnet, unet.runtimeSettings);
+  } else {
+    fused = unet;
+  }
+  const isXL = fused.config.additionEmbedType === 'text_time';
+  if (kind === 'sd' && isXL) throw new InputError('this UNet is an SDXL UNet (addition_embed_type "text_time"): use StableDiffusionXLControlNetXSPipeline');
+  if (kind === 'sdxl' && !isXL) throw new InputError('this UNet has no SDXL text_time embedding: use StableDiffusionControlNetXSPipeline for SD 1.x/2.x');
+  return fused;
 }

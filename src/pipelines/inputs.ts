@@ -1,10 +1,14 @@
-/** Input handling shared by the ControlNet-XS pipelines: control images, generators, control windows. */
-import { randomBytes } from 'node:crypto';
+/**
+ * Step 1 of both pipelines, in one place: the control image decoded, diffusers' defaults filled in
+ * and every argument checked (diffusers' check_inputs / check_image, plus sizes in pixels).
+ */
 import { InputError } from '../errors.js';
 import { loadImage } from '../image/load.js';
+import type { VaeImageProcessor } from '../image/processor.js';
 import { RGBImage } from '../image/rgb-image.js';
-import { Generator } from '../random/index.js';
 import type { TensorLike } from '../tensor.js';
+import { checkImageSize, type SizeRules } from './image-size.js';
+import type { PipelineOutputType } from './output.js';
 
 /** A control image: a path, encoded bytes, a decoded image, a list of those, or a [B,3,H,W] tensor in [0, 1]. */
 export type ControlImageInput = string | Uint8Array | RGBImage | TensorLike | readonly (string | Uint8Array | RGBImage)[];
@@ -29,14 +33,103 @@ export function imageBatchSize(image: RGBImage[] | TensorLike): number {
   return Array.isArray(image) ? image.length : isTensorLike(image) && image.dims.length === 4 ? image.dims[0]! : 1;
 }
 
-/** diffusers' per-step switch: control is on for step i of n when i/n ≥ start and (i+1)/n ≤ end. */
-export function controlAppliesAt(i: number, n: number, start: number, end: number): boolean {
-  return i / n >= start && (i + 1) / n <= end;
+/** The call arguments both pipelines take, with diffusers' defaults resolved. */
+export interface CommonCallArgs {
+  prompt?: string | string[];
+  promptEmbeds?: TensorLike;
+  negativePrompt?: unknown;
+  negativePromptEmbeds?: TensorLike;
+  height?: number;
+  width?: number;
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  numImagesPerPrompt?: number;
+  controlnetConditioningScale?: number;
+  controlGuidanceStart?: number;
+  controlGuidanceEnd?: number;
+  outputType?: PipelineOutputType;
 }
 
-/** A generator seeded from the OS when the caller gave none (diffusers then uses torch's global RNG). */
-export function defaultGenerator(): Generator {
-  return new Generator().manualSeed(randomBytes(8).readBigUInt64LE(0));
+export interface ResolvedCall {
+  numInferenceSteps: number;
+  guidanceScale: number;
+  numImagesPerPrompt: number;
+  conditioningScale: number;
+  start: number;
+  end: number;
+  outputType: PipelineOutputType;
+  /** Prompts in the call (before numImagesPerPrompt). */
+  batchSize: number;
+  doClassifierFreeGuidance: boolean;
+}
+
+/** What `resolveCall` needs of the pipeline: its default guidance and how it sizes images. */
+export interface CallDefaults {
+  guidanceScale: number;
+  sizeRules: SizeRules;
+  controlImageProcessor: VaeImageProcessor;
+}
+
+/** Defaults filled in and diffusers' check_inputs/check_image applied (step 1 of both pipelines). */
+export function resolveCall(args: CommonCallArgs, image: RGBImage[] | TensorLike, defaults: CallDefaults): ResolvedCall {
+  checkPromptInputs(args);
+  const r: ResolvedCall = {
+    numInferenceSteps: args.numInferenceSteps ?? 50,
+    guidanceScale: args.guidanceScale ?? defaults.guidanceScale,
+    numImagesPerPrompt: args.numImagesPerPrompt ?? 1,
+    conditioningScale: args.controlnetConditioningScale ?? 1.0,
+    start: args.controlGuidanceStart ?? 0.0,
+    end: args.controlGuidanceEnd ?? 1.0,
+    outputType: args.outputType ?? 'pil',
+    batchSize: args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length,
+    doClassifierFreeGuidance: false,
+  };
+  r.doClassifierFreeGuidance = r.guidanceScale > 1.0; // Imagen's guidance weight w; 1 means no guidance
+  checkPositiveInt('numInferenceSteps', r.numInferenceSteps);
+  checkPositiveInt('numImagesPerPrompt', r.numImagesPerPrompt);
+  checkFinite('guidanceScale', r.guidanceScale);
+  checkFinite('controlnetConditioningScale', r.conditioningScale);
+  if (!['pil', 'np', 'latent'].includes(r.outputType)) throw new InputError(`outputType must be 'pil', 'np' or 'latent', got ${JSON.stringify(r.outputType)}`);
+  const { sizeRules } = defaults;
+  for (const [name, d] of [['height', args.height], ['width', args.width]] as const) {
+    if (d !== undefined && (!Number.isInteger(d) || d < sizeRules.multiple)) throw new InputError(`${name} must be an integer ≥ ${sizeRules.multiple} px, got ${d}`);
+  }
+  // The size step 4 will produce (diffusers: the given size or the first image's, rounded down to the
+  // VAE's factor), checked now in pixels rather than as latents deep inside the UNet.
+  const first = Array.isArray(image) ? (image as RGBImage[])[0]! : (image as TensorLike);
+  const size = defaults.controlImageProcessor.getDefaultHeightWidth(first, {
+    ...(args.height !== undefined ? { height: args.height } : {}),
+    ...(args.width !== undefined ? { width: args.width } : {}),
+  });
+  const given = args.height !== undefined && args.width !== undefined;
+  checkImageSize(size, sizeRules, given ? 'height and width given' : 'from the control image; height and width not given');
+  const imageBatch = imageBatchSize(image);
+  if (imageBatch !== 1 && imageBatch !== r.batchSize) {
+    throw new InputError(`If image batch size is not 1, image batch size must be same as prompt batch size. image batch size: ${imageBatch}, prompt batch size: ${r.batchSize}`);
+  }
+  checkControlWindow(r.start, r.end);
+  return r;
+}
+
+/** Prompt/embedding exclusivity and agreement (diffusers' check_inputs). */
+export function checkPromptInputs(args: { prompt?: unknown; promptEmbeds?: TensorLike; negativePrompt?: unknown; negativePromptEmbeds?: TensorLike }): void {
+  if (args.prompt !== undefined && args.promptEmbeds !== undefined) {
+    throw new InputError('Cannot forward both `prompt` and `promptEmbeds`. Please make sure to only forward one of the two.');
+  }
+  if (args.prompt === undefined && args.promptEmbeds === undefined) {
+    throw new InputError('Provide either `prompt` or `promptEmbeds`. Cannot leave both `prompt` and `promptEmbeds` undefined.');
+  }
+  if (args.prompt !== undefined && typeof args.prompt !== 'string' && !Array.isArray(args.prompt)) {
+    throw new InputError(`\`prompt\` has to be of type string or string[] but is ${typeof args.prompt}`);
+  }
+  if (args.negativePrompt !== undefined && args.negativePromptEmbeds !== undefined) {
+    throw new InputError('Cannot forward both `negativePrompt` and `negativePromptEmbeds`. Please make sure to only forward one of the two.');
+  }
+  if (args.promptEmbeds && args.negativePromptEmbeds && args.promptEmbeds.dims.join() !== args.negativePromptEmbeds.dims.join()) {
+    throw new InputError(
+      `\`promptEmbeds\` and \`negativePromptEmbeds\` must have the same shape when passed directly, but got: [${args.promptEmbeds.dims.join(', ')}] != [${args.negativePromptEmbeds.dims.join(', ')}].`,
+    );
+  }
 }
 
 export function checkControlWindow(start: number, end: number): void {
@@ -51,12 +144,4 @@ export function checkPositiveInt(name: string, v: number): void {
 
 export function checkFinite(name: string, v: number): void {
   if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${name} must be a finite number, got ${String(v)}`);
-}
-
-/** Abort the run if its signal fired. */
-export function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) {
-    const reason: unknown = signal.reason;
-    throw reason instanceof Error ? reason : new DOMException('The generation was aborted', 'AbortError');
-  }
 }

@@ -3,9 +3,8 @@
  * from the base model's `model_index.json` (SDXL classes → the SDXL pipeline), with the published
  * canny adapter for that family when none is named.
  */
-import { MissingWeightsError } from '../errors.js';
 import { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
-import { readModelIndex } from './components.js';
+import { loadAdapter, readModelIndex } from './components.js';
 import { resolveModelDir, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import { StableDiffusionControlNetXSPipeline } from './stable-diffusion-controlnet-xs.js';
 import { StableDiffusionXLControlNetXSPipeline } from './stable-diffusion-xl-controlnet-xs.js';
@@ -41,7 +40,7 @@ export async function loadControlNetXSPipeline(model: string, options: LoadContr
   const dir = await resolvePipelineDir(model, load);
   const kind = pipelineKind(dir);
   const controlnetId = given instanceof ControlNetXSAdapter ? null : (given ?? DEFAULT_CONTROLNETS[kind]);
-  const controlnet = given instanceof ControlNetXSAdapter ? given : await loadAdapter(controlnetId!, load);
+  const controlnet = given instanceof ControlNetXSAdapter ? given : await resolveAdapter(controlnetId!, load);
   const pipeline =
     kind === 'sdxl'
       ? await StableDiffusionXLControlNetXSPipeline.fromPretrained(dir, { ...load, controlnet })
@@ -50,18 +49,12 @@ export async function loadControlNetXSPipeline(model: string, options: LoadContr
 }
 
 /**
- * An adapter for `load`'s variant, falling back to its default weights when it has none in that
- * variant (the published adapters have no fp16 files), as diffusers does. The base model's revision
- * names a commit of the base repo, so it is not passed on.
+ * An adapter folder or Hub id, in `load`'s variant where it has one (the published adapters have no
+ * fp16 files: the default weights then, with a notice). The base model's revision names a commit of
+ * the base repo, so it is not passed on.
  */
-async function loadAdapter(idOrDir: string, load: PipelineLoadOptions): Promise<ControlNetXSAdapter> {
+async function resolveAdapter(idOrDir: string, load: PipelineLoadOptions): Promise<ControlNetXSAdapter> {
   const { revision: _baseRevision, ...adapterLoad } = load;
   const dir = await resolveModelDir(idOrDir, adapterLoad);
-  const warn = load.warn ?? console.warn;
-  try {
-    return await ControlNetXSAdapter.fromPretrained(dir, { ...(load.variant ? { variant: load.variant } : {}), warn });
-  } catch (e) {
-    if (!load.variant || !(e instanceof MissingWeightsError)) throw e;
-    return ControlNetXSAdapter.fromPretrained(dir, { warn });
-  }
+  return loadAdapter(dir, { ...(load.variant ? { variant: load.variant } : {}), warn: load.warn ?? console.warn }, null);
 }

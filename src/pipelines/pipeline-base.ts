@@ -1,11 +1,16 @@
 /** What both ControlNet-XS pipelines share beyond the loop: diffusers' memory switches and image sizes. */
+import type { VaeImageProcessor } from '../image/processor.js';
+import type { RGBImage } from '../image/rgb-image.js';
 import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
+import type { Tensor, TensorLike } from '../tensor.js';
 import type { SizeRules } from './image-size.js';
-import { ModelOffload } from './shared.js';
+import { ModelOffload } from './offload.js';
+import { prepareControlImage, type PrepareImageOptions } from './prepare.js';
 
 export abstract class ControlNetXSPipelineBase {
   abstract unet: UNetControlNetXSModel;
   abstract readonly vaeScaleFactor: number;
+  abstract readonly controlImageProcessor: VaeImageProcessor;
 
   /**
    * The sizes this pipeline generates: multiples of `vaeScaleFactor · 2^(levels−1)` pixels, and the
@@ -43,5 +48,10 @@ export abstract class ControlNetXSPipelineBase {
   /** diffusers' `enable_model_cpu_offload`, for sessions: `offload.enabled = true`. */
   enableModelCpuOffload(): void {
     this.offload.enabled = true;
+  }
+
+  /** diffusers' `prepare_image` (step 4): control image → [B·N(·2), 3, H, W] in [0, 1], rows repeated for the batch and for CFG. */
+  prepareImage(image: RGBImage[] | TensorLike, o: PrepareImageOptions): Tensor<'float32'> {
+    return prepareControlImage(this.controlImageProcessor, image, o);
   }
 }

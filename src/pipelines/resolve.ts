@@ -3,6 +3,7 @@ import { resolvePretrained } from '../hub/index.js';
 import { hubOptionsFrom } from '../models/loading.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import type { TraceOptions } from '../graph/builder.js';
+import type { ModelRuntimeOptions } from '../models/traced-model.js';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
@@ -34,4 +35,15 @@ export async function resolvePipelineDir(idOrDir: string, options: PipelineLoadO
 /** A single model folder (config.json + weights), local or from the Hub. */
 export async function resolveModelDir(idOrDir: string, options: PipelineLoadOptions & { subfolder?: string }): Promise<string> {
   return resolvePretrained(idOrDir, { ...hubOptionsFrom(options), files: 'model', ...(options.subfolder ? { subfolder: options.subfolder } : {}) });
+}
+
+/** Model-level options of a pipeline load. */
+export function modelOptions(o: PipelineLoadOptions): ModelRuntimeOptions & { variant?: string } {
+  const providers = o.device && o.device !== 'cpu' ? { executionProviders: [o.device, 'cpu'] } : {};
+  const runtime = { ...providers, ...o.runtime, ...(o.warn && !o.runtime?.warn ? { warn: o.warn } : {}) };
+  return {
+    ...(o.variant ? { variant: o.variant } : {}),
+    ...(Object.keys(runtime).length ? { runtime } : {}),
+    ...(o.trace ? { trace: o.trace } : {}),
+  };
 }

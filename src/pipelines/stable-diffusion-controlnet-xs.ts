@@ -4,7 +4,6 @@
  * run, latents, generator), so concurrent generations on one pipeline never interfere.
  */
 import { VaeImageProcessor } from '../image/processor.js';
-import type { RGBImage } from '../image/rgb-image.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import type { CLIPTextModel } from '../models/clip-text-model.js';
 import type { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
@@ -17,6 +16,7 @@ import type { CLIPTokenizer } from '../tokenizer/index.js';
 import { catBatch, repeatInterleave } from './batch.js';
 import {
   componentClass,
+  fusedUnet,
   loadAdapter,
   loadScheduler,
   loadTextEncoder,
@@ -25,30 +25,16 @@ import {
   loadVae,
   readModelIndex,
 } from './components.js';
-import { defaultGenerator, resolveControlImage, type ControlImageInput } from './inputs.js';
-import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
-import {
-  decodeOutput,
-  denoise,
-  loopHooks,
-  fusedUnet,
-  resolveCall,
-  finish,
-  modelOptions,
-  pickFromEnd,
-  prepareControlImage,
-  prepareLatents,
-  tokenizeTruncating,
-  uncondTokens,
-  type PipelineOutput,
-  type PipelineOutputType,
-  type PipelineStep,
-  type PrepareImageOptions,
-} from './shared.js';
+import { denoise, loopHooks, type PipelineStep } from './denoise.js';
+import { resolveCall, resolveControlImage, type ControlImageInput } from './inputs.js';
+import { decodeOutput, finish, type PipelineOutput, type PipelineOutputType } from './output.js';
+import { defaultGenerator, pickFromEnd, prepareLatents, tokenizeTruncating, uncondTokens } from './prepare.js';
+import { modelOptions, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import { ControlNetXSPipelineBase } from './pipeline-base.js';
 import { SD_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDCallbackTensorName, type StepCallback } from './callbacks.js';
 
-export type { PipelineOutput, PipelineStep } from './shared.js';
+export type { PipelineOutput } from './output.js';
+export type { PipelineStep } from './denoise.js';
 export type { StepCallbackResult } from './callbacks.js';
 
 export interface StableDiffusionControlNetXSComponents {
@@ -271,11 +257,6 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
       negative = repeatInterleave(negative, o.numImagesPerPrompt);
     }
     return { promptEmbeds, negativePromptEmbeds: negative };
-  }
-
-  /** Control image → [B·N(·2), 3, H, W] in [0, 1], rows repeated for the batch and for CFG. */
-  prepareImage(image: RGBImage[] | TensorLike, o: PrepareImageOptions): Tensor<'float32'> {
-    return prepareControlImage(this.controlImageProcessor, image, o);
   }
 }
 

@@ -17,6 +17,7 @@ import type { CLIPTokenizer } from '../tokenizer/index.js';
 import { catBatch, repeatInterleave } from './batch.js';
 import {
   componentClass,
+  fusedUnet,
   loadAdapter,
   loadScheduler,
   loadTextEncoder,
@@ -26,24 +27,11 @@ import {
   loadVae,
   readModelIndex,
 } from './components.js';
-import { defaultGenerator, resolveControlImage, type ControlImageInput } from './inputs.js';
-import { resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
-import {
-  decodeOutput,
-  denoise,
-  loopHooks,
-  fusedUnet,
-  resolveCall,
-  finish,
-  modelOptions,
-  pickFromEnd,
-  prepareControlImage,
-  prepareLatents,
-  tokenizeTruncating,
-  type PipelineOutput,
-  type PipelineOutputType,
-  type PipelineStep,
-} from './shared.js';
+import { denoise, loopHooks, type PipelineStep } from './denoise.js';
+import { resolveCall, resolveControlImage, type ControlImageInput } from './inputs.js';
+import { decodeOutput, finish, type PipelineOutput, type PipelineOutputType } from './output.js';
+import { defaultGenerator, pickFromEnd, prepareLatents, tokenizeTruncating } from './prepare.js';
+import { modelOptions, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import { ControlNetXSPipelineBase } from './pipeline-base.js';
 import { SDXL_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDXLCallbackTensorName, type StepCallback } from './callbacks.js';
 
@@ -206,7 +194,7 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
     await this.offload.afterUse(this.textEncoder, this.textEncoder2);
 
     // 4. Prepare image
-    const controlImage = prepareControlImage(this.controlImageProcessor, image, {
+    const controlImage = this.prepareImage(image, {
       ...(args.height !== undefined ? { height: args.height } : {}),
       ...(args.width !== undefined ? { width: args.width } : {}),
       batchSize: batchSize * numImagesPerPrompt,
