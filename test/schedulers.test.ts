@@ -18,6 +18,7 @@ import {
   LCMScheduler,
   PNDMScheduler,
   SCHEDULER_CLASSES,
+  SCHEDULER_DEFAULTS,
   schedulerClass,
   schedulerFromConfig,
   UniPCMultistepScheduler,
@@ -271,6 +272,21 @@ describe('scheduler configs (from_config / save_config)', () => {
     assert.equal(s.config.lower_order_final, false);
     s.setTimesteps(7);
     assert.equal(s.config.lower_order_final, true);
+  });
+
+  it('settings hold the own keys of the class camelCased, not hidden keys, and follow config changes', () => {
+    const camel = (k: string) => k.replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+    const pndm = PNDMScheduler.fromConfig(SD_BASE);
+    assert.deepEqual(Object.keys(pndm.settings).sort(), Object.keys(SCHEDULER_DEFAULTS.PNDMScheduler).map(camel).sort());
+    assert.equal(pndm.settings.skipPrkSteps, true);
+    assert.equal(pndm.settings.stepsOffset, 1);
+    const euler = EulerDiscreteScheduler.fromConfig(pndm.config);
+    assert.equal(euler.config.skip_prk_steps, true);
+    assert.equal('skipPrkSteps' in euler.settings, false, 'a hidden key stays in config');
+    const single = DPMSolverSinglestepScheduler.fromConfig(SD_BASE);
+    single.createRun(7);
+    assert.equal(single.settings.lowerOrderFinal, true, 'register_to_config reaches settings');
+    assert.equal(DEISMultistepScheduler.fromConfig({ algorithm_type: 'dpmsolver' }).settings.algorithmType, 'deis');
   });
 });
 

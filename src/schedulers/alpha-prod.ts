@@ -6,7 +6,9 @@ import type { Tensor, TensorLike } from '../tensor.js';
 import { addNoiseAlphaProd, pyIndex } from './add-noise.js';
 import { Scheduler, SchedulerRun, timestepList, type TimestepValue } from './scheduler.js';
 
-export abstract class AlphaProdScheduler extends Scheduler {
+export type AlphaProdClassName = 'DDIMScheduler' | 'DDPMScheduler' | 'PNDMScheduler' | 'LCMScheduler';
+
+export abstract class AlphaProdScheduler<C extends AlphaProdClassName = AlphaProdClassName> extends Scheduler<C> {
   readonly timestepDtype = 'int64' as const;
 
   /** ᾱ at an integer timestep (Python indexing, as diffusers indexes its tensor). */

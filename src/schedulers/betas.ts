@@ -3,14 +3,22 @@
  * all in float32 the way diffusers builds them with torch.
  */
 import { ConfigError } from '../errors.js';
-import type { ConfigReader } from './config.js';
-import { describe } from './config.js';
 import { fround, torchExp32, torchLinspace32 } from './float32.js';
 
 export type BetaSchedule = 'linear' | 'scaled_linear' | 'squaredcos_cap_v2' | 'exp' | 'sigmoid';
 
-/** Beta schedules every class accepts; Heun adds "exp", DDPM adds "sigmoid". */
+/** Beta schedules every class accepts; Heun adds "exp", DDPM adds "sigmoid" (settings.ts). */
 export const COMMON_BETA_SCHEDULES: readonly BetaSchedule[] = ['linear', 'scaled_linear', 'squaredcos_cap_v2'];
+
+/** The beta keys every class has, as `scheduler.settings` holds them. */
+export interface BetaSettings {
+  readonly numTrainTimesteps: number;
+  readonly betaStart: number;
+  readonly betaEnd: number;
+  /** Validated against the class's schedules when the settings were parsed. */
+  readonly betaSchedule: BetaSchedule;
+  readonly trainedBetas: readonly number[] | null;
+}
 
 export interface NoiseSchedule {
   readonly numTrainTimesteps: number;
@@ -70,38 +78,28 @@ function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
 }
 
 /**
- * Read the beta keys of a config and build the training schedule.
+ * Build the training schedule from the beta settings.
  *
- * @param allowed the `beta_schedule` values this class accepts
  * @param zeroSnr rescale to zero terminal SNR (`rescale_betas_zero_snr`)
  * @param clampLastAlpha also set ᾱ_T = 2^-24 after rescaling, as the sigma-based classes do
  */
 export function noiseSchedule(
-  cfg: ConfigReader,
-  opts: { allowed?: readonly BetaSchedule[]; zeroSnr?: boolean; clampLastAlpha?: boolean } = {},
+  className: string,
+  s: BetaSettings,
+  opts: { zeroSnr?: boolean; clampLastAlpha?: boolean } = {},
 ): NoiseSchedule {
-  const allowed = opts.allowed ?? COMMON_BETA_SCHEDULES;
-  const numTrainTimesteps = cfg.int('num_train_timesteps', 1);
-  const trained = cfg.numberList('trained_betas');
+  const numTrainTimesteps = s.numTrainTimesteps;
+  const trained = s.trainedBetas;
   let betas: Float32Array;
   if (trained !== null) {
     if (trained.length !== numTrainTimesteps) {
       throw new ConfigError(
-        `${cfg.className}: trained_betas has ${trained.length} values but num_train_timesteps is ${numTrainTimesteps}`,
+        `${className}: trained_betas has ${trained.length} values but num_train_timesteps is ${numTrainTimesteps}`,
       );
     }
     betas = Float32Array.from(trained);
   } else {
-    const schedule = cfg.config.beta_schedule;
-    if (typeof schedule !== 'string' || !(allowed as readonly string[]).includes(schedule)) {
-      throw new ConfigError(
-        `${cfg.className}: beta_schedule ${describe(schedule)} is not implemented; ` +
-          `use one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}`,
-      );
-    }
-    const start = cfg.finite('beta_start');
-    const end = cfg.finite('beta_end');
-    betas = buildBetas(schedule as BetaSchedule, start, end, numTrainTimesteps);
+    betas = buildBetas(s.betaSchedule, s.betaStart, s.betaEnd, numTrainTimesteps);
   }
   if (opts.zeroSnr) betas = rescaleZeroTerminalSnr(betas);
   const alphasCumprod = cumprodOneMinus(betas);

@@ -9,6 +9,9 @@
  *
  * Here hidden keys are kept when some scheduler of this family knows them, and dropped
  * otherwise, so a typo never leaks into the written config.
+ *
+ * This dict is `scheduler.config`. Scheduler code reads the class's own keys through
+ * `scheduler.settings`, their typed, camelCased parse (settings.ts).
  */
 import { ConfigError } from '../errors.js';
 
@@ -276,7 +279,17 @@ export function describe(value: unknown): string {
   }
 }
 
-/** Typed, validated reads from a resolved config; every failure is a `ConfigError` naming key and value. */
+/**
+ * diffusers' `getattr(self.config, key, None)` for a number: the value whether the key is the
+ * class's own or a hidden one another class registered (`sigma_min` / `sigma_max` reach Heun or
+ * DPM-Solver that way), else null.
+ */
+export function configNumber(config: SchedulerConfig, key: string): number | null {
+  const v = config[key];
+  return typeof v === 'number' ? v : null;
+}
+
+/** Typed, validated reads from a resolved config (what settings.ts builds on); every failure is a `ConfigError` naming key and value. */
 export class ConfigReader {
   constructor(
     readonly className: string,

@@ -6,29 +6,27 @@ import { AlphaProdRun, AlphaProdScheduler } from './alpha-prod.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround } from './float32.js';
 import { div, like, lin } from './ops.js';
-import { limitX0, predictFromAlphaProd, readX0Limits, type X0Limits } from './prediction.js';
+import { limitX0, predictFromAlphaProd, x0Limits, type X0Limits } from './prediction.js';
 import { timestepNumber, type StepOptions, type StepOutput, type TimestepValue } from './scheduler.js';
-import { spacedTimesteps, TIMESTEP_SPACINGS } from './timesteps.js';
+import { spacedTimesteps } from './timesteps.js';
 
-export class DDIMScheduler extends AlphaProdScheduler {
+export class DDIMScheduler extends AlphaProdScheduler<'DDIMScheduler'> {
   readonly order = 1;
   /** ᾱ used for the step after the last (1 with `set_alpha_to_one`, else ᾱ_0). */
   readonly finalAlphaCumprod: number;
   readonly x0Limits: X0Limits;
 
   constructor(config: SchedulerConfigInput = {}) {
-    super({ className: 'DDIMScheduler', config, zeroSnr: true });
-    this.finalAlphaCumprod = this.cfg.bool('set_alpha_to_one') ? 1 : this.alphasCumprod[0];
-    this.x0Limits = readX0Limits(this.cfg, { thresholding: true, clip: true });
-    this.cfg.oneOf('timestep_spacing', TIMESTEP_SPACINGS);
-    this.cfg.int('steps_offset');
+    super({ className: 'DDIMScheduler', config });
+    this.finalAlphaCumprod = this.settings.setAlphaToOne ? 1 : this.alphasCumprod[0];
+    this.x0Limits = x0Limits(this.settings);
   }
 
   protected makeRun(numInferenceSteps: number): DDIMRun {
-    const timesteps = spacedTimesteps(this.cfg.oneOf('timestep_spacing', TIMESTEP_SPACINGS), {
+    const timesteps = spacedTimesteps(this.settings.timestepSpacing, {
       trainTimesteps: this.numTrainTimesteps,
       steps: numInferenceSteps,
-      stepsOffset: this.cfg.int('steps_offset'),
+      stepsOffset: this.settings.stepsOffset,
       roundLinspace: true,
     });
     return new DDIMRun(this, numInferenceSteps, timesteps);

@@ -5,49 +5,31 @@
 import { InputError } from '../errors.js';
 import { Tensor, type TensorLike } from '../tensor.js';
 import { AlphaProdRun, AlphaProdScheduler } from './alpha-prod.js';
-import { COMMON_BETA_SCHEDULES } from './betas.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround, torchExp32, torchLog32 } from './float32.js';
 import { like, lin, type Vec } from './ops.js';
-import { limitX0, predictFromAlphaProd, readX0Limits, type X0Limits } from './prediction.js';
+import { limitX0, predictFromAlphaProd, x0Limits, type X0Limits } from './prediction.js';
 import { timestepNumber, type StepOptions, type StepOutput, type TimestepValue } from './scheduler.js';
-import { spacedTimesteps, TIMESTEP_SPACINGS } from './timesteps.js';
+import type { SchedulerSettings } from './settings.js';
+import { spacedTimesteps } from './timesteps.js';
 
-export type DDPMVarianceType =
-  | 'fixed_small'
-  | 'fixed_small_log'
-  | 'fixed_large'
-  | 'fixed_large_log'
-  | 'learned'
-  | 'learned_range';
+/** DDPM's `variance_type` values (settings.ts validates them). */
+export type DDPMVarianceType = SchedulerSettings<'DDPMScheduler'>['varianceType'];
 
-const VARIANCE_TYPES: readonly DDPMVarianceType[] = [
-  'fixed_small',
-  'fixed_small_log',
-  'fixed_large',
-  'fixed_large_log',
-  'learned',
-  'learned_range',
-];
-
-export class DDPMScheduler extends AlphaProdScheduler {
+export class DDPMScheduler extends AlphaProdScheduler<'DDPMScheduler'> {
   readonly order = 1;
-  readonly varianceType: DDPMVarianceType;
   readonly x0Limits: X0Limits;
 
   constructor(config: SchedulerConfigInput = {}) {
-    super({ className: 'DDPMScheduler', config, zeroSnr: true, betaSchedules: [...COMMON_BETA_SCHEDULES, 'sigmoid'] });
-    this.varianceType = this.cfg.oneOf('variance_type', VARIANCE_TYPES);
-    this.x0Limits = readX0Limits(this.cfg, { thresholding: true, clip: true });
-    this.cfg.oneOf('timestep_spacing', TIMESTEP_SPACINGS);
-    this.cfg.int('steps_offset');
+    super({ className: 'DDPMScheduler', config });
+    this.x0Limits = x0Limits(this.settings);
   }
 
   protected makeRun(numInferenceSteps: number): DDPMRun {
-    const timesteps = spacedTimesteps(this.cfg.oneOf('timestep_spacing', TIMESTEP_SPACINGS), {
+    const timesteps = spacedTimesteps(this.settings.timestepSpacing, {
       trainTimesteps: this.numTrainTimesteps,
       steps: numInferenceSteps,
-      stepsOffset: this.cfg.int('steps_offset'),
+      stepsOffset: this.settings.stepsOffset,
       roundLinspace: true,
     });
     return new DDPMRun(this, numInferenceSteps, timesteps);
@@ -78,7 +60,7 @@ export class DDPMRun extends AlphaProdRun {
     const aPrev = prevT >= 0 ? s.alphaProdAt(prevT) : 1;
     const betaT = fround(1 - fround(a / aPrev));
     const variance = Math.max(fround(fround(fround(1 - aPrev) / fround(1 - a)) * betaT), fround(1e-20));
-    switch (s.varianceType) {
+    switch (s.settings.varianceType) {
       case 'fixed_small':
         return fround(Math.sqrt(variance));
       case 'fixed_small_log':
@@ -110,7 +92,7 @@ export class DDPMRun extends AlphaProdRun {
    */
   step(modelOutput: TensorLike, timestep: TimestepValue, sample: TensorLike, opts: StepOptions = {}): StepOutput {
     const s = this.scheduler;
-    const learned = s.varianceType === 'learned' || s.varianceType === 'learned_range';
+    const learned = s.settings.varianceType === 'learned' || s.settings.varianceType === 'learned_range';
     let mo = modelOutput;
     let predictedVariance: Vec | null = null;
     if (learned && modelOutput.dims.length >= 2 && sample.dims.length >= 2 && modelOutput.dims[1] === 2 * sample.dims[1]) {

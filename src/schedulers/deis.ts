@@ -10,26 +10,20 @@ import { fround, numpyLog32, torchExp32 } from './float32.js';
 import { div, like, lin, scale, type Vec } from './ops.js';
 import type { StepOptions, StepOutput, TimestepValue } from './scheduler.js';
 
-export class DEISMultistepScheduler extends DpmScheduler {
+export class DEISMultistepScheduler extends DpmScheduler<'DEISMultistepScheduler'> {
   readonly order = 1;
 
   constructor(config: SchedulerConfigInput = {}) {
     super({ className: 'DEISMultistepScheduler', config });
     // The DPM-Solver and UniPC variants map to DEIS's only one, as in diffusers.
-    if (this.cfg.oneOf('algorithm_type', ['deis', 'dpmsolver', 'dpmsolver++']) !== 'deis') {
-      this.registerToConfig({ algorithm_type: 'deis' });
-    }
-    if (this.cfg.oneOf('solver_type', ['logrho', 'midpoint', 'heun', 'bh1', 'bh2']) !== 'logrho') {
-      this.registerToConfig({ solver_type: 'logrho' });
-    }
-    this.cfg.bool('lower_order_final');
-    this.readSpacing();
+    if (this.settings.algorithmType !== 'deis') this.registerToConfig({ algorithm_type: 'deis' });
+    if (this.settings.solverType !== 'logrho') this.registerToConfig({ solver_type: 'logrho' });
   }
 
   protected makeRun(n: number): DEISRun {
     const { timesteps, sigmas } = this.dpmGrid(n, {
-      spacing: this.readSpacing(),
-      stepsOffset: this.cfg.int('steps_offset'),
+      spacing: this.settings.timestepSpacing,
+      stepsOffset: this.settings.stepsOffset,
       lastTimestep: this.numTrainTimesteps,
       roundRampTimesteps: true,
       finalSigma: 'deis',
@@ -68,14 +62,15 @@ export class DEISRun extends DpmRun {
     const i = this.currentIndex(timestep);
     const n = this.timesteps.length;
     // 1.
-    const lof = s.config.lower_order_final === true && n < 15;
+    const lof = s.settings.lowerOrderFinal && n < 15;
     const lowerFinal = i === n - 1 && lof;
     const lowerSecond = i === n - 2 && lof;
     // 2.
     this.pushModelOutput(s.convertModelOutput(this.sigmas[i], mo, x, dims));
     let prev: Vec;
-    if (s.solverOrder === 1 || this.lowerOrderNums < 1 || lowerFinal) prev = this.firstOrder(i, x);
-    else if (s.solverOrder === 2 || this.lowerOrderNums < 2 || lowerSecond) prev = this.secondOrder(i, x);
+    const { solverOrder } = s.settings;
+    if (solverOrder === 1 || this.lowerOrderNums < 1 || lowerFinal) prev = this.firstOrder(i, x);
+    else if (solverOrder === 2 || this.lowerOrderNums < 2 || lowerSecond) prev = this.secondOrder(i, x);
     else prev = this.thirdOrder(i, x);
     this.countStep();
     this.advance();

@@ -9,26 +9,26 @@ import { mixNoise } from './add-noise.js';
 import { trainSigmas } from './betas.js';
 import { fround, roundHalfEven, torchExp32, torchLog32 } from './float32.js';
 import { lin, type Vec } from './ops.js';
-import { dataPrediction, noisePrediction, readX0Limits, limitX0, type X0Limits } from './prediction.js';
-import {
-  Scheduler,
-  SchedulerRun,
-  timestepList,
-  type SchedulerInit,
-  type SchedulerOptions,
-  type TimestepValue,
-} from './scheduler.js';
+import { configNumber } from './config.js';
+import { dataPrediction, noisePrediction, x0Limits, limitX0, type X0Limits } from './prediction.js';
+import { Scheduler, SchedulerRun, timestepList, type SchedulerInit, type TimestepValue } from './scheduler.js';
 import {
   alphaSigmaFromSigma,
   interpSigmas,
   lambdaOf,
   logSigmas,
   rampSigmas,
-  readSigmaRamp,
+  sigmaRamp,
   sigmaToT,
   type SigmaRamp,
 } from './sigmas.js';
-import { npLinspace, spacedTimesteps, TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.js';
+import { npLinspace, spacedTimesteps, type TimestepSpacing } from './timesteps.js';
+
+export type DpmClassName =
+  | 'DPMSolverMultistepScheduler'
+  | 'DPMSolverSinglestepScheduler'
+  | 'UniPCMultistepScheduler'
+  | 'DEISMultistepScheduler';
 
 /** How the σ after the last step is chosen. */
 export type FinalSigma =
@@ -58,6 +58,13 @@ export interface DpmGridOptions {
 export type DpmAlgorithm = 'dpmsolver' | 'dpmsolver++' | 'sde-dpmsolver' | 'sde-dpmsolver++';
 /** How the second-order correction is weighted. */
 export type DpmSolverType = 'midpoint' | 'heun';
+
+/** The settings the two DPM-Solver classes choose their algorithm from. */
+export interface DpmAlgorithmSettings {
+  readonly algorithmType: DpmAlgorithm | 'deis';
+  readonly solverType: DpmSolverType | 'logrho' | 'bh1' | 'bh2';
+  readonly finalSigmasType: 'zero' | 'sigma_min';
+}
 
 /** α, σ and λ = log α - log σ at one point of the σ table. */
 export interface DpmPoint {
@@ -94,24 +101,18 @@ export function dpmScalars(algorithm: DpmAlgorithm, t: DpmPoint, s: DpmPoint) {
   return { h, expNegH, expH, expNeg2H, exp2H, xCoef, zCoef };
 }
 
-export abstract class DpmScheduler extends Scheduler {
+export abstract class DpmScheduler<C extends DpmClassName = DpmClassName> extends Scheduler<C> {
   readonly timestepDtype = 'int64' as const;
   override readonly missingTimestepIsLast = true;
   readonly trainSigmas: Float32Array;
   readonly sigmaRamp: SigmaRamp;
-  readonly useFlowSigmas: boolean;
-  readonly flowShift: number;
-  readonly solverOrder: number;
   readonly x0Limits: X0Limits;
 
-  protected constructor(init: SchedulerInit, opts: SchedulerOptions = {}) {
-    super(init, { predictionTypes: ['epsilon', 'v_prediction', 'sample', 'flow_prediction'], ...opts });
+  protected constructor(init: SchedulerInit<C>) {
+    super(init);
     this.trainSigmas = trainSigmas(this.alphasCumprod);
-    this.sigmaRamp = readSigmaRamp(this.cfg);
-    this.useFlowSigmas = this.cfg.bool('use_flow_sigmas');
-    this.flowShift = this.cfg.finite('flow_shift');
-    this.solverOrder = this.cfg.int('solver_order', 1);
-    this.x0Limits = readX0Limits(this.cfg, { thresholding: true, clip: false });
+    this.sigmaRamp = sigmaRamp(this.className, this.settings);
+    this.x0Limits = x0Limits(this.settings);
   }
 
   /**
@@ -137,12 +138,9 @@ export abstract class DpmScheduler extends Scheduler {
     let sigmas: number[];
     let ramped = true;
     if (this.sigmaRamp !== null) {
-      const useConfig = (key: string): number | null => {
-        const v = this.config[key];
-        return typeof v === 'number' ? v : null;
-      };
-      const lo = useConfig('sigma_min') ?? train[0];
-      const hi = useConfig('sigma_max') ?? train[train.length - 1];
+      // Hidden keys: diffusers reads `self.config.sigma_min` where a sibling class registered it.
+      const lo = configNumber(this.config, 'sigma_min') ?? train[0];
+      const hi = configNumber(this.config, 'sigma_max') ?? train[train.length - 1];
       sigmas = rampSigmas(this.sigmaRamp, lo, hi, n);
       const logTable = table();
       timesteps = sigmas.map((s) => sigmaToT(s, logTable));
@@ -154,8 +152,8 @@ export abstract class DpmScheduler extends Scheduler {
       sigmas = npLinspace(0, 1, n).map((r) => Math.exp(lambdaMax + r * (lambdaMin - lambdaMax)));
       timesteps = sigmas.map((s) => sigmaToT(s, logTable));
       if (o.roundRampTimesteps) timesteps = timesteps.map(roundHalfEven);
-    } else if (this.useFlowSigmas) {
-      const shift = this.flowShift;
+    } else if (this.settings.useFlowSigmas) {
+      const shift = this.settings.flowShift;
       const raw = npLinspace(1, 1 / T, n + 1).map((a) => 1 - a);
       sigmas = raw.map((s) => (shift * s) / (1 + (shift - 1) * s)).reverse().slice(0, -1);
       timesteps = sigmas.map((s) => s * T);
@@ -172,7 +170,7 @@ export abstract class DpmScheduler extends Scheduler {
 
   /** α_t, σ_t at a table σ: variance preserving, or (1 - σ, σ) for flow matching. */
   alphaSigma(sigma: number): { alpha: number; sigma: number } {
-    return this.useFlowSigmas ? { alpha: fround(1 - sigma), sigma } : alphaSigmaFromSigma(sigma);
+    return this.settings.useFlowSigmas ? { alpha: fround(1 - sigma), sigma } : alphaSigmaFromSigma(sigma);
   }
 
   /** α_t, σ_t and λ_t at a table σ. */
@@ -203,22 +201,19 @@ export abstract class DpmScheduler extends Scheduler {
   }
 
   /**
-   * Read `algorithm_type` / `solver_type` of the DPM-Solver classes. Values of the sibling
+   * The algorithm and solver of the DPM-Solver classes from their settings. Values of the sibling
    * classes map over the way diffusers does it (`deis` → `dpmsolver++`; `logrho`, `bh1`, `bh2`
    * → `midpoint`) and the config is updated to match. `final_sigmas_type` "zero" needs data
    * prediction.
    */
-  protected readDpmAlgorithm(allowed: readonly DpmAlgorithm[]): { algorithm: DpmAlgorithm; solverType: DpmSolverType } {
-    const algorithm = this.cfg.oneOf('algorithm_type', [...allowed, 'deis'] as readonly (DpmAlgorithm | 'deis')[]);
-    const solver = this.cfg.oneOf('solver_type', ['midpoint', 'heun', 'logrho', 'bh1', 'bh2']);
-    if (algorithm === 'deis') this.registerToConfig({ algorithm_type: 'dpmsolver++' });
-    if (solver !== 'midpoint' && solver !== 'heun') this.registerToConfig({ solver_type: 'midpoint' });
+  protected dpmAlgorithm(s: DpmAlgorithmSettings): { algorithm: DpmAlgorithm; solverType: DpmSolverType } {
+    if (s.algorithmType === 'deis') this.registerToConfig({ algorithm_type: 'dpmsolver++' });
+    if (s.solverType !== 'midpoint' && s.solverType !== 'heun') this.registerToConfig({ solver_type: 'midpoint' });
     const result = {
-      algorithm: algorithm === 'deis' ? 'dpmsolver++' : algorithm,
-      solverType: solver === 'heun' ? 'heun' : 'midpoint',
+      algorithm: s.algorithmType === 'deis' ? 'dpmsolver++' : s.algorithmType,
+      solverType: s.solverType === 'heun' ? 'heun' : 'midpoint',
     } as const;
-    const finalType = this.cfg.oneOf('final_sigmas_type', ['zero', 'sigma_min']);
-    if ((result.algorithm === 'dpmsolver' || result.algorithm === 'sde-dpmsolver') && finalType === 'zero') {
+    if ((result.algorithm === 'dpmsolver' || result.algorithm === 'sde-dpmsolver') && s.finalSigmasType === 'zero') {
       throw new ConfigError(
         `${this.className}: final_sigmas_type "zero" is not supported for algorithm_type ` +
           `"${result.algorithm}"; use "sigma_min"`,
@@ -227,14 +222,8 @@ export abstract class DpmScheduler extends Scheduler {
     return result;
   }
 
-  /** Check the spacing key where the class has it. */
-  protected readSpacing(): TimestepSpacing {
-    return this.cfg.oneOf('timestep_spacing', TIMESTEP_SPACINGS);
-  }
-
   /** λ-table clip of DPM-Solver: how many of the smallest timesteps have λ below `lambda_min_clipped`. */
-  protected lambdaClippedCount(): number {
-    const minLambda = this.cfg.number('lambda_min_clipped');
+  protected lambdaClippedCount(minLambda: number): number {
     const ac = this.alphasCumprod;
     const limit = fround(minLambda);
     let count = 0;
@@ -276,7 +265,7 @@ export abstract class DpmRun extends SchedulerRun {
 
   protected constructor(scheduler: DpmScheduler, n: number, timesteps: number[], sigmas: Float32Array) {
     super(scheduler, { numInferenceSteps: n, timesteps, sigmas });
-    this.modelOutputs = new Array<Vec | null>(scheduler.solverOrder).fill(null);
+    this.modelOutputs = new Array<Vec | null>(scheduler.settings.solverOrder).fill(null);
   }
 
   /** Shift the history and append the newest converted output. */
@@ -294,7 +283,7 @@ export abstract class DpmRun extends SchedulerRun {
   }
 
   protected countStep(): void {
-    if (this.lowerOrderNums < this.scheduler.solverOrder) this.lowerOrderNums += 1;
+    if (this.lowerOrderNums < this.scheduler.settings.solverOrder) this.lowerOrderNums += 1;
   }
 
   /** α, σ and λ at the run's i-th sigma. */

@@ -12,44 +12,35 @@ import { div, like, lin, sub, type Vec } from './ops.js';
 import { limitX0 } from './prediction.js';
 import type { StepOptions, StepOutput, TimestepValue } from './scheduler.js';
 
-export class DPMSolverMultistepScheduler extends DpmScheduler {
+export class DPMSolverMultistepScheduler extends DpmScheduler<'DPMSolverMultistepScheduler'> {
   readonly order = 1;
   readonly algorithm: DpmAlgorithm;
   readonly solverType: DpmSolverType;
 
   constructor(config: SchedulerConfigInput = {}) {
-    super({ className: 'DPMSolverMultistepScheduler', config, zeroSnr: true, clampLastAlpha: true });
-    const { algorithm, solverType } = this.readDpmAlgorithm([
-      'dpmsolver',
-      'dpmsolver++',
-      'sde-dpmsolver',
-      'sde-dpmsolver++',
-    ]);
+    super({ className: 'DPMSolverMultistepScheduler', config, clampLastAlpha: true });
+    const { algorithm, solverType } = this.dpmAlgorithm(this.settings);
     this.algorithm = algorithm;
     this.solverType = solverType;
-    this.cfg.bool('use_lu_lambdas');
-    this.cfg.bool('euler_at_final');
-    this.cfg.bool('lower_order_final');
-    this.cfg.optionalOneOf('variance_type', ['learned', 'learned_range']);
-    this.readSpacing();
   }
 
   protected makeRun(n: number): DPMSolverMultistepRun {
+    const s = this.settings;
     const { timesteps, sigmas } = this.dpmGrid(n, {
-      spacing: this.readSpacing(),
-      stepsOffset: this.cfg.int('steps_offset'),
-      lastTimestep: this.numTrainTimesteps - this.lambdaClippedCount(),
-      roundRampTimesteps: this.config.beta_schedule !== 'squaredcos_cap_v2',
+      spacing: s.timestepSpacing,
+      stepsOffset: s.stepsOffset,
+      lastTimestep: this.numTrainTimesteps - this.lambdaClippedCount(s.lambdaMinClipped),
+      roundRampTimesteps: s.betaSchedule !== 'squaredcos_cap_v2',
       finalSigma: 'config',
-      finalSigmasType: this.cfg.oneOf('final_sigmas_type', ['zero', 'sigma_min']),
-      luLambdas: this.cfg.bool('use_lu_lambdas'),
+      finalSigmasType: s.finalSigmasType,
+      luLambdas: s.useLuLambdas,
     });
     return new DPMSolverMultistepRun(this, timesteps, sigmas);
   }
 
   /** The part of the model output the solver uses: the first 3 channels for learned-variance ε models. */
   solverInput(modelOutput: TensorLike): TensorLike {
-    const learned = this.config.variance_type === 'learned' || this.config.variance_type === 'learned_range';
+    const learned = this.settings.varianceType === 'learned' || this.settings.varianceType === 'learned_range';
     return learned && this.predictionType === 'epsilon' ? firstChannels(modelOutput, 3) : modelOutput;
   }
 
@@ -87,10 +78,10 @@ export class DPMSolverMultistepRun extends DpmRun {
     const { mo, x, dims } = this.inputs(s.solverInput(modelOutput), sample);
     const i = this.currentIndex(timestep);
     const n = this.timesteps.length;
-    const cfg = s.config;
+    const set = s.settings;
     // 2.
-    const shortSchedule = cfg.lower_order_final === true && n < 15;
-    const lowerFinal = i === n - 1 && (cfg.euler_at_final === true || shortSchedule || cfg.final_sigmas_type === 'zero');
+    const shortSchedule = set.lowerOrderFinal && n < 15;
+    const lowerFinal = i === n - 1 && (set.eulerAtFinal || shortSchedule || set.finalSigmasType === 'zero');
     const lowerSecond = i === n - 2 && shortSchedule;
     // 1.
     this.pushModelOutput(s.convertModelOutput(this.sigmas[i], mo, x, dims));
@@ -98,8 +89,8 @@ export class DPMSolverMultistepRun extends DpmRun {
     const z = sde ? this.stepNoise(dims, opts) : null;
     // 3.
     let prev: Vec;
-    if (s.solverOrder === 1 || this.lowerOrderNums < 1 || lowerFinal) prev = this.firstOrder(i, x, z);
-    else if (s.solverOrder === 2 || this.lowerOrderNums < 2 || lowerSecond) prev = this.secondOrder(i, x, z);
+    if (set.solverOrder === 1 || this.lowerOrderNums < 1 || lowerFinal) prev = this.firstOrder(i, x, z);
+    else if (set.solverOrder === 2 || this.lowerOrderNums < 2 || lowerSecond) prev = this.secondOrder(i, x, z);
     else prev = this.thirdOrder(i, x, z);
     this.countStep();
     this.advance();

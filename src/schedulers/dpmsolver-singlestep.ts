@@ -13,21 +13,20 @@ import { div, like, lin, sub, type Vec } from './ops.js';
 import { limitX0 } from './prediction.js';
 import type { StepOptions, StepOutput, TimestepValue } from './scheduler.js';
 
-export class DPMSolverSinglestepScheduler extends DpmScheduler {
+export class DPMSolverSinglestepScheduler extends DpmScheduler<'DPMSolverSinglestepScheduler'> {
   readonly order = 1;
   readonly algorithm: DpmAlgorithm;
   readonly solverType: DpmSolverType;
 
   constructor(config: SchedulerConfigInput = {}) {
     super({ className: 'DPMSolverSinglestepScheduler', config });
-    if (this.solverOrder > 3) {
-      throw new InputError(`DPMSolverSinglestepScheduler: solver_order ${this.solverOrder} > 3 is not supported`);
+    const solverOrder = this.settings.solverOrder;
+    if (solverOrder > 3) {
+      throw new InputError(`DPMSolverSinglestepScheduler: solver_order ${solverOrder} > 3 is not supported`);
     }
-    const { algorithm, solverType } = this.readDpmAlgorithm(['dpmsolver', 'dpmsolver++', 'sde-dpmsolver++']);
+    const { algorithm, solverType } = this.dpmAlgorithm(this.settings);
     this.algorithm = algorithm;
     this.solverType = solverType;
-    this.cfg.optionalOneOf('variance_type', ['learned', 'learned_range']);
-    this.cfg.number('lambda_min_clipped');
   }
 
   /**
@@ -36,11 +35,11 @@ export class DPMSolverSinglestepScheduler extends DpmScheduler {
    * σ of zero forces the last step to order 1.
    */
   orderList(steps: number): number[] {
-    const order = this.solverOrder;
+    const order = this.settings.solverOrder;
     const rep = (pattern: number[], times: number): number[] =>
       Array.from({ length: Math.max(times, 0) }, () => pattern).flat();
     let orders: number[];
-    if (this.config.lower_order_final === true) {
+    if (this.settings.lowerOrderFinal) {
       if (order === 3) {
         if (steps % 3 === 0) orders = [...rep([1, 2, 3], Math.floor(steps / 3) - 1), 1, 2, 1];
         else if (steps % 3 === 1) orders = [...rep([1, 2, 3], Math.floor(steps / 3)), 1];
@@ -53,7 +52,7 @@ export class DPMSolverSinglestepScheduler extends DpmScheduler {
     } else if (order === 3) orders = rep([1, 2, 3], Math.floor(steps / 3));
     else if (order === 2) orders = rep([1, 2], Math.floor(steps / 2));
     else orders = rep([1], steps);
-    if (this.config.final_sigmas_type === 'zero') orders[orders.length - 1] = 1;
+    if (this.settings.finalSigmasType === 'zero') orders[orders.length - 1] = 1;
     return orders;
   }
 
@@ -63,23 +62,23 @@ export class DPMSolverSinglestepScheduler extends DpmScheduler {
    *    order or the final σ is zero (this changes the scheduler's config for later runs too).
    */
   protected makeRun(n: number): DPMSolverSinglestepRun {
-    const finalSigmasType = this.cfg.oneOf('final_sigmas_type', ['zero', 'sigma_min']);
+    const s = this.settings;
     const { timesteps, sigmas } = this.dpmGrid(n, {
       spacing: 'linspace',
       stepsOffset: 0,
-      lastTimestep: this.numTrainTimesteps - this.lambdaClippedCount(),
+      lastTimestep: this.numTrainTimesteps - this.lambdaClippedCount(s.lambdaMinClipped),
       roundRampTimesteps: true,
       finalSigma: 'config',
-      finalSigmasType,
+      finalSigmasType: s.finalSigmasType,
     });
-    if (!this.cfg.bool('lower_order_final') && (n % this.solverOrder !== 0 || finalSigmasType === 'zero')) {
+    if (!s.lowerOrderFinal && (n % s.solverOrder !== 0 || s.finalSigmasType === 'zero')) {
       this.registerToConfig({ lower_order_final: true });
     }
     return new DPMSolverSinglestepRun(this, n, timesteps, sigmas, this.orderList(n));
   }
 
   solverInput(modelOutput: TensorLike): TensorLike {
-    const learned = this.config.variance_type === 'learned' || this.config.variance_type === 'learned_range';
+    const learned = this.settings.varianceType === 'learned' || this.settings.varianceType === 'learned_range';
     return learned && this.predictionType === 'epsilon' ? firstChannels(modelOutput, 3) : modelOutput;
   }
 

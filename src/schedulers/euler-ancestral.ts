@@ -11,14 +11,11 @@ import { predictX0FromSigma } from './prediction.js';
 import type { StepOptions, StepOutput, TimestepValue } from './scheduler.js';
 import { interpSigmas } from './sigmas.js';
 
-export class EulerAncestralDiscreteScheduler extends KarrasScheduler {
+export class EulerAncestralDiscreteScheduler extends KarrasScheduler<'EulerAncestralDiscreteScheduler'> {
   readonly order = 1;
 
   constructor(config: SchedulerConfigInput = {}) {
-    super(
-      { className: 'EulerAncestralDiscreteScheduler', config, zeroSnr: true, clampLastAlpha: true },
-      { ramps: false, predictionTypes: ['epsilon', 'v_prediction'] },
-    );
+    super({ className: 'EulerAncestralDiscreteScheduler', config, clampLastAlpha: true });
   }
 
   /** Spacing timesteps, interpolated σ, and a final σ = 0. */

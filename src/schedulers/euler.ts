@@ -11,26 +11,15 @@ import { predictX0FromSigma } from './prediction.js';
 import type { StepOptions, StepOutput, TimestepValue } from './scheduler.js';
 import { interpSigmas } from './sigmas.js';
 
-export class EulerDiscreteScheduler extends KarrasScheduler {
+export class EulerDiscreteScheduler extends KarrasScheduler<'EulerDiscreteScheduler'> {
   readonly order = 1;
-  readonly interpolationType: 'linear' | 'log_linear';
-  readonly finalSigmasType: 'zero' | 'sigma_min';
-  readonly timestepType: 'discrete' | 'continuous';
 
   constructor(config: SchedulerConfigInput = {}) {
-    super(
-      { className: 'EulerDiscreteScheduler', config, zeroSnr: true, clampLastAlpha: true },
-      { ramps: true },
-    );
-    this.interpolationType = this.cfg.oneOf('interpolation_type', ['linear', 'log_linear']);
-    this.finalSigmasType = this.cfg.oneOf('final_sigmas_type', ['zero', 'sigma_min']);
-    this.timestepType = this.cfg.oneOf('timestep_type', ['discrete', 'continuous']);
-    this.cfg.optionalNumber('sigma_min');
-    this.cfg.optionalNumber('sigma_max');
+    super({ className: 'EulerDiscreteScheduler', config, clampLastAlpha: true });
   }
 
   private get continuousV(): boolean {
-    return this.timestepType === 'continuous' && this.predictionType === 'v_prediction';
+    return this.settings.timestepType === 'continuous' && this.predictionType === 'v_prediction';
   }
 
   /**
@@ -44,7 +33,7 @@ export class EulerDiscreteScheduler extends KarrasScheduler {
     const spaced = this.spacingTimesteps(n);
     const train = this.trainSigmas;
     const interpolated =
-      this.interpolationType === 'linear'
+      this.settings.interpolationType === 'linear'
         ? interpSigmas(spaced, train)
         : Array.from(
             torchLinspace32(numpyLog32(train[train.length - 1]), numpyLog32(train[0]), n + 1),
@@ -52,7 +41,7 @@ export class EulerDiscreteScheduler extends KarrasScheduler {
           );
     const grid = this.applyRamp({ timesteps: spaced, sigmas: interpolated }, n, { boundsFromConfig: true });
     const a0 = this.alphasCumprod[0];
-    const last = this.finalSigmasType === 'zero' ? 0 : Math.sqrt(fround(fround(1 - a0) / a0));
+    const last = this.settings.finalSigmasType === 'zero' ? 0 : Math.sqrt(fround(fround(1 - a0) / a0));
     const sigmas = Float32Array.from([...grid.sigmas, last]);
     const timesteps = this.continuousV
       ? Array.from(sigmas.subarray(0, -1), (sg) => fround(0.25 * torchLog32(sg)))

@@ -4,24 +4,20 @@
  * corrector, so the timesteps after the first are repeated.
  */
 import type { TensorLike } from '../tensor.js';
-import { COMMON_BETA_SCHEDULES } from './betas.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround } from './float32.js';
 import { doubleAfterFirst, KarrasRun, KarrasScheduler } from './karras.js';
 import { div, like, lin, type Vec } from './ops.js';
-import { limitX0, predictX0FromSigma, readX0Limits, type X0Limits } from './prediction.js';
+import { limitX0, predictX0FromSigma, x0Limits, type X0Limits } from './prediction.js';
 import type { StepOptions, StepOutput, TimestepValue } from './scheduler.js';
 
-export class HeunDiscreteScheduler extends KarrasScheduler {
+export class HeunDiscreteScheduler extends KarrasScheduler<'HeunDiscreteScheduler'> {
   readonly order = 2;
   readonly x0Limits: X0Limits;
 
   constructor(config: SchedulerConfigInput = {}) {
-    super(
-      { className: 'HeunDiscreteScheduler', config, betaSchedules: [...COMMON_BETA_SCHEDULES, 'exp'] },
-      { ramps: true },
-    );
-    this.x0Limits = readX0Limits(this.cfg, { thresholding: false, clip: true });
+    super({ className: 'HeunDiscreteScheduler', config });
+    this.x0Limits = x0Limits(this.settings);
   }
 
   /**

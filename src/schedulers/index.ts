@@ -1,5 +1,6 @@
 /** The diffusers scheduler family in plain TypeScript: see scheduler.ts for the run-state design. */
 export * from './config.js';
+export { parseSchedulerSettings, type SchedulerSettings } from './settings.js';
 export { Scheduler, SchedulerRun, type StepOptions, type StepOutput, type TimestepValue } from './scheduler.js';
 export { schedulerClass, schedulerFromConfig, SCHEDULER_CLASSES, type SchedulerClass } from './registry.js';
 export type { PredictionType } from './prediction.js';

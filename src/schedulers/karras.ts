@@ -8,23 +8,19 @@ import { addNoiseSigma } from './add-noise.js';
 import { trainSigmas } from './betas.js';
 import { fround, roundHalfEven } from './float32.js';
 import { div, like, lin, asVec, type Vec } from './ops.js';
-import {
-  Scheduler,
-  SchedulerRun,
-  timestepList,
-  type SchedulerInit,
-  type SchedulerOptions,
-  type TimestepValue,
-} from './scheduler.js';
-import {
-  interpSigmas,
-  logSigmas,
-  rampSigmas,
-  readSigmaRamp,
-  sigmaToT,
-  type SigmaRamp,
-} from './sigmas.js';
-import { spacedTimesteps, TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.js';
+import { configNumber } from './config.js';
+import type { SchedulerSettings } from './settings.js';
+import { Scheduler, SchedulerRun, timestepList, type SchedulerInit, type TimestepValue } from './scheduler.js';
+import { interpSigmas, logSigmas, rampSigmas, sigmaRamp, sigmaToT, type SigmaRamp } from './sigmas.js';
+import { spacedTimesteps } from './timesteps.js';
+
+export type KarrasClassName =
+  | 'EulerDiscreteScheduler'
+  | 'EulerAncestralDiscreteScheduler'
+  | 'LMSDiscreteScheduler'
+  | 'HeunDiscreteScheduler'
+  | 'KDPM2DiscreteScheduler'
+  | 'KDPM2AncestralDiscreteScheduler';
 
 /** An inference grid before the class-specific post-processing. */
 export interface SigmaGrid {
@@ -48,25 +44,21 @@ export function doubleAfterFirst(values: ArrayLike<number>, last: 'double' | 'si
   return out;
 }
 
-export abstract class KarrasScheduler extends Scheduler {
+export abstract class KarrasScheduler<C extends KarrasClassName = KarrasClassName> extends Scheduler<C> {
   /** float32, or float64 for KDPM2 with a sigma ramp (diffusers keeps numpy's float64 there). */
   readonly timestepDtype: 'float32' | 'float64';
   /** Training sigmas σ_t (float32), indexed by training timestep. */
   readonly trainSigmas: Float32Array;
-  readonly spacing: TimestepSpacing;
+  /** The ramp of the `use_*_sigmas` flags (none for Euler ancestral, which lacks them). */
   readonly sigmaRamp: SigmaRamp;
   private logTable: Float32Array | undefined;
 
-  /**
-   * @param opts.ramps whether the class reads `use_karras_sigmas` and friends
-   * @param opts.float64RampTimesteps whether timesteps stay float64 after a ramp (KDPM2)
-   */
-  protected constructor(init: SchedulerInit, opts: SchedulerOptions & { ramps: boolean; float64RampTimesteps?: boolean }) {
-    super(init, opts);
+  /** @param opts.float64RampTimesteps whether timesteps stay float64 after a ramp (KDPM2) */
+  protected constructor(init: SchedulerInit<C>, opts: { float64RampTimesteps?: boolean } = {}) {
+    super(init);
     this.trainSigmas = trainSigmas(this.alphasCumprod);
-    this.spacing = this.cfg.oneOf('timestep_spacing', TIMESTEP_SPACINGS);
-    this.cfg.int('steps_offset');
-    this.sigmaRamp = opts.ramps ? readSigmaRamp(this.cfg) : null;
+    const s: SchedulerSettings<KarrasClassName> = this.settings;
+    this.sigmaRamp = 'useKarrasSigmas' in s ? sigmaRamp(this.className, s) : null;
     this.timestepDtype = opts.float64RampTimesteps && this.sigmaRamp !== null ? 'float64' : 'float32';
   }
 
@@ -80,7 +72,8 @@ export abstract class KarrasScheduler extends Scheduler {
   initNoiseSigmaFor(sigmas: ArrayLike<number>): number {
     let max = -Infinity;
     for (let i = 0; i < sigmas.length; i++) if (sigmas[i] > max) max = sigmas[i];
-    if (this.spacing === 'linspace' || this.spacing === 'trailing') return max;
+    const spacing = this.settings.timestepSpacing;
+    if (spacing === 'linspace' || spacing === 'trailing') return max;
     return fround(Math.sqrt(fround(fround(max * max) + 1)));
   }
 
@@ -90,10 +83,10 @@ export abstract class KarrasScheduler extends Scheduler {
 
   /** Inference timesteps from the spacing, as float32 values. */
   protected spacingTimesteps(n: number): number[] {
-    return spacedTimesteps(this.spacing, {
+    return spacedTimesteps(this.settings.timestepSpacing, {
       trainTimesteps: this.numTrainTimesteps,
       steps: n,
-      stepsOffset: this.cfg.int('steps_offset'),
+      stepsOffset: this.settings.stepsOffset,
       roundLinspace: false,
     }).map(fround);
   }
@@ -128,12 +121,12 @@ export abstract class KarrasScheduler extends Scheduler {
     return this.applyRamp({ timesteps, sigmas: interpSigmas(timesteps, this.trainSigmas) }, n, opts);
   }
 
-  /** σ_min / σ_max of a ramp: the config's values when present and set, else the grid's ends. */
+  /**
+   * σ_min / σ_max of a ramp: the config's values when present and set, else the grid's ends.
+   * Read from the dict: only Euler has the keys, the others see them as hidden keys.
+   */
   protected rampBounds(gridMin: number, gridMax: number, useConfig: boolean): [number, number] {
-    const read = (key: string): number | null => {
-      const v = this.config[key];
-      return useConfig && typeof v === 'number' ? v : null;
-    };
+    const read = (key: string): number | null => (useConfig ? configNumber(this.config, key) : null);
     return [read('sigma_min') ?? gridMin, read('sigma_max') ?? gridMax];
   }
 

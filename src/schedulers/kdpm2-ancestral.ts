@@ -20,14 +20,11 @@ interface AncestralTables {
   readonly down: Float32Array;
 }
 
-export class KDPM2AncestralDiscreteScheduler extends KarrasScheduler {
+export class KDPM2AncestralDiscreteScheduler extends KarrasScheduler<'KDPM2AncestralDiscreteScheduler'> {
   readonly order = 2;
 
   constructor(config: SchedulerConfigInput = {}) {
-    super(
-      { className: 'KDPM2AncestralDiscreteScheduler', config },
-      { ramps: true, float64RampTimesteps: true, predictionTypes: ['epsilon', 'v_prediction'] },
-    );
+    super({ className: 'KDPM2AncestralDiscreteScheduler', config }, { float64RampTimesteps: true });
   }
 
   /**

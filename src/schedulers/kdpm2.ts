@@ -19,14 +19,11 @@ export function logMidpoint(a: number, b: number): number {
   return torchExp32(fround(lb - fround(fround(lb - la) * 0.5)));
 }
 
-export class KDPM2DiscreteScheduler extends KarrasScheduler {
+export class KDPM2DiscreteScheduler extends KarrasScheduler<'KDPM2DiscreteScheduler'> {
   readonly order = 2;
 
   constructor(config: SchedulerConfigInput = {}) {
-    super(
-      { className: 'KDPM2DiscreteScheduler', config },
-      { ramps: true, float64RampTimesteps: true, predictionTypes: ['epsilon', 'v_prediction'] },
-    );
+    super({ className: 'KDPM2DiscreteScheduler', config }, { float64RampTimesteps: true });
   }
 
   /**

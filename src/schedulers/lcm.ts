@@ -8,26 +8,22 @@ import { AlphaProdRun, AlphaProdScheduler } from './alpha-prod.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround } from './float32.js';
 import { like, lin } from './ops.js';
-import { limitX0, predictFromAlphaProd, readX0Limits, type X0Limits } from './prediction.js';
+import { limitX0, predictFromAlphaProd, x0Limits, type X0Limits } from './prediction.js';
 import { timestepNumber, type StepOptions, type StepOutput, type TimestepValue } from './scheduler.js';
 import { npLinspace } from './timesteps.js';
 
 /** σ_data of the consistency-model boundary condition. */
 const SIGMA_DATA = 0.5;
 
-export class LCMScheduler extends AlphaProdScheduler {
+export class LCMScheduler extends AlphaProdScheduler<'LCMScheduler'> {
   readonly order = 1;
   readonly finalAlphaCumprod: number;
   readonly x0Limits: X0Limits;
-  readonly originalInferenceSteps: number;
-  readonly timestepScaling: number;
 
   constructor(config: SchedulerConfigInput = {}) {
-    super({ className: 'LCMScheduler', config, zeroSnr: true });
-    this.finalAlphaCumprod = this.cfg.bool('set_alpha_to_one') ? 1 : this.alphasCumprod[0];
-    this.x0Limits = readX0Limits(this.cfg, { thresholding: true, clip: true });
-    this.originalInferenceSteps = this.cfg.int('original_inference_steps', 1);
-    this.timestepScaling = this.cfg.finite('timestep_scaling');
+    super({ className: 'LCMScheduler', config });
+    this.finalAlphaCumprod = this.settings.setAlphaToOne ? 1 : this.alphasCumprod[0];
+    this.x0Limits = x0Limits(this.settings);
   }
 
   /**
@@ -36,7 +32,7 @@ export class LCMScheduler extends AlphaProdScheduler {
    */
   protected makeRun(n: number): LCMRun {
     const T = this.numTrainTimesteps;
-    const original = this.originalInferenceSteps;
+    const original = this.settings.originalInferenceSteps;
     if (original > T) {
       throw new InputError(`LCMScheduler: original_inference_steps ${original} cannot exceed num_train_timesteps ${T}`);
     }
@@ -54,7 +50,7 @@ export class LCMScheduler extends AlphaProdScheduler {
 
   /** Boundary-condition scalings c_skip = σ_d²/(τ² + σ_d²), c_out = τ/√(τ² + σ_d²), τ = t·scaling. */
   scalings(t: number): { cSkip: number; cOut: number } {
-    const tau = fround(t * fround(this.timestepScaling));
+    const tau = fround(t * fround(this.settings.timestepScaling));
     const d = fround(fround(tau * tau) + SIGMA_DATA ** 2);
     return { cSkip: fround(fround(1 / d) * SIGMA_DATA ** 2), cOut: fround(tau / fround(Math.sqrt(d))) };
   }

@@ -13,11 +13,11 @@ import { predictX0FromSigma } from './prediction.js';
 import { gaussKronrod21, quadAcceptsFirstRule } from './quadrature.js';
 import type { StepOptions, StepOutput, TimestepValue } from './scheduler.js';
 
-export class LMSDiscreteScheduler extends KarrasScheduler {
+export class LMSDiscreteScheduler extends KarrasScheduler<'LMSDiscreteScheduler'> {
   readonly order = 1;
 
   constructor(config: SchedulerConfigInput = {}) {
-    super({ className: 'LMSDiscreteScheduler', config }, { ramps: true });
+    super({ className: 'LMSDiscreteScheduler', config });
   }
 
   /** Spacing timesteps, interpolated σ (or a ramp with t(σ)), and a final σ = 0. */

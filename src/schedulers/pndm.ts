@@ -9,23 +9,19 @@ import type { SchedulerConfigInput } from './config.js';
 import { fround } from './float32.js';
 import { div, like, lin, scale, type Vec } from './ops.js';
 import { timestepNumber, type StepOptions, type StepOutput, type TimestepValue } from './scheduler.js';
-import { npArange, npLinspace, TIMESTEP_SPACINGS } from './timesteps.js';
+import { npArange, npLinspace } from './timesteps.js';
 import { roundHalfEven } from './float32.js';
 
 /** Number of model outputs the PLMS formula combines, and of Runge–Kutta warm-up steps. */
 const PNDM_ORDER = 4;
 
-export class PNDMScheduler extends AlphaProdScheduler {
+export class PNDMScheduler extends AlphaProdScheduler<'PNDMScheduler'> {
   readonly order = 1;
   readonly finalAlphaCumprod: number;
-  readonly skipPrkSteps: boolean;
 
   constructor(config: SchedulerConfigInput = {}) {
-    super({ className: 'PNDMScheduler', config }, { predictionTypes: ['epsilon', 'v_prediction'] });
-    this.finalAlphaCumprod = this.cfg.bool('set_alpha_to_one') ? 1 : this.alphasCumprod[0];
-    this.skipPrkSteps = this.cfg.bool('skip_prk_steps');
-    this.cfg.oneOf('timestep_spacing', TIMESTEP_SPACINGS);
-    this.cfg.int('steps_offset');
+    super({ className: 'PNDMScheduler', config });
+    this.finalAlphaCumprod = this.settings.setAlphaToOne ? 1 : this.alphasCumprod[0];
   }
 
   /**
@@ -36,9 +32,9 @@ export class PNDMScheduler extends AlphaProdScheduler {
    */
   protected makeRun(n: number): PNDMRun {
     const T = this.numTrainTimesteps;
-    const offset = this.cfg.int('steps_offset');
+    const offset = this.settings.stepsOffset;
     let base: number[];
-    switch (this.cfg.oneOf('timestep_spacing', TIMESTEP_SPACINGS)) {
+    switch (this.settings.timestepSpacing) {
       case 'linspace':
         base = npLinspace(0, T - 1, n).map(roundHalfEven);
         break;
@@ -56,7 +52,7 @@ export class PNDMScheduler extends AlphaProdScheduler {
     }
     let prk: number[] = [];
     let plms: number[];
-    if (this.skipPrkSteps) {
+    if (this.settings.skipPrkSteps) {
       plms = [...base.slice(0, -1), ...base.slice(-2, -1), ...base.slice(-1)].reverse();
     } else {
       const half = Math.floor(Math.floor(T / n) / 2);
@@ -112,7 +108,7 @@ export class PNDMRun extends AlphaProdRun {
     void opts;
     const { mo, x, dims } = this.inputs(modelOutput, sample);
     const t = timestepNumber(timestep);
-    const inPrk = this.counter < this.prkTimesteps.length && !this.scheduler.skipPrkSteps;
+    const inPrk = this.counter < this.prkTimesteps.length && !this.scheduler.settings.skipPrkSteps;
     const prev = inPrk ? this.stepPrk(mo, t, x) : this.stepPlms(mo, t, x);
     this.counter += 1;
     return { prevSample: like(dims, prev) };

@@ -10,14 +10,13 @@
  * v-prediction (Salimans & Ho 2022, "Progressive Distillation", §4) is v = α_t ε - σ_t x₀.
  */
 import { InputError } from '../errors.js';
-import type { ConfigReader } from './config.js';
 import { fround } from './float32.js';
 import { clamp, div, lin, thresholdSample, type Vec } from './ops.js';
 
 /** What the model predicts; `flow_prediction` (flow-matching velocity) only for the DPM-Solver family. */
 export type PredictionType = 'epsilon' | 'v_prediction' | 'sample' | 'flow_prediction';
 /** The kinds most classes implement. */
-export const PREDICTION_TYPES: readonly PredictionType[] = ['epsilon', 'v_prediction', 'sample'];
+export const PREDICTION_TYPES = ['epsilon', 'v_prediction', 'sample'] as const satisfies readonly PredictionType[];
 
 function unsupported(kind: PredictionType): never {
   throw new InputError(`prediction_type ${JSON.stringify(kind)} is not supported here`);
@@ -124,14 +123,23 @@ export interface X0Limits {
   readonly clipRange: number;
 }
 
-/** Read `thresholding` / `clip_sample` and their parameters where the class has those keys. */
-export function readX0Limits(cfg: ConfigReader, has: { thresholding: boolean; clip: boolean }): X0Limits {
+/** The x̂₀ keys of `scheduler.settings`; a class without a key (Heun has no thresholding) lacks the field. */
+export interface X0Settings {
+  readonly thresholding?: boolean;
+  readonly dynamicThresholdingRatio?: number;
+  readonly sampleMaxValue?: number;
+  readonly clipSample?: boolean;
+  readonly clipSampleRange?: number;
+}
+
+/** Thresholding / clipping as the class's settings configure them (off where it lacks the keys). */
+export function x0Limits(s: X0Settings): X0Limits {
   return {
-    thresholding: has.thresholding ? cfg.bool('thresholding') : false,
-    ratio: has.thresholding ? cfg.finite('dynamic_thresholding_ratio') : 0.995,
-    maxValue: has.thresholding ? cfg.finite('sample_max_value') : 1,
-    clip: has.clip ? cfg.bool('clip_sample') : false,
-    clipRange: has.clip ? cfg.finite('clip_sample_range') : 1,
+    thresholding: s.thresholding ?? false,
+    ratio: s.dynamicThresholdingRatio ?? 0.995,
+    maxValue: s.sampleMaxValue ?? 1,
+    clip: s.clipSample ?? false,
+    clipRange: s.clipSampleRange ?? 1,
   };
 }
 

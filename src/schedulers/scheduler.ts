@@ -47,16 +47,11 @@
 import { InputError } from '../errors.js';
 import { Generator, randnTensor } from '../random/index.js';
 import { Tensor, type TensorLike } from '../tensor.js';
-import { noiseSchedule, type BetaSchedule, type NoiseSchedule } from './betas.js';
-import {
-  ConfigReader,
-  resolveConfig,
-  type SchedulerClassName,
-  type SchedulerConfig,
-  type SchedulerConfigInput,
-} from './config.js';
+import { noiseSchedule, type NoiseSchedule } from './betas.js';
+import { resolveConfig, type SchedulerClassName, type SchedulerConfig, type SchedulerConfigInput } from './config.js';
 import { asVec, like, type Vec } from './ops.js';
-import { PREDICTION_TYPES, type PredictionType } from './prediction.js';
+import type { PredictionType } from './prediction.js';
+import { parseSchedulerSettings, type SchedulerSettings } from './settings.js';
 import { checkInferenceSteps } from './timesteps.js';
 
 /** A timestep as users pass it: a number, a bigint (int64) or a one-element tensor. */
@@ -274,29 +269,20 @@ export abstract class SchedulerRun {
 }
 
 /** Shared construction of every scheduler: resolve the config and build the training schedule. */
-export interface SchedulerInit {
-  readonly className: SchedulerClassName;
+export interface SchedulerInit<C extends SchedulerClassName> {
+  readonly className: C;
   readonly config: SchedulerConfigInput;
-  readonly betaSchedules?: readonly BetaSchedule[];
-  /** Apply `rescale_betas_zero_snr` (classes that have the key). */
-  readonly zeroSnr?: boolean;
-  /** And then set ᾱ_T = 2^-24 (the sigma-based classes). */
+  /** After `rescale_betas_zero_snr`, also set ᾱ_T = 2^-24 (the sigma-based classes). */
   readonly clampLastAlpha?: boolean;
-}
-
-/** Class-level choices passed to the base constructor. */
-export interface SchedulerOptions {
-  /** The `prediction_type` values the class implements (all three by default). */
-  readonly predictionTypes?: readonly PredictionType[];
 }
 
 /**
  * A diffusers scheduler: a config, the training noise schedule, and a factory for runs.
  * The scheduler's own `timesteps` / `step` etc. act on its current run (see the file header).
  */
-export abstract class Scheduler {
+export abstract class Scheduler<C extends SchedulerClassName = SchedulerClassName> {
   /** diffusers class name (`_class_name`). */
-  readonly className: SchedulerClassName;
+  readonly className: C;
   /** Model evaluations per scheduler step (2 for Heun and KDPM2). */
   abstract readonly order: number;
   /** dtype of diffusers' `timesteps` tensor for this class. */
@@ -308,22 +294,23 @@ export abstract class Scheduler {
   readonly alphasCumprod: Float32Array;
   readonly predictionType: PredictionType;
   private configValue: SchedulerConfig;
-  private reader: ConfigReader;
+  private settingsValue: SchedulerSettings<C>;
   private currentRun: SchedulerRun | undefined;
 
-  protected constructor(init: SchedulerInit, opts: SchedulerOptions = {}) {
+  protected constructor(init: SchedulerInit<C>) {
     this.className = init.className;
     this.configValue = resolveConfig(init.className, init.config);
-    this.reader = new ConfigReader(init.className, this.configValue);
-    const schedule: NoiseSchedule = noiseSchedule(this.cfg, {
-      allowed: init.betaSchedules,
-      zeroSnr: init.zeroSnr === true && this.cfg.bool('rescale_betas_zero_snr'),
+    this.settingsValue = parseSchedulerSettings(init.className, this.configValue);
+    const s: SchedulerSettings = this.settingsValue;
+    const schedule: NoiseSchedule = noiseSchedule(init.className, s, {
+      // Exactly the classes whose diffusers signature has the key rescale.
+      zeroSnr: 'rescaleBetasZeroSnr' in s && s.rescaleBetasZeroSnr,
       clampLastAlpha: init.clampLastAlpha,
     });
     this.numTrainTimesteps = schedule.numTrainTimesteps;
     this.betas = schedule.betas;
     this.alphasCumprod = schedule.alphasCumprod;
-    this.predictionType = this.cfg.oneOf('prediction_type', opts.predictionTypes ?? PREDICTION_TYPES);
+    this.predictionType = s.predictionType;
   }
 
   /** `Cls.from_config(config)`: class defaults, overridden by the config's keys for this class. */
@@ -334,20 +321,23 @@ export abstract class Scheduler {
     return new this(config);
   }
 
-  /** The full config, as `save_config` would write it. */
+  /**
+   * diffusers' config dict, as `save_config` would write it: snake_case keys, hidden keys of
+   * sibling classes, `_class_name`. Pass it to another class's `fromConfig` to swap schedulers.
+   */
   get config(): SchedulerConfig {
     return this.configValue;
   }
 
-  /** Validated reads of the config. */
-  protected get cfg(): ConfigReader {
-    return this.reader;
+  /** The class's own config keys, validated and camelCased (settings.ts): what scheduler code reads. */
+  get settings(): SchedulerSettings<C> {
+    return this.settingsValue;
   }
 
-  /** Change config keys after construction (diffusers' `register_to_config`). */
+  /** Change config keys after construction (diffusers' `register_to_config`); both views follow. */
   protected registerToConfig(updates: Readonly<Record<string, boolean | number | string | null>>): void {
     this.configValue = resolveConfig(this.className, { ...this.configValue, ...updates });
-    this.reader = new ConfigReader(this.className, this.configValue);
+    this.settingsValue = parseSchedulerSettings(this.className, this.configValue);
   }
 
   /** Create an independent run for `numInferenceSteps` steps (does not touch the current run). */
@@ -369,19 +359,6 @@ export abstract class Scheduler {
     return this.currentRun;
   }
 
-  private requireRun(what: string): SchedulerRun {
-    if (this.currentRun === undefined) {
-      throw new InputError(`${this.className}.${what}: call setTimesteps(n) first, or use a run from createRun(n)`);
-    }
-    return this.currentRun;
-  }
-
-  private pickRun(run: SchedulerRun | undefined, what: string): SchedulerRun {
-    if (run === undefined) return this.requireRun(what);
-    if (run.scheduler !== this) throw new InputError(`${this.className}.${what}: the run belongs to another scheduler`);
-    return run;
-  }
-
   /** Timesteps of the current run; before `setTimesteps`, the training timesteps T-1 … 0. */
   get timesteps(): readonly number[] {
     const T = this.numTrainTimesteps;
@@ -398,7 +375,7 @@ export abstract class Scheduler {
     return this.currentRun?.initNoiseSigma ?? this.trainInitNoiseSigma();
   }
 
-  /** `init_noise_sigma` before any `set_timesteps`. */
+  /** `init_noise_sigma` before any `set_timesteps` (overridden by the σ-based classes). */
   protected trainInitNoiseSigma(): number {
     return 1;
   }
@@ -436,11 +413,21 @@ export abstract class Scheduler {
     return this.addNoiseWithoutRun(original, noise, timestepList(timesteps));
   }
 
-  /** `addNoise` before `setTimesteps`: possible for the ᾱ-based classes, an error otherwise. */
+  /** `addNoise` before `setTimesteps`: possible for the ᾱ-based classes (overridden there), an error otherwise. */
   protected addNoiseWithoutRun(original: TensorLike, noise: TensorLike, timesteps: number[]): Tensor<'float32'> {
-    void original;
-    void noise;
-    void timesteps;
     return this.requireRun('addNoise').addNoise(original, noise, timesteps);
+  }
+
+  private requireRun(what: string): SchedulerRun {
+    if (this.currentRun === undefined) {
+      throw new InputError(`${this.className}.${what}: call setTimesteps(n) first, or use a run from createRun(n)`);
+    }
+    return this.currentRun;
+  }
+
+  private pickRun(run: SchedulerRun | undefined, what: string): SchedulerRun {
+    if (run === undefined) return this.requireRun(what);
+    if (run.scheduler !== this) throw new InputError(`${this.className}.${what}: the run belongs to another scheduler`);
+    return run;
   }
 }

@@ -4,7 +4,6 @@
  * exponential / beta sigma ramps, the inverse map σ → t, and σ → (α_t, σ_t, λ_t).
  */
 import { ConfigError } from '../errors.js';
-import type { ConfigReader } from './config.js';
 import { fround, numpyLog32, torchLog32 } from './float32.js';
 import { npInterpOnIndex, npLinspace } from './timesteps.js';
 
@@ -45,16 +44,24 @@ export function betaSigmas(sigmaMin: number, sigmaMax: number, steps: number): n
 /** Which ramp replaces the interpolated sigmas, from the `use_*_sigmas` flags. */
 export type SigmaRamp = 'karras' | 'exponential' | 'beta' | null;
 
-export function readSigmaRamp(cfg: ConfigReader): SigmaRamp {
+/** The `use_*_sigmas` flags of the classes that have them. */
+export interface SigmaRampSettings {
+  readonly useKarrasSigmas: boolean;
+  readonly useExponentialSigmas: boolean;
+  readonly useBetaSigmas: boolean;
+}
+
+/** The ramp the flags turn on; more than one is a `ConfigError`, as in diffusers. */
+export function sigmaRamp(className: string, s: SigmaRampSettings): SigmaRamp {
   const flags: [SigmaRamp, boolean][] = [
-    ['beta', cfg.bool('use_beta_sigmas')],
-    ['exponential', cfg.bool('use_exponential_sigmas')],
-    ['karras', cfg.bool('use_karras_sigmas')],
+    ['beta', s.useBetaSigmas],
+    ['exponential', s.useExponentialSigmas],
+    ['karras', s.useKarrasSigmas],
   ];
   const on = flags.filter(([, v]) => v);
   if (on.length > 1) {
     throw new ConfigError(
-      `${cfg.className}: only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be true`,
+      `${className}: only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be true`,
     );
   }
   return on.length === 1 ? on[0][0] : null;

@@ -3,7 +3,6 @@
  * Diffusion Models"), diffusers' `UniPCMultistepScheduler`: a multistep predictor (UniP) and,
  * once the next model output is known, a corrector (UniC) applied to the previous step.
  */
-import { ConfigError } from '../errors.js';
 import type { TensorLike } from '../tensor.js';
 import type { SchedulerConfigInput } from './config.js';
 import { DpmRun, DpmScheduler } from './dpm.js';
@@ -69,42 +68,34 @@ export function solveFloat32(
   return b;
 }
 
-export class UniPCMultistepScheduler extends DpmScheduler {
+export class UniPCMultistepScheduler extends DpmScheduler<'UniPCMultistepScheduler'> {
   readonly order = 1;
-  readonly predictX0: boolean;
   readonly solverType: 'bh1' | 'bh2';
-  readonly disableCorrector: readonly number[];
 
   constructor(config: SchedulerConfigInput = {}) {
-    super({ className: 'UniPCMultistepScheduler', config, zeroSnr: true, clampLastAlpha: true });
-    const solver = this.cfg.oneOf('solver_type', ['bh1', 'bh2', 'midpoint', 'heun', 'logrho']);
+    super({ className: 'UniPCMultistepScheduler', config, clampLastAlpha: true });
+    // The DPM-Solver and DEIS solver types map to UniPC's bh2, as in diffusers.
+    const solver = this.settings.solverType;
     if (solver !== 'bh1' && solver !== 'bh2') this.registerToConfig({ solver_type: 'bh2' });
     this.solverType = solver === 'bh1' ? 'bh1' : 'bh2';
-    this.predictX0 = this.cfg.bool('predict_x0');
-    this.disableCorrector = this.cfg.numberList('disable_corrector') ?? [];
-    if (this.config.solver_p !== null && this.config.solver_p !== undefined) {
-      throw new ConfigError('UniPCMultistepScheduler: solver_p (an external predictor scheduler) is not supported');
-    }
-    this.cfg.oneOf('final_sigmas_type', ['zero', 'sigma_min']);
-    this.cfg.bool('lower_order_final');
-    this.readSpacing();
   }
 
   protected makeRun(n: number): UniPCRun {
+    const s = this.settings;
     const { timesteps, sigmas } = this.dpmGrid(n, {
-      spacing: this.readSpacing(),
-      stepsOffset: this.cfg.int('steps_offset'),
+      spacing: s.timestepSpacing,
+      stepsOffset: s.stepsOffset,
       lastTimestep: this.numTrainTimesteps,
       roundRampTimesteps: true,
       finalSigma: 'config-ramp-last',
-      finalSigmasType: this.cfg.oneOf('final_sigmas_type', ['zero', 'sigma_min']),
+      finalSigmasType: s.finalSigmasType,
     });
     return new UniPCRun(this, timesteps, sigmas);
   }
 
   /** x̂₀ (thresholded) with `predict_x0`, else ε̂. */
   convertModelOutput(sigma: number, mo: Vec, sample: Vec, dims: readonly number[]): Vec {
-    return this.predictX0 ? this.x0At(sigma, mo, sample, dims) : this.epsAt(sigma, mo, sample);
+    return this.settings.predictX0 ? this.x0At(sigma, mo, sample, dims) : this.epsAt(sigma, mo, sample);
   }
 }
 
@@ -151,13 +142,14 @@ export class UniPCRun extends DpmRun {
     // 1.
     const converted = s.convertModelOutput(this.sigmas[i], mo, x, dims);
     // 2.
-    if (i > 0 && !s.disableCorrector.includes(i - 1) && this.lastSample !== null) {
+    if (i > 0 && !s.settings.disableCorrector.includes(i - 1) && this.lastSample !== null) {
       x = this.corrector(i, converted, this.lastSample, x, this.thisOrder);
     }
     // 3.
     this.pushModelOutput(converted);
     const n = this.timesteps.length;
-    const target = s.config.lower_order_final === true ? Math.min(s.solverOrder, n - i) : s.solverOrder;
+    const { lowerOrderFinal, solverOrder } = s.settings;
+    const target = lowerOrderFinal ? Math.min(solverOrder, n - i) : solverOrder;
     this.thisOrder = Math.min(target, this.lowerOrderNums + 1);
     this.lastSample = x;
     // 4.
@@ -173,7 +165,7 @@ export class UniPCRun extends DpmRun {
    */
   private coefficients(h: number, order: number): UniCoefficients {
     const s = this.scheduler;
-    const hh = s.predictX0 ? -h : h;
+    const hh = s.settings.predictX0 ? -h : h;
     const hPhi1 = torchExpm1_32(hh);
     let hPhiK = fround(fround(hPhi1 / hh) - 1);
     let factorial = 1;
@@ -204,7 +196,7 @@ export class UniPCRun extends DpmRun {
    * α_t/α_s x - σ_t hφ₁ m₀ (noise prediction), and the weight of the correction terms.
    */
   private base(t: AlphaSigma, s0: AlphaSigma, x: Vec, m0: Vec, c: UniCoefficients): { xt: Vec; weight: number } {
-    if (this.scheduler.predictX0) {
+    if (this.scheduler.settings.predictX0) {
       return {
         xt: lin([[fround(t.sigma / s0.sigma), x], [-fround(t.alpha * c.hPhi1), m0]]),
         weight: fround(t.alpha * c.bH),
