@@ -1,14 +1,12 @@
 /**
- * AutoencoderKL (diffusers' autoencoder_kl.py): the module tree with diffusers' keys, two traced
- * graphs (encoder + quant_conv, post_quant_conv + decoder) with their own lazily created sessions,
+ * AutoencoderKL (diffusers' autoencoder_kl.py): its module tree (nn/autoencoder-kl-net.ts) traced
+ * into two graphs (encoder + quant_conv, post_quant_conv + decoder) with their own lazily created sessions,
  * the diagonal Gaussian posterior, and diffusers' tiling and slicing done on the JS side.
  */
 import { ConfigError, InputError } from '../errors.js';
-import type { GraphBuilder, Value } from '../graph/builder.js';
+import type { GraphBuilder } from '../graph/builder.js';
 import { OnnxDataType, type ModelProto } from '../graph/onnx-proto.js';
-import { Conv2d } from '../nn/layers.js';
-import { Module } from '../nn/module.js';
-import { Decoder, Encoder } from '../nn/vae-blocks.js';
+import { AutoencoderKLNet } from '../nn/autoencoder-kl-net.js';
 import { randnTensor, type Generator } from '../random/index.js';
 import { expectFloat32, Tensor, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
@@ -16,41 +14,6 @@ import { parseAutoencoderKLConfig, vaeTileSizes, type AutoencoderKLConfig } from
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { TracedModel, assertFinite, type ModelRuntimeOptions } from './traced-model.js';
 import { TILE_OVERLAP_FACTOR, batchItem, concatBatch, decodeTilePlan, encodeTilePlan, tiledApply } from './vae-tiling.js';
-
-export class AutoencoderKLNet extends Module {
-  readonly encoder: Encoder;
-  readonly decoder: Decoder;
-  readonly quant_conv: Conv2d | null;
-  readonly post_quant_conv: Conv2d | null;
-
-  constructor(readonly config: AutoencoderKLConfig) {
-    super('');
-    const c = config;
-    const common = {
-      blockOutChannels: c.blockOutChannels,
-      layersPerBlock: c.layersPerBlock,
-      groups: c.normNumGroups,
-      midBlockAddAttention: c.midBlockAddAttention,
-    };
-    const z = c.latentChannels;
-    this.encoder = this.child('encoder', (p) => new Encoder(p, { ...common, inChannels: c.inChannels, outChannels: z }));
-    this.decoder = this.child('decoder', (p) => new Decoder(p, { ...common, inChannels: z, outChannels: c.outChannels }));
-    this.quant_conv = c.useQuantConv ? this.child('quant_conv', (p) => new Conv2d(p, 2 * z, 2 * z, { kernel: 1 })) : null;
-    this.post_quant_conv = c.usePostQuantConv ? this.child('post_quant_conv', (p) => new Conv2d(p, z, z, { kernel: 1 })) : null;
-  }
-
-  /** image [B, Cin, H, W] → moments [B, 2·latent, h, w] (mean and log-variance, before clamping) */
-  encode(op: GraphBuilder, image: Value): Value {
-    const h = this.encoder.forward(op, image);
-    return this.quant_conv ? this.quant_conv.forward(op, h) : h;
-  }
-
-  /** latents [B, latent, h, w] → image [B, Cout, H, W] */
-  decode(op: GraphBuilder, latents: Value): Value {
-    const z = this.post_quant_conv ? this.post_quant_conv.forward(op, latents) : latents;
-    return this.decoder.forward(op, z);
-  }
-}
 
 /** One of the VAE's two graphs; each owns its session, created on first use. */
 class VaePart extends TracedModel {

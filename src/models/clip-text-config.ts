@@ -1,12 +1,13 @@
 /**
- * CLIPTextConfig's config.json keys with transformers' defaults, and the activations this port runs.
+ * CLIPTextConfig's config.json keys with transformers' defaults, checked against what this port runs
+ * (hidden_act among the activations nn/clip-text-net.ts emits).
  *
  * transformers writes every config through PretrainedConfig, so a text encoder's config.json also
  * carries generic keys (architectures, torch_dtype, generation settings, label maps, …). Those are
  * recognised and dropped quietly; only keys neither CLIP nor PretrainedConfig knows are warned about.
  */
 import { ConfigError } from '../errors.js';
-import type { Activation } from '../nn/layers.js';
+import { clipActivation } from '../nn/clip-text-net.js';
 import { parseConfig, type Camelize, type Warn } from './config.js';
 
 const DEFAULTS = {
@@ -93,22 +94,6 @@ const PRETRAINED_CONFIG_KEYS = new Set([
 ]);
 
 export type CLIPTextConfig = Camelize<typeof DEFAULTS>;
-
-/** transformers' ACT2FN names → the activation emitted in the graph. */
-const ACTIVATIONS: Readonly<Record<string, Activation>> = {
-  quick_gelu: 'quick_gelu',
-  gelu: 'gelu',
-  gelu_new: 'gelu_tanh',
-  gelu_pytorch_tanh: 'gelu_tanh',
-};
-
-export function clipActivation(c: CLIPTextConfig, origin: string): Activation {
-  const act = ACTIVATIONS[c.hiddenAct];
-  if (act === undefined) {
-    throw new ConfigError(`${origin}: hidden_act=${JSON.stringify(c.hiddenAct)} is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
-  }
-  return act;
-}
 
 export function parseCLIPTextConfig(raw: Record<string, unknown>, origin: string, warn: Warn): CLIPTextConfig {
   const own = Object.fromEntries(Object.entries(raw).filter(([k]) => !PRETRAINED_CONFIG_KEYS.has(k) || k in DEFAULTS));

@@ -6,12 +6,10 @@
 import type { GraphBuilder } from '../graph/builder.js';
 import { OnnxDataType } from '../graph/onnx-proto.js';
 import { InputError } from '../errors.js';
-import { CLIPTextTransformer } from '../nn/clip.js';
-import { Linear } from '../nn/layers.js';
-import { Module } from '../nn/module.js';
+import { CLIPTextNet } from '../nn/clip-text-net.js';
 import { Tensor, numel, type TensorLike } from '../tensor.js';
 import { WeightSource, type BoundWeights, type WeightRef } from '../weights/source.js';
-import { clipActivation, parseCLIPTextConfig, type CLIPTextConfig } from './clip-text-config.js';
+import { parseCLIPTextConfig, type CLIPTextConfig } from './clip-text-config.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { TracedModel, type ModelRuntimeOptions } from './traced-model.js';
 
@@ -20,37 +18,6 @@ import { TracedModel, type ModelRuntimeOptions } from './traced-model.js';
  * parameter: transformers ignores it on load, and so does this port — that one key only.
  */
 export const POSITION_IDS_KEY = 'text_model.embeddings.position_ids';
-
-/** The module tree: `text_model.*`, plus `text_projection` (no bias) for the projection variant. */
-export class CLIPTextNet extends Module {
-  readonly text_model: CLIPTextTransformer;
-  readonly text_projection: Linear | null;
-
-  constructor(
-    readonly config: CLIPTextConfig,
-    withProjection: boolean,
-    origin = '',
-  ) {
-    super('');
-    const c = config;
-    this.text_model = this.child('text_model', (p) =>
-      new CLIPTextTransformer(p, {
-        vocabSize: c.vocabSize,
-        maxPositions: c.maxPositionEmbeddings,
-        dim: c.hiddenSize,
-        heads: c.numAttentionHeads,
-        intermediate: c.intermediateSize,
-        layers: c.numHiddenLayers,
-        eps: c.layerNormEps,
-        act: clipActivation(c, origin),
-        eosTokenId: c.eosTokenId,
-      }),
-    );
-    this.text_projection = withProjection
-      ? this.child('text_projection', (p) => new Linear(p, c.hiddenSize, c.projectionDim, { bias: false }))
-      : null;
-  }
-}
 
 export interface CLIPTextPretrainedOptions extends PretrainedOptions, ModelRuntimeOptions {}
 
