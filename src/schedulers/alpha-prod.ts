@@ -4,7 +4,8 @@
  */
 import type { Tensor, TensorLike } from '../tensor.js';
 import { addNoiseAlphaProd, pyIndex } from './add-noise.js';
-import { Scheduler, SchedulerRun, timestepList, type TimestepValue } from './scheduler.js';
+import { Scheduler } from './current-run.js';
+import { SchedulerRun, timestepList, type TimestepValue } from './scheduler.js';
 
 export type AlphaProdClassName = 'DDIMScheduler' | 'DDPMScheduler' | 'PNDMScheduler' | 'LCMScheduler';
 

@@ -10,8 +10,9 @@ import { trainSigmas } from './betas.js';
 import { fround, roundHalfEven, torchExp32, torchLog32 } from './float32.js';
 import { lin, type Vec } from './ops.js';
 import { configNumber } from './config.js';
+import { Scheduler } from './current-run.js';
 import { dataPrediction, noisePrediction, x0Limits, limitX0, type X0Limits } from './prediction.js';
-import { Scheduler, SchedulerRun, timestepList, type SchedulerInit, type TimestepValue } from './scheduler.js';
+import { SchedulerRun, timestepList, type SchedulerInit, type TimestepValue } from './scheduler.js';
 import {
   alphaSigmaFromSigma,
   interpSigmas,

@@ -1,7 +1,8 @@
 /** The diffusers scheduler family in plain TypeScript: see scheduler.ts for the run-state design. */
 export * from './config.js';
 export { parseSchedulerSettings, type SchedulerSettings } from './settings.js';
-export { Scheduler, SchedulerRun, type StepOptions, type StepOutput, type TimestepValue } from './scheduler.js';
+export { SchedulerCore, SchedulerRun, type StepOptions, type StepOutput, type TimestepValue } from './scheduler.js';
+export { Scheduler } from './current-run.js';
 export { schedulerClass, schedulerFromConfig, SCHEDULER_CLASSES, type SchedulerClass } from './registry.js';
 export type { PredictionType } from './prediction.js';
 export type { TimestepSpacing } from './timesteps.js';

@@ -10,7 +10,8 @@ import { fround, roundHalfEven } from './float32.js';
 import { div, like, lin, asVec, type Vec } from './ops.js';
 import { configNumber } from './config.js';
 import type { SchedulerSettings } from './settings.js';
-import { Scheduler, SchedulerRun, timestepList, type SchedulerInit, type TimestepValue } from './scheduler.js';
+import { Scheduler } from './current-run.js';
+import { SchedulerRun, timestepList, type SchedulerInit, type TimestepValue } from './scheduler.js';
 import { interpSigmas, logSigmas, rampSigmas, sigmaRamp, sigmaToT, type SigmaRamp } from './sigmas.js';
 import { spacedTimesteps } from './timesteps.js';
 

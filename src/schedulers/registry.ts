@@ -24,7 +24,7 @@ import { LCMScheduler } from './lcm.js';
 import { LMSDiscreteScheduler } from './lms.js';
 import { PNDMScheduler } from './pndm.js';
 import { UniPCMultistepScheduler } from './unipc.js';
-import type { Scheduler } from './scheduler.js';
+import type { Scheduler } from './current-run.js';
 
 /** A scheduler class: constructible from a config, with diffusers' `from_config`. */
 export interface SchedulerClass {

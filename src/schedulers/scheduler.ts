@@ -1,6 +1,6 @@
 /**
- * The scheduler interface shared by the whole family, and the per-run state that makes it safe
- * to use one scheduler for several generations at once.
+ * The core every scheduler shares, and the per-run state that makes one scheduler safe for
+ * several generations at once.
  *
  * # Design: a scheduler is a recipe, a run is one denoising loop
  *
@@ -9,16 +9,13 @@
  * sample, PNDM's `ets`. Two generations interleaved on one pipeline therefore advance a shared
  * step counter and mix their histories. Here that state is split off:
  *
- * - A {@link Scheduler} holds only what the config determines: the resolved `config`, betas,
- *   `alphasCumprod`, training sigmas. It is never changed by stepping.
+ * - A {@link SchedulerCore} holds only what the config determines: `config` (diffusers' dict),
+ *   `settings` (its typed reading, settings.ts), betas, `alphasCumprod`, training sigmas. It is
+ *   never changed by stepping.
  * - A {@link SchedulerRun} is one loop: `scheduler.createRun(n)` computes the inference
  *   `timesteps` / `sigmas` for n steps and owns every piece of mutable state (step index, begin
  *   index, histories). Runs never share state, so any number can be interleaved on one
- *   scheduler and each gives exactly what it would give alone.
- * - diffusers ergonomics stay: `scheduler.setTimesteps(n)` creates a run and makes it the
- *   scheduler's *current* run; `scheduler.timesteps`, `scheduler.step(...)`,
- *   `scheduler.scaleModelInput(...)` and `scheduler.addNoise(...)` then act on it (or on the run
- *   given as `{ run }`). Pipelines that may run concurrently should hold their own run:
+ *   scheduler and each gives exactly what it would give alone. Pipelines use this:
  *
  * ```ts
  * const run = scheduler.createRun(20);
@@ -28,6 +25,10 @@
  *   x = run.step(eps, t, x, { generator }).prevSample;
  * }
  * ```
+ *
+ * diffusers' own shape (`scheduler.setTimesteps(n)`, then `scheduler.step(...)` on a current run
+ * kept on the scheduler) is a convenience layered on top, in current-run.ts; it is not safe for
+ * concurrent generations.
  *
  * Details:
  * - A run's step index is set on its first `scaleModelInput`/`step` call, like diffusers'
@@ -122,7 +123,7 @@ export abstract class SchedulerRun {
   private fallbackGenerator: Generator | undefined;
 
   protected constructor(
-    readonly scheduler: Scheduler,
+    readonly scheduler: SchedulerCore,
     init: {
       numInferenceSteps: number;
       timesteps: readonly number[];
@@ -277,10 +278,10 @@ export interface SchedulerInit<C extends SchedulerClassName> {
 }
 
 /**
- * A diffusers scheduler: a config, the training noise schedule, and a factory for runs.
- * The scheduler's own `timesteps` / `step` etc. act on its current run (see the file header).
+ * What a diffusers scheduler is apart from any loop: its config, the training noise schedule, and
+ * a factory for runs. Every class extends it through `Scheduler` (current-run.ts).
  */
-export abstract class Scheduler<C extends SchedulerClassName = SchedulerClassName> {
+export abstract class SchedulerCore<C extends SchedulerClassName = SchedulerClassName> {
   /** diffusers class name (`_class_name`). */
   readonly className: C;
   /** Model evaluations per scheduler step (2 for Heun and KDPM2). */
@@ -295,7 +296,6 @@ export abstract class Scheduler<C extends SchedulerClassName = SchedulerClassNam
   readonly predictionType: PredictionType;
   private configValue: SchedulerConfig;
   private settingsValue: SchedulerSettings<C>;
-  private currentRun: SchedulerRun | undefined;
 
   protected constructor(init: SchedulerInit<C>) {
     this.className = init.className;
@@ -314,7 +314,7 @@ export abstract class Scheduler<C extends SchedulerClassName = SchedulerClassNam
   }
 
   /** `Cls.from_config(config)`: class defaults, overridden by the config's keys for this class. */
-  static fromConfig<T extends Scheduler>(
+  static fromConfig<T extends SchedulerCore>(
     this: new (config?: SchedulerConfigInput) => T,
     config: SchedulerConfigInput = {},
   ): T {
@@ -340,94 +340,11 @@ export abstract class Scheduler<C extends SchedulerClassName = SchedulerClassNam
     this.settingsValue = parseSchedulerSettings(this.className, this.configValue);
   }
 
-  /** Create an independent run for `numInferenceSteps` steps (does not touch the current run). */
+  /** Create an independent run for `numInferenceSteps` steps. */
   createRun(numInferenceSteps: number): SchedulerRun {
     checkInferenceSteps(this.className, numInferenceSteps, this.numTrainTimesteps);
     return this.makeRun(numInferenceSteps);
   }
 
   protected abstract makeRun(numInferenceSteps: number): SchedulerRun;
-
-  /** diffusers' `set_timesteps(n)`: create a run and make it the current one. */
-  setTimesteps(numInferenceSteps: number): SchedulerRun {
-    this.currentRun = this.createRun(numInferenceSteps);
-    return this.currentRun;
-  }
-
-  /** The current run (from `setTimesteps`), if any. */
-  get run(): SchedulerRun | undefined {
-    return this.currentRun;
-  }
-
-  /** Timesteps of the current run; before `setTimesteps`, the training timesteps T-1 … 0. */
-  get timesteps(): readonly number[] {
-    const T = this.numTrainTimesteps;
-    return this.currentRun?.timesteps ?? Array.from({ length: T }, (_, i) => T - 1 - i);
-  }
-
-  /** Sigmas of the current run (undefined for schedulers without sigmas or before `setTimesteps`). */
-  get sigmas(): Float32Array | undefined {
-    return this.currentRun?.sigmas;
-  }
-
-  /** Initial noise scale of the current run (of the training schedule before `setTimesteps`). */
-  get initNoiseSigma(): number {
-    return this.currentRun?.initNoiseSigma ?? this.trainInitNoiseSigma();
-  }
-
-  /** `init_noise_sigma` before any `set_timesteps` (overridden by the σ-based classes). */
-  protected trainInitNoiseSigma(): number {
-    return 1;
-  }
-
-  /** Step index of the current run. */
-  get stepIndex(): number | null {
-    return this.currentRun?.stepIndex ?? null;
-  }
-
-  /** Set the begin index of the current run. */
-  setBeginIndex(index = 0): void {
-    this.requireRun('setBeginIndex').setBeginIndex(index);
-  }
-
-  scaleModelInput(sample: TensorLike, timestep: TimestepValue, opts: { run?: SchedulerRun } = {}): Tensor<'float32'> {
-    return this.pickRun(opts.run, 'scaleModelInput').scaleModelInput(sample, timestep);
-  }
-
-  step(
-    modelOutput: TensorLike,
-    timestep: TimestepValue,
-    sample: TensorLike,
-    opts: StepOptions & { run?: SchedulerRun } = {},
-  ): StepOutput {
-    return this.pickRun(opts.run, 'step').step(modelOutput, timestep, sample, opts);
-  }
-
-  /** Forward-diffuse clean samples to `timesteps` (uses the current run's sigmas where needed). */
-  addNoise(
-    original: TensorLike,
-    noise: TensorLike,
-    timesteps: TimestepValue | readonly (number | bigint)[],
-  ): Tensor<'float32'> {
-    if (this.currentRun !== undefined) return this.currentRun.addNoise(original, noise, timesteps);
-    return this.addNoiseWithoutRun(original, noise, timestepList(timesteps));
-  }
-
-  /** `addNoise` before `setTimesteps`: possible for the ᾱ-based classes (overridden there), an error otherwise. */
-  protected addNoiseWithoutRun(original: TensorLike, noise: TensorLike, timesteps: number[]): Tensor<'float32'> {
-    return this.requireRun('addNoise').addNoise(original, noise, timesteps);
-  }
-
-  private requireRun(what: string): SchedulerRun {
-    if (this.currentRun === undefined) {
-      throw new InputError(`${this.className}.${what}: call setTimesteps(n) first, or use a run from createRun(n)`);
-    }
-    return this.currentRun;
-  }
-
-  private pickRun(run: SchedulerRun | undefined, what: string): SchedulerRun {
-    if (run === undefined) return this.requireRun(what);
-    if (run.scheduler !== this) throw new InputError(`${this.className}.${what}: the run belongs to another scheduler`);
-    return run;
-  }
 }
