@@ -115,7 +115,7 @@ test('controlnet_cond_embedding equals diffusers (the raw module)', async () => 
   const module = adapter.net.controlnet_cond_embedding;
   const op = GraphBuilder.create(adapter.source.bindStrict(adapter.net.parameters()));
   const x = op.input('cond', OnnxDataType.FLOAT, [1, ch, h, w]);
-  op.output(module.forward(op, x), 'out');
+  op.output(module.build(op, x), 'out');
   const session = await ModelSession.create(op.toModel('controlnet_cond_embedding'));
   try {
     const out = await session.run({ cond: first });

@@ -89,17 +89,17 @@ abstract class CLIPTextBase extends TracedModel {
     const F = OnnxDataType.FLOAT;
     const ids = op.input('input_ids', OnnxDataType.INT64, ['batch', 'sequence']);
     const mask = op.input('attention_mask', F, ['batch', 'sequence']);
-    const out = this.net.text_model.forward(op, ids, mask);
+    const out = this.net.text_model.build(op, ids, mask);
     op.output(out.lastHiddenState, 'last_hidden_state', F, ['batch', 'sequence', c.hiddenSize]);
     if (this.net.text_projection) {
-      op.output(this.net.text_projection.forward(op, out.pooled), 'text_embeds', F, ['batch', c.projectionDim]);
+      op.output(this.net.text_projection.build(op, out.pooled), 'text_embeds', F, ['batch', c.projectionDim]);
     } else {
       op.output(out.pooled, 'pooler_output', F, ['batch', c.hiddenSize]);
     }
     out.hiddenStates.forEach((h, i) => op.output(h, `hidden_states.${i}`, F, ['batch', 'sequence', c.hiddenSize]));
     // What SD pipelines use for clip_skip: an earlier layer's output through the final LayerNorm.
     out.hiddenStates.slice(0, -1).forEach((h, i) =>
-      op.output(this.net.text_model.final_layer_norm.forward(op, h), `normed_hidden_states.${i}`, F, ['batch', 'sequence', c.hiddenSize]),
+      op.output(this.net.text_model.final_layer_norm.build(op, h), `normed_hidden_states.${i}`, F, ['batch', 'sequence', c.hiddenSize]),
     );
   }
 

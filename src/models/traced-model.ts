@@ -1,6 +1,7 @@
 /**
- * Shared plumbing of every model: its module tree and bound weights, the graph traced from its
- * `forward`, and a lazily created onnxruntime session (through the runtime seam).
+ * Shared plumbing of every model: its bound weights, the graph traced from its module tree (whose
+ * `build` emits the nodes), and a lazily created onnxruntime session (through the runtime seam)
+ * that the subclass's `forward(args)` runs.
  */
 import { GraphBuilder, traceDefaultsFor, type TraceOptions } from '../graph/builder.js';
 import type { ModelProto } from '../graph/onnx-proto.js';
@@ -32,7 +33,7 @@ export abstract class TracedModel {
   /** Name of the traced graph (errors and profiles use it). */
   protected abstract readonly graphName: string;
 
-  /** Declare inputs, emit the forward pass and declare outputs. */
+  /** Declare inputs, build the module tree's nodes and declare outputs. */
   protected abstract trace(op: GraphBuilder): void;
 
   /** The graph choices for `executionProviders` (default: this model's): the caller's, over that provider's defaults. */

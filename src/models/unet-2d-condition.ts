@@ -65,7 +65,7 @@ export class UNet2DConditionModel extends TracedModel {
       c.additionEmbedType === 'text_time'
         ? { textEmbeds: op.input('text_embeds', F, ['batch', 'text_embed_dim']), timeIds: op.input('time_ids', F, ['batch', 'time_ids']) }
         : null;
-    op.output(this.net.forward(op, sample, t, context, added), 'out_sample', F, ['batch', c.outChannels, 'height', 'width']);
+    op.output(this.net.build(op, sample, t, context, added), 'out_sample', F, ['batch', c.outChannels, 'height', 'width']);
   }
 
   async forward(args: UNetForwardArgs): Promise<{ sample: Tensor<'float32'> }> {

@@ -93,7 +93,7 @@ export class UNetControlNetXSModel extends TracedModel {
     };
     const scale = op.input('conditioning_scale', F, []);
     const gate = op.input('apply_control', OnnxDataType.BOOL, []);
-    op.output(this.net.forward(op, { ...io, scale }, { gate }), 'out_sample', F, ['batch', 4, 'height', 'width']);
+    op.output(this.net.build(op, { ...io, scale }, { gate }), 'out_sample', F, ['batch', 4, 'height', 'width']);
   }
 
   async forward(args: UNetControlNetXSForwardArgs): Promise<{ sample: Tensor<'float32'> }> {

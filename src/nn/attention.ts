@@ -39,13 +39,13 @@ export class Attention extends Module {
   }
 
   /** x [B, S, D], context [B, L, Dc] (or x itself) → [B, S, D] */
-  forward(op: GraphBuilder, x: Value, context: Value | null): Value {
+  build(op: GraphBuilder, x: Value, context: Value | null): Value {
     const kv = context ?? x;
-    const q = this.to_q.forward(op, x); // [B, S, H·Dh]
-    const k = this.to_k.forward(op, kv); // [B, L, H·Dh]
-    const v = this.to_v.forward(op, kv); // [B, L, H·Dh]
+    const q = this.to_q.build(op, x); // [B, S, H·Dh]
+    const k = this.to_k.build(op, kv); // [B, L, H·Dh]
+    const v = this.to_v.build(op, kv); // [B, L, H·Dh]
     const o = multiHeadAttention(op.at(this.path), q, k, v, this.opts);
-    return this.to_out[0].forward(op, o);
+    return this.to_out[0].build(op, o);
   }
 }
 
@@ -59,9 +59,9 @@ export class GEGLU extends Module {
   }
 
   /** [..., dimIn] → [..., dimOut] */
-  forward(op: GraphBuilder, x: Value): Value {
+  build(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
-    const [h, gate] = b.split(this.proj.forward(op, x), { axis: -1, num_outputs: 2 }); // [..., 2·dimOut] → 2 × [..., dimOut]
+    const [h, gate] = b.split(this.proj.build(op, x), { axis: -1, num_outputs: 2 }); // [..., 2·dimOut] → 2 × [..., dimOut]
     return b.mul(h!, b.gelu(gate!, { approximate: 'none' }));
   }
 }
@@ -80,8 +80,8 @@ export class FeedForward extends Module {
     ];
   }
 
-  forward(op: GraphBuilder, x: Value): Value {
-    return this.net[2].forward(op, this.net[0].forward(op, x));
+  build(op: GraphBuilder, x: Value): Value {
+    return this.net[2].build(op, this.net[0].build(op, x));
   }
 }
 
@@ -113,11 +113,11 @@ export class BasicTransformerBlock extends Module {
   }
 
   /** x [B, S, D], context [B, L, Dc] → [B, S, D] */
-  forward(op: GraphBuilder, x: Value, context: Value): Value {
+  build(op: GraphBuilder, x: Value, context: Value): Value {
     const b = op.at(this.path);
-    let h = b.add(this.attn1.forward(op, this.norm1.forward(op, x), null), x);
-    h = b.add(this.attn2.forward(op, this.norm2.forward(op, h), context), h);
-    return b.add(this.ff.forward(op, this.norm3.forward(op, h)), h);
+    let h = b.add(this.attn1.build(op, this.norm1.build(op, x), null), x);
+    h = b.add(this.attn2.build(op, this.norm2.build(op, h), context), h);
+    return b.add(this.ff.build(op, this.norm3.build(op, h)), h);
   }
 }
 
@@ -156,7 +156,7 @@ export class Transformer2DModel extends Module {
   }
 
   /** x [B, C, H, W], context [B, L, Dc] → [B, C, H, W] */
-  forward(op: GraphBuilder, x: Value, context: Value): Value {
+  build(op: GraphBuilder, x: Value, context: Value): Value {
     const b = op.at(this.path);
     const inner = this.opts.heads * this.opts.dimHead;
     // [B, ch, H, W] → [B, ch, H·W] → [B, H·W, ch]
@@ -164,25 +164,25 @@ export class Transformer2DModel extends Module {
     // [B, H·W, ch] → [B, ch, H·W] → [B, ch, H, W] (the shape of `like`)
     const toImage = (t: Value, like: Value): Value => b.reshape(b.transpose(t, { perm: [0, 2, 1] }), b.shape(like));
 
-    const normed = this.norm.forward(op, x);
+    const normed = this.norm.build(op, x);
     let h: Value;
     if (this.proj_in instanceof Linear) {
-      h = this.proj_in.forward(op, toTokens(normed, this.opts.inChannels)); // [B, H·W, C] → [B, H·W, inner]
+      h = this.proj_in.build(op, toTokens(normed, this.opts.inChannels)); // [B, H·W, C] → [B, H·W, inner]
     } else {
-      const projected = this.proj_in.forward(op, normed); // [B, inner, H, W]
+      const projected = this.proj_in.build(op, normed); // [B, inner, H, W]
       h = toTokens(projected, inner); // [B, H·W, inner]
     }
-    for (const block of this.transformer_blocks) h = block.forward(op, h, context);
+    for (const block of this.transformer_blocks) h = block.build(op, h, context);
     let out: Value;
     if (this.proj_out instanceof Linear) {
-      out = toImage(this.proj_out.forward(op, h), x); // [B, H·W, inner] → [B, H·W, C] → [B, C, H, W]
+      out = toImage(this.proj_out.build(op, h), x); // [B, H·W, inner] → [B, H·W, C] → [B, C, H, W]
     } else {
       const channelsFirst = b.transpose(h, { perm: [0, 2, 1] }); // [B, H·W, inner] → [B, inner, H·W]
       const batch = b.slice(b.shape(x), b.ints([0]), b.ints([1]));
       const channels = b.ints([inner]);
       const hw = b.slice(b.shape(x), b.ints([2]), b.ints([4]));
       const img = b.reshape(channelsFirst, b.concat([batch, channels, hw], { axis: 0 })); // → [B, inner, H, W]
-      out = this.proj_out.forward(op, img); // [B, C, H, W]
+      out = this.proj_out.build(op, img); // [B, C, H, W]
     }
     return b.add(out, x);
   }

@@ -48,13 +48,13 @@ export class AutoencoderKLNet extends Module {
 
   /** image [B, Cin, H, W] → moments [B, 2·latent, h, w] (mean and log-variance, before clamping) */
   encode(op: GraphBuilder, image: Value): Value {
-    const h = this.encoder.forward(op, image);
-    return this.quant_conv ? this.quant_conv.forward(op, h) : h;
+    const h = this.encoder.build(op, image);
+    return this.quant_conv ? this.quant_conv.build(op, h) : h;
   }
 
   /** latents [B, latent, h, w] → image [B, Cout, H, W] */
   decode(op: GraphBuilder, latents: Value): Value {
-    const z = this.post_quant_conv ? this.post_quant_conv.forward(op, latents) : latents;
-    return this.decoder.forward(op, z);
+    const z = this.post_quant_conv ? this.post_quant_conv.build(op, latents) : latents;
+    return this.decoder.build(op, z);
   }
 }

@@ -26,7 +26,7 @@ export class Embedding extends Module {
     this.weight = this.param('weight', [count, dim]);
   }
 
-  forward(op: GraphBuilder, ids: Value): Value {
+  build(op: GraphBuilder, ids: Value): Value {
     const b = op.at(this.path);
     return b.gather(b.param(this.weight), ids, { axis: 0 }); // [count, dim] rows at [...] → [..., dim]
   }
@@ -44,9 +44,9 @@ export class CLIPTextEmbeddings extends Module {
   }
 
   /** ids int64 [B, L] → [B, L, D] */
-  forward(op: GraphBuilder, ids: Value, seqLen: Value): Value {
+  build(op: GraphBuilder, ids: Value, seqLen: Value): Value {
     const b = op.at(this.path);
-    const tokens = this.token_embedding.forward(op, ids); // [B, L, D]
+    const tokens = this.token_embedding.build(op, ids); // [B, L, D]
     const pos = b.slice(b.param(this.position_embedding.weight), b.ints([0]), seqLen, b.ints([0])); // [maxPositions, D] → [L, D]
     return b.add(tokens, pos); // [B, L, D] + [L, D]
   }
@@ -77,17 +77,17 @@ export class CLIPAttention extends Module {
   }
 
   /** x [B, L, D], maskBias [B, 1, L, L] (0 or MASKED_SCORE) → [B, L, D] */
-  forward(op: GraphBuilder, x: Value, maskBias: Value): Value {
+  build(op: GraphBuilder, x: Value, maskBias: Value): Value {
     const b = op.at(this.path);
     const { dim, heads } = this.opts;
     // transformers scales the projected queries before the score product.
-    const o = multiHeadAttention(b, this.q_proj.forward(op, x), this.k_proj.forward(op, x), this.v_proj.forward(op, x), {
+    const o = multiHeadAttention(b, this.q_proj.build(op, x), this.k_proj.build(op, x), this.v_proj.build(op, x), {
       heads,
       dimHead: dim / heads,
       bias: maskBias,
       scaleQueries: true,
     });
-    return this.out_proj.forward(op, o);
+    return this.out_proj.build(op, o);
   }
 }
 
@@ -107,8 +107,8 @@ export class CLIPMLP extends Module {
     this.fc2 = this.child('fc2', (p) => new Linear(p, intermediate, dim));
   }
 
-  forward(op: GraphBuilder, x: Value): Value {
-    return this.fc2.forward(op, activation(op.at(this.path), this.fc1.forward(op, x), this.act));
+  build(op: GraphBuilder, x: Value): Value {
+    return this.fc2.build(op, activation(op.at(this.path), this.fc1.build(op, x), this.act));
   }
 }
 
@@ -135,10 +135,10 @@ export class CLIPEncoderLayer extends Module {
     this.mlp = this.child('mlp', (p) => new CLIPMLP(p, o.dim, o.intermediate, o.act));
   }
 
-  forward(op: GraphBuilder, x: Value, maskBias: Value): Value {
+  build(op: GraphBuilder, x: Value, maskBias: Value): Value {
     const b = op.at(this.path);
-    const h = b.add(x, this.self_attn.forward(op, this.layer_norm1.forward(op, x), maskBias));
-    return b.add(h, this.mlp.forward(op, this.layer_norm2.forward(op, h)));
+    const h = b.add(x, this.self_attn.build(op, this.layer_norm1.build(op, x), maskBias));
+    return b.add(h, this.mlp.build(op, this.layer_norm2.build(op, h)));
   }
 }
 
@@ -202,17 +202,17 @@ export class CLIPTextTransformer extends Module {
   }
 
   /** ids int64 [B, L], keyMask float32 [B, L] (1 = token, 0 = padding) */
-  forward(op: GraphBuilder, ids: Value, keyMask: Value): CLIPTextTransformerOutputs {
+  build(op: GraphBuilder, ids: Value, keyMask: Value): CLIPTextTransformerOutputs {
     const b = op.at(this.path);
     const seqLen = b.slice(b.shape(ids), b.ints([1]), b.ints([2])); // [1]: L
     const bias = this.maskBias(op, seqLen, keyMask);
-    let h = this.embeddings.forward(op, ids, seqLen);
+    let h = this.embeddings.build(op, ids, seqLen);
     const hiddenStates = [h];
     for (const layer of this.layers) {
-      h = layer.forward(op, h, bias);
+      h = layer.build(op, h, bias);
       hiddenStates.push(h);
     }
-    const lastHiddenState = this.final_layer_norm.forward(op, h);
+    const lastHiddenState = this.final_layer_norm.build(op, h);
     return { lastHiddenState, pooled: this.pool(op, ids, lastHiddenState), hiddenStates };
   }
 

@@ -40,11 +40,11 @@ export class ControlNetConditioningEmbedding extends Module {
     return 2 ** (this.blocks.length / 2);
   }
 
-  forward(op: GraphBuilder, image: Value): Value {
+  build(op: GraphBuilder, image: Value): Value {
     const b = op.at(this.path);
-    let e = silu(b, this.conv_in.forward(op, image));
-    for (const block of this.blocks) e = silu(b, block.forward(op, e));
-    return this.conv_out.forward(op, e);
+    let e = silu(b, this.conv_in.build(op, image));
+    for (const block of this.blocks) e = silu(b, block.build(op, e));
+    return this.conv_out.build(op, e);
   }
 }
 

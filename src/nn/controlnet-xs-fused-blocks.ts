@@ -46,7 +46,7 @@ function concat(op: GraphBuilder, a: Value, b: Value): Value {
 
 /** h_base + ctrl_to_base(h_ctrl) · scale: [B, Cbase, H, W] + ([B, Cctrl, H, W] → [B, Cbase, H, W]) · [] */
 function addCtrl(op: GraphBuilder, hBase: Value, c2b: Conv2d, hCtrl: Value, scale: Value): Value {
-  return op.add(hBase, op.mul(c2b.forward(op, hCtrl), scale));
+  return op.add(hBase, op.mul(c2b.build(op, hCtrl), scale));
 }
 
 export interface FusedDownOptions extends CtrlDownOptions {
@@ -83,7 +83,7 @@ export class ControlNetXSCrossAttnDownBlock2D extends Module {
   }
 
   /** Returns both streams and the skip states of each subblock (resnets, then the downsampler). */
-  forward(op: GraphBuilder, hBase: Value, hCtrl: Value, x: Exchange): { hBase: Value; hCtrl: Value; skipsBase: Value[]; skipsCtrl: Value[] } {
+  build(op: GraphBuilder, hBase: Value, hCtrl: Value, x: Exchange): { hBase: Value; hCtrl: Value; skipsBase: Value[]; skipsCtrl: Value[] } {
     const b = op.at(this.path);
     const skipsBase: Value[] = [];
     const skipsCtrl: Value[] = [];
@@ -92,7 +92,7 @@ export class ControlNetXSCrossAttnDownBlock2D extends Module {
       hBase = base(hBase);
       [hBase, hCtrl] = x.control(b, [hBase, hCtrl], (c) => {
         const cc = c.at(this.path);
-        const h = ctrl(c, concat(cc, hCtrl, this.base_to_ctrl[i]!.forward(c, before))); // concat base → ctrl
+        const h = ctrl(c, concat(cc, hCtrl, this.base_to_ctrl[i]!.build(c, before))); // concat base → ctrl
         return [addCtrl(cc, hBase, this.ctrl_to_base[i]!, h, x.scale), h]; // add ctrl → base
       }) as [Value, Value];
       skipsBase.push(hBase);
@@ -102,17 +102,17 @@ export class ControlNetXSCrossAttnDownBlock2D extends Module {
       subblock(
         i,
         (h) => {
-          const r = this.base_resnets[i]!.forward(op, h, x.temb);
-          return this.base_attentions ? this.base_attentions[i]!.forward(op, r, x.context) : r;
+          const r = this.base_resnets[i]!.build(op, h, x.temb);
+          return this.base_attentions ? this.base_attentions[i]!.build(op, r, x.context) : r;
         },
         (c, h) => {
-          const r = this.ctrl_resnets[i]!.forward(c, h, x.temb);
-          return this.ctrl_attentions ? this.ctrl_attentions[i]!.forward(c, r, x.context) : r;
+          const r = this.ctrl_resnets[i]!.build(c, h, x.temb);
+          return this.ctrl_attentions ? this.ctrl_attentions[i]!.build(c, r, x.context) : r;
         },
       );
     }
     const [baseDown, ctrlDown] = [this.base_downsamplers, this.ctrl_downsamplers];
-    if (baseDown && ctrlDown) subblock(DOWN_LAYERS, (h) => baseDown.forward(op, h), (c, h) => ctrlDown.forward(c, h));
+    if (baseDown && ctrlDown) subblock(DOWN_LAYERS, (h) => baseDown.build(op, h), (c, h) => ctrlDown.build(c, h));
     return { hBase, hCtrl, skipsBase, skipsCtrl };
   }
 }
@@ -145,14 +145,14 @@ export class ControlNetXSCrossAttnMidBlock2D extends Module {
     this.ctrl_to_base = this.child('ctrl_to_base', (p) => zeroConv(p, o.ctrlChannels, o.baseChannels));
   }
 
-  forward(op: GraphBuilder, hBase: Value, hCtrl: Value, x: Exchange): { hBase: Value; hCtrl: Value } {
+  build(op: GraphBuilder, hBase: Value, hCtrl: Value, x: Exchange): { hBase: Value; hCtrl: Value } {
     const b = op.at(this.path);
     const before = hBase;
-    const base = this.base_midblock.forward(op, hBase, x.temb, x.context);
+    const base = this.base_midblock.build(op, hBase, x.temb, x.context);
     const [outBase, outCtrl] = x.control(b, [base, hCtrl], (c) => {
       const cc = c.at(this.path);
-      const joined = concat(cc, hCtrl, this.base_to_ctrl.forward(c, before)); // concat base → ctrl
-      const h = this.ctrl_midblock.forward(c, joined, x.temb, x.context);
+      const joined = concat(cc, hCtrl, this.base_to_ctrl.build(c, before)); // concat base → ctrl
+      const h = this.ctrl_midblock.build(c, joined, x.temb, x.context);
       return [addCtrl(cc, base, this.ctrl_to_base, h, x.scale), h]; // add ctrl → base
     });
     return { hBase: outBase!, hCtrl: outCtrl! };
@@ -190,17 +190,17 @@ export class ControlNetXSCrossAttnUpBlock2D extends Module {
   }
 
   /** Consumes the last UP_LAYERS skips of each stream (last first). */
-  forward(op: GraphBuilder, h: Value, skipsBase: Value[], skipsCtrl: Value[], x: Exchange): Value {
+  build(op: GraphBuilder, h: Value, skipsBase: Value[], skipsCtrl: Value[], x: Exchange): Value {
     const b = op.at(this.path);
     for (let i = 0; i < UP_LAYERS; i++) {
       const sBase = skipsBase.pop()!;
       const sCtrl = skipsCtrl.pop()!;
       const hIn = h;
       [h] = x.control(b, [hIn], (c) => [addCtrl(c.at(this.path), hIn, this.ctrl_to_base[i]!, sCtrl, x.scale)]) as [Value]; // add ctrl → base
-      h = this.resnets[i]!.forward(op, concat(b, h, sBase), x.temb);
-      if (this.attentions) h = this.attentions[i]!.forward(op, h, x.context);
+      h = this.resnets[i]!.build(op, concat(b, h, sBase), x.temb);
+      if (this.attentions) h = this.attentions[i]!.build(op, h, x.context);
     }
     // No upsample_size: diffusers' fused model needs latents divisible by 2^(levels−1).
-    return this.upsamplers ? this.upsamplers.forward(op, h) : h;
+    return this.upsamplers ? this.upsamplers.build(op, h) : h;
   }
 }

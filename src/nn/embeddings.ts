@@ -28,7 +28,7 @@ export class Timesteps extends Module {
     super(path);
   }
 
-  forward(op: GraphBuilder, t: Value): Value {
+  build(op: GraphBuilder, t: Value): Value {
     const b = op.at(this.path);
     const half = Math.floor(this.dim / 2);
     const freqs = b.constant(timestepFrequencies(this.dim, this.opts.downscaleFreqShift), [1, half], 'freqs');
@@ -59,9 +59,9 @@ export class TimestepEmbedding extends Module {
   }
 
   /** [B, in] → [B, timeEmbedDim] */
-  forward(op: GraphBuilder, x: Value): Value {
-    const h = activation(op.at(this.path), this.linear_1.forward(op, x), this.act);
-    return this.linear_2.forward(op, h);
+  build(op: GraphBuilder, x: Value): Value {
+    const h = activation(op.at(this.path), this.linear_1.build(op, x), this.act);
+    return this.linear_2.build(op, h);
   }
 }
 
@@ -78,7 +78,7 @@ export function textTimeEmbedding(
   const a = op.at(embedding.path);
   const flat = a.reshape(added.timeIds, a.ints([-1])); // [B, n] → [B·n]
   const batch = a.slice(a.shape(added.textEmbeds), a.ints([0]), a.ints([1])); // [B]
-  const timeEmbeds = a.reshape(timeProj.forward(op, flat), a.concat([batch, a.ints([-1])], { axis: 0 })); // [B·n, dim] → [B, n·dim]
+  const timeEmbeds = a.reshape(timeProj.build(op, flat), a.concat([batch, a.ints([-1])], { axis: 0 })); // [B·n, dim] → [B, n·dim]
   const addEmbeds = a.concat([added.textEmbeds, timeEmbeds], { axis: -1 }); // [B, P] ‖ [B, n·dim] → [B, P + n·dim]
-  return embedding.forward(op, addEmbeds);
+  return embedding.build(op, addEmbeds);
 }

@@ -20,7 +20,7 @@ export class Conv2d extends Module {
   }
 
   /** [B, Cin, H, W] → [B, Cout, H', W'] */
-  forward(op: GraphBuilder, x: Value): Value {
+  build(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
     const k = this.opts.kernel;
     const p = this.opts.padding ?? 0;
@@ -49,7 +49,7 @@ export class Linear extends Module {
    * in place (measured: SD 2.1 UNet cold load 15 → 10 s, less memory, same speed); 'plain': MatMul
    * with the weight transposed once at load.
    */
-  forward(op: GraphBuilder, x: Value): Value {
+  build(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
     const y =
       op.options.linear === 'fused'
@@ -82,7 +82,7 @@ export class GroupNorm extends Module {
    * per-channel affine: onnxruntime runs GroupNormalization-21 as an expanded function (a full
    * float→float Cast copy plus element-wise mean/variance), measured ~2× slower on SD's VAE.
    */
-  forward(op: GraphBuilder, x: Value): Value {
+  build(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
     const g = this.numGroups;
     const grouped = b.reshape(x, b.ints([0, g, -1])); // [B, C, H, W] → [B, G, C/G·H·W]
@@ -110,7 +110,7 @@ export class LayerNorm extends Module {
   }
 
   /** [..., dim] → same shape, normalised over the last axis */
-  forward(op: GraphBuilder, x: Value): Value {
+  build(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
     return b.layerNormalization(x, b.param(this.weight), b.param(this.bias), { axis: -1, epsilon: this.eps });
   }

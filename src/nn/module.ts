@@ -2,8 +2,10 @@
  * Module trees whose parameter paths are the checkpoint's state_dict keys.
  *
  * A module is pure structure, built from a config: it declares its parameters (key + shape) and
- * children, and its `forward` only emits graph nodes. Weights are bound separately
- * (`WeightSource.bindStrict(module.parameters())`) and reach the graph through `GraphBuilder.param`.
+ * children, and its `build(op, …)` emits its forward pass as graph nodes at trace time. It never
+ * runs anything: running is the runtime classes' `forward(args)` (models/), which feed the traced
+ * graph to onnxruntime. Weights are bound separately (`WeightSource.bindStrict(module.parameters())`)
+ * and reach the graph through `GraphBuilder.param`.
  */
 import type { ParameterSpec } from '../weights/source.js';
 

@@ -50,15 +50,15 @@ export class ResnetBlock2D extends Module {
   }
 
   /** x [B, Cin, H, W], temb [B, T] (null: no time term, as diffusers' `temb=None`) → [B, Cout, H, W] */
-  forward(op: GraphBuilder, x: Value, temb: Value | null): Value {
+  build(op: GraphBuilder, x: Value, temb: Value | null): Value {
     const b = op.at(this.path);
-    let h = this.conv1.forward(op, silu(b, this.norm1.forward(op, x)));
+    let h = this.conv1.build(op, silu(b, this.norm1.build(op, x)));
     if (this.time_emb_proj !== null && temb !== null) {
-      const t = this.time_emb_proj.forward(op, silu(b, temb)); // [B, Cout]
+      const t = this.time_emb_proj.build(op, silu(b, temb)); // [B, Cout]
       h = b.add(h, b.unsqueeze(t, b.ints([2, 3]))); // [B, Cout, H, W] + [B, Cout] → [B, Cout, 1, 1], broadcast
     }
-    h = this.conv2.forward(op, silu(b, this.norm2.forward(op, h)));
-    const skip = this.conv_shortcut ? this.conv_shortcut.forward(op, x) : x;
+    h = this.conv2.build(op, silu(b, this.norm2.build(op, h)));
+    const skip = this.conv_shortcut ? this.conv_shortcut.build(op, x) : x;
     let out = b.add(skip, h); // [B, Cout, H, W]
     const scale = this.opts.outputScaleFactor ?? 1;
     if (scale !== 1) out = b.div(out, b.scalar(scale));
@@ -85,12 +85,12 @@ export class Downsample2D extends Module {
   }
 
   /** [B, C, H, W] → [B, C', ⌈H/2⌉, ⌈W/2⌉] (padding 1 or 0) */
-  forward(op: GraphBuilder, x: Value): Value {
-    if (this.padding !== 0) return this.conv.forward(op, x);
+  build(op: GraphBuilder, x: Value): Value {
+    if (this.padding !== 0) return this.conv.build(op, x);
     const b = op.at(this.path);
     // ONNX Pad order: begins of N, C, H, W, then ends of N, C, H, W.
     const padded = b.pad(x, b.ints([0, 0, 0, 0, 0, 0, 1, 1]), null, null, { mode: 'constant' }); // [B, C, H, W] → [B, C, H+1, W+1]
-    return this.conv.forward(op, padded);
+    return this.conv.build(op, padded);
   }
 }
 
@@ -107,7 +107,7 @@ export class Upsample2D extends Module {
    * [B, C, H, W] → [B, C', 2H, 2W]; with `sizeLike` the spatial size of that value instead
    * (diffusers' `upsample_size`, used when latents are not a multiple of 2^levels).
    */
-  forward(op: GraphBuilder, x: Value, sizeLike?: Value): Value {
+  build(op: GraphBuilder, x: Value, sizeLike?: Value): Value {
     const b = op.at(this.path);
     // torch's nearest interpolation: source index = floor(dst · in / out)
     const attrs = { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' } as const;
@@ -119,6 +119,6 @@ export class Upsample2D extends Module {
     } else {
       up = b.resize(x, null, b.constant(Float32Array.of(1, 1, 2, 2), [4], 'scales'), null, attrs); // [B, C, H, W] → [B, C, 2H, 2W]
     }
-    return this.conv.forward(op, up);
+    return this.conv.build(op, up);
   }
 }

@@ -1,6 +1,6 @@
 /**
  * UNet2DConditionModel's module tree (SD 1.x / 2.x / XL) with diffusers' keys: the time and SDXL
- * text_time embeddings, conv in, down / mid / up blocks, conv out. Its trace-time method only emits
+ * text_time embeddings, conv in, down / mid / up blocks, conv out. Its `build` only emits
  * graph nodes; the runtime class is models/unet-2d-condition.ts.
  */
 import type { GraphBuilder, Value } from '../graph/builder.js';
@@ -155,31 +155,31 @@ export class UNet2DConditionNet extends Module {
 
   /** The time embedding plus SDXL's text_time addition embedding: [B, timeEmbedDim]. */
   timeEmbedding(op: GraphBuilder, t: Value, added: { textEmbeds: Value; timeIds: Value } | null): Value {
-    let emb = this.time_embedding.forward(op, this.time_proj.forward(op, t));
+    let emb = this.time_embedding.build(op, this.time_proj.build(op, t));
     if (this.add_embedding && this.add_time_proj && added) {
       emb = op.at('').add(emb, textTimeEmbedding(op, this.add_time_proj, this.add_embedding, added)); // [B, T]
     }
     return emb;
   }
 
-  forward(op: GraphBuilder, sample: Value, t: Value, context: Value, added: { textEmbeds: Value; timeIds: Value } | null): Value {
+  build(op: GraphBuilder, sample: Value, t: Value, context: Value, added: { textEmbeds: Value; timeIds: Value } | null): Value {
     const b = op.at('');
     const temb = this.timeEmbedding(op, t, added);
     let x = sample;
     if (this.config.centerInputSample) x = b.sub(b.mul(x, b.scalar(2)), b.scalar(1));
-    let h = this.conv_in.forward(op, x);
+    let h = this.conv_in.build(op, x);
     const skips: Value[] = [h];
     for (const down of this.down_blocks) {
-      const r = down.forward(op, h, temb, context);
+      const r = down.build(op, h, temb, context);
       h = r.h;
       skips.push(...r.skips);
     }
-    h = this.mid_block.forward(op, h, temb, context);
+    h = this.mid_block.build(op, h, temb, context);
     for (const up of this.up_blocks) {
       const mine = skips.splice(skips.length - up.resnets.length);
-      h = up.forward(op, h, mine, temb, context, skips[skips.length - 1]);
+      h = up.build(op, h, mine, temb, context, skips[skips.length - 1]);
     }
-    h = silu(b, this.conv_norm_out.forward(op, h));
-    return this.conv_out.forward(op, h);
+    h = silu(b, this.conv_norm_out.build(op, h));
+    return this.conv_out.build(op, h);
   }
 }

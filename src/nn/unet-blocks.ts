@@ -61,16 +61,16 @@ export class DownBlock2D extends Module {
   }
 
   /** Returns the block output and the skip states it produced, in order. */
-  forward(op: GraphBuilder, x: Value, temb: Value, context: Value): { h: Value; skips: Value[] } {
+  build(op: GraphBuilder, x: Value, temb: Value, context: Value): { h: Value; skips: Value[] } {
     const skips: Value[] = [];
     let h = x;
     this.resnets.forEach((resnet, i) => {
-      h = resnet.forward(op, h, temb);
-      if (this.attentions) h = this.attentions[i]!.forward(op, h, context);
+      h = resnet.build(op, h, temb);
+      if (this.attentions) h = this.attentions[i]!.build(op, h, context);
       skips.push(h);
     });
     if (this.downsamplers) {
-      h = this.downsamplers[0]!.forward(op, h);
+      h = this.downsamplers[0]!.build(op, h);
       skips.push(h);
     }
     return { h, skips };
@@ -109,10 +109,10 @@ export class UNetMidBlock2DCrossAttn extends Module {
     );
   }
 
-  forward(op: GraphBuilder, x: Value, temb: Value, context: Value): Value {
-    let h = this.resnets[0]!.forward(op, x, temb);
+  build(op: GraphBuilder, x: Value, temb: Value, context: Value): Value {
+    let h = this.resnets[0]!.build(op, x, temb);
     this.attentions.forEach((attn, i) => {
-      h = this.resnets[i + 1]!.forward(op, attn.forward(op, h, context), temb);
+      h = this.resnets[i + 1]!.build(op, attn.build(op, h, context), temb);
     });
     return h;
   }
@@ -153,15 +153,15 @@ export class UpBlock2D extends Module {
    * Consumes `skips` (last first); `sizeLike` is the next block's skip, whose spatial size the
    * upsampler matches.
    */
-  forward(op: GraphBuilder, x: Value, skips: Value[], temb: Value, context: Value, sizeLike: Value | undefined): Value {
+  build(op: GraphBuilder, x: Value, skips: Value[], temb: Value, context: Value, sizeLike: Value | undefined): Value {
     const b = op.at(this.path);
     let h = x;
     this.resnets.forEach((resnet, i) => {
       const skip = skips.pop()!;
-      h = resnet.forward(op, b.concat([h, skip], { axis: 1 }), temb); // [B, C, H, W] ‖ [B, Cskip, H, W] → [B, C + Cskip, H, W]
-      if (this.attentions) h = this.attentions[i]!.forward(op, h, context);
+      h = resnet.build(op, b.concat([h, skip], { axis: 1 }), temb); // [B, C, H, W] ‖ [B, Cskip, H, W] → [B, C + Cskip, H, W]
+      if (this.attentions) h = this.attentions[i]!.build(op, h, context);
     });
-    if (this.upsamplers) h = this.upsamplers[0]!.forward(op, h, sizeLike);
+    if (this.upsamplers) h = this.upsamplers[0]!.build(op, h, sizeLike);
     return h;
   }
 }

@@ -1,6 +1,6 @@
 /**
  * UNetControlNetXSModel's module tree (diffusers' controlnet_xs.py): a base UNet and a ControlNet-XS
- * control model fused block by block, with the fused model's keys. Its trace-time method only emits
+ * control model fused block by block, with the fused model's keys. Its `build` only emits
  * graph nodes, the control model's work behind an ONNX `If` (or always, or nowhere); the runtime
  * class is models/unet-controlnet-xs.ts.
  */
@@ -155,10 +155,10 @@ export class UNetControlNetXSNet extends Module {
   }
 
   /**
-   * The forward pass. `control` decides where the control model's work goes: behind an ONNX `If`
+   * The forward pass as graph nodes. `control` decides where the control model's work goes: behind an ONNX `If`
    * on a boolean graph input ('gated', what the model runs), always ('on') or nowhere ('off').
    */
-  forward(
+  build(
     op: GraphBuilder,
     io: { sample: Value; t: Value; context: Value; cond: Value; added: { textEmbeds: Value; timeIds: Value } | null; scale: Value },
     control: { gate: Value } | 'on' | 'off',
@@ -172,14 +172,14 @@ export class UNetControlNetXSNet extends Module {
     };
 
     // 1. time (with a learned control time embedding, control steps blend ctrl·m + base·(1−m))
-    const tEmb = this.base_time_proj.forward(op, io.t);
-    let temb = this.base_time_embedding.forward(op, tEmb);
+    const tEmb = this.base_time_proj.build(op, io.t);
+    let temb = this.base_time_embedding.build(op, tEmb);
     const ctrlTime = this.ctrl_time_embedding;
     if (ctrlTime) {
       const baseTemb = temb;
       [temb] = gated(b, [baseTemb], (g) => {
         const m = c.timeEmbeddingMix ** 0.3;
-        const ctrlT = g.mul(ctrlTime.forward(g, tEmb), g.scalar(m)); // [B, T]
+        const ctrlT = g.mul(ctrlTime.build(g, tEmb), g.scalar(m)); // [B, T]
         return [g.add(ctrlT, g.mul(baseTemb, g.scalar(1 - m)))];
       }) as [Value];
     }
@@ -189,7 +189,7 @@ export class UNetControlNetXSNet extends Module {
     const x: Exchange = { temb, context: io.context, scale: io.scale, control: gated };
 
     // 2. conv in, and on the control side conv in + the conditioning image's embedding
-    let hBase = this.base_conv_in.forward(op, io.sample);
+    let hBase = this.base_conv_in.build(op, io.sample);
     // While control is off, `sample` stands in for the control stream (never read then). It must not be a
     // constant: onnxruntime would fold the else-branch pass-through into a duplicate initializer.
     let hCtrl: Value = io.sample;
@@ -200,28 +200,28 @@ export class UNetControlNetXSNet extends Module {
         const chs = c.ctrlConditioningChannels;
         cond = g.gather(cond, g.ints(Array.from({ length: chs }, (_, i) => chs - 1 - i)), { axis: 1 }); // RGB → BGR along C
       }
-      const hint = this.controlnet_cond_embedding.forward(g, cond); // [B, Cc, 8H, 8W] → [B, Cctrl, H, W]
-      const ctrl = g.add(this.ctrl_conv_in.forward(g, io.sample), hint); // [B, Cctrl, H, W]
+      const hint = this.controlnet_cond_embedding.build(g, cond); // [B, Cc, 8H, 8W] → [B, Cctrl, H, W]
+      const ctrl = g.add(this.ctrl_conv_in.build(g, io.sample), hint); // [B, Cctrl, H, W]
       // add ctrl → base: [B, Cbase, H, W] + ([B, Cctrl, H, W] → [B, Cbase, H, W]) · scale
-      return [g.add(baseIn, g.mul(this.control_to_base_for_conv_in.forward(g, ctrl), io.scale)), ctrl];
+      return [g.add(baseIn, g.mul(this.control_to_base_for_conv_in.build(g, ctrl), io.scale)), ctrl];
     }) as [Value, Value];
     const skipsBase: Value[] = [hBase];
     const skipsCtrl: Value[] = [hCtrl];
 
     // 3. down
     for (const down of this.down_blocks) {
-      const r = down.forward(op, hBase, hCtrl, x);
+      const r = down.build(op, hBase, hCtrl, x);
       hBase = r.hBase;
       hCtrl = r.hCtrl;
       skipsBase.push(...r.skipsBase);
       skipsCtrl.push(...r.skipsCtrl);
     }
     // 4. mid
-    ({ hBase, hCtrl } = this.mid_block.forward(op, hBase, hCtrl, x));
+    ({ hBase, hCtrl } = this.mid_block.build(op, hBase, hCtrl, x));
     // 5. up
-    for (const up of this.up_blocks) hBase = up.forward(op, hBase, skipsBase, skipsCtrl, x);
+    for (const up of this.up_blocks) hBase = up.build(op, hBase, skipsBase, skipsCtrl, x);
     // 6. conv out
-    hBase = silu(b, this.base_conv_norm_out.forward(op, hBase));
-    return this.base_conv_out.forward(op, hBase);
+    hBase = silu(b, this.base_conv_norm_out.build(op, hBase));
+    return this.base_conv_out.build(op, hBase);
   }
 }

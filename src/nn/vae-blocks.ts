@@ -47,17 +47,17 @@ export class VaeAttention extends Module {
   }
 
   /** x [B, C, H, W] → [B, C, H, W] */
-  forward(op: GraphBuilder, x: Value): Value {
+  build(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
     const { channels, heads, dimHead } = this.opts;
     // Normalising [B, C, H, W] equals normalising the [B, C, H·W] view: same groups, same statistics.
-    const normed = this.group_norm.forward(op, x);
+    const normed = this.group_norm.build(op, x);
     const tokens = b.transpose(b.reshape(normed, b.ints([0, channels, -1])), { perm: [0, 2, 1] }); // [B, C, H, W] → [B, C, H·W] → [B, H·W, C]
-    const q = this.to_q.forward(op, tokens); // [B, H·W, heads·dimHead]
-    const k = this.to_k.forward(op, tokens);
-    const v = this.to_v.forward(op, tokens);
+    const q = this.to_q.build(op, tokens); // [B, H·W, heads·dimHead]
+    const k = this.to_k.build(op, tokens);
+    const v = this.to_v.build(op, tokens);
     const o = multiHeadAttention(b, q, k, v, { heads, dimHead });
-    const out = this.to_out[0].forward(op, o); // [B, H·W, C]
+    const out = this.to_out[0].build(op, o); // [B, H·W, C]
     const image = b.reshape(b.transpose(out, { perm: [0, 2, 1] }), b.shape(x)); // [B, H·W, C] → [B, C, H·W] → [B, C, H, W]
     return b.add(image, x);
   }
@@ -85,11 +85,11 @@ export class UNetMidBlock2D extends Module {
       : [];
   }
 
-  forward(op: GraphBuilder, x: Value): Value {
-    let h = this.resnets[0]!.forward(op, x, null);
+  build(op: GraphBuilder, x: Value): Value {
+    let h = this.resnets[0]!.build(op, x, null);
     const attn = this.attentions[0];
-    if (attn) h = attn.forward(op, h);
-    return this.resnets[1]!.forward(op, h, null);
+    if (attn) h = attn.build(op, h);
+    return this.resnets[1]!.build(op, h, null);
   }
 }
 
@@ -113,10 +113,10 @@ export class DownEncoderBlock2D extends Module {
     this.downsamplers = o.addDownsample ? this.list('downsamplers', 1, (p) => new Downsample2D(p, o.outChannels, o.outChannels, 0)) : [];
   }
 
-  forward(op: GraphBuilder, x: Value): Value {
+  build(op: GraphBuilder, x: Value): Value {
     let h = x;
-    for (const r of this.resnets) h = r.forward(op, h, null);
-    for (const d of this.downsamplers) h = d.forward(op, h);
+    for (const r of this.resnets) h = r.build(op, h, null);
+    for (const d of this.downsamplers) h = d.build(op, h);
     return h;
   }
 }
@@ -134,10 +134,10 @@ export class UpDecoderBlock2D extends Module {
     this.upsamplers = o.addUpsample ? this.list('upsamplers', 1, (p) => new Upsample2D(p, o.outChannels, o.outChannels)) : [];
   }
 
-  forward(op: GraphBuilder, x: Value): Value {
+  build(op: GraphBuilder, x: Value): Value {
     let h = x;
-    for (const r of this.resnets) h = r.forward(op, h, null);
-    for (const u of this.upsamplers) h = u.forward(op, h);
+    for (const r of this.resnets) h = r.build(op, h, null);
+    for (const u of this.upsamplers) h = u.build(op, h);
     return h;
   }
 }
@@ -181,12 +181,12 @@ export class Encoder extends Module {
   }
 
   /** image [B, Cin, H, W] → moments [B, 2·latent, H/2^(levels−1), W/2^(levels−1)] */
-  forward(op: GraphBuilder, x: Value): Value {
-    let h = this.conv_in.forward(op, x);
-    for (const d of this.down_blocks) h = d.forward(op, h);
-    h = this.mid_block.forward(op, h);
-    h = silu(op.at(this.path), this.conv_norm_out.forward(op, h));
-    return this.conv_out.forward(op, h);
+  build(op: GraphBuilder, x: Value): Value {
+    let h = this.conv_in.build(op, x);
+    for (const d of this.down_blocks) h = d.build(op, h);
+    h = this.mid_block.build(op, h);
+    h = silu(op.at(this.path), this.conv_norm_out.build(op, h));
+    return this.conv_out.build(op, h);
   }
 }
 
@@ -218,11 +218,11 @@ export class Decoder extends Module {
   }
 
   /** latents [B, Cl, h, w] → image [B, Cout, h·2^(levels−1), w·2^(levels−1)] */
-  forward(op: GraphBuilder, z: Value): Value {
-    let h = this.conv_in.forward(op, z);
-    h = this.mid_block.forward(op, h);
-    for (const u of this.up_blocks) h = u.forward(op, h);
-    h = silu(op.at(this.path), this.conv_norm_out.forward(op, h));
-    return this.conv_out.forward(op, h);
+  build(op: GraphBuilder, z: Value): Value {
+    let h = this.conv_in.build(op, z);
+    h = this.mid_block.build(op, h);
+    for (const u of this.up_blocks) h = u.build(op, h);
+    h = silu(op.at(this.path), this.conv_norm_out.build(op, h));
+    return this.conv_out.build(op, h);
   }
 }
