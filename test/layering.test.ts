@@ -16,8 +16,6 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../src');
 const LAYERS = [
   { name: 'core', paths: ['tensor.ts', 'errors.ts'], mayImport: [] },
   { name: 'util', paths: ['util/'], mayImport: ['core'] },
-  // The config idiom (defaults, camelCasing, unknown keys warned), shared by model and scheduler configs.
-  { name: 'config idiom', paths: ['models/config.ts'], mayImport: ['core', 'util'] },
   { name: 'weights', paths: ['weights/'], mayImport: ['core', 'util'] },
   { name: 'random', paths: ['random/'], mayImport: ['core', 'util'] },
   { name: 'tokenizer', paths: ['tokenizer/'], mayImport: ['core', 'util'] },
@@ -27,24 +25,24 @@ const LAYERS = [
   { name: 'runtime', paths: ['runtime/'], mayImport: ['core', 'util', 'graph'] },
   // Module trees are pure structure: no configs, no I/O, nothing that runs.
   { name: 'nn', paths: ['nn/'], mayImport: ['core', 'util', 'weights', 'graph'] },
-  { name: 'schedulers', paths: ['schedulers/'], mayImport: ['core', 'util', 'config idiom', 'random'] },
-  { name: 'models', paths: ['models/'], mayImport: ['core', 'util', 'config idiom', 'weights', 'random', 'hub', 'graph', 'runtime', 'nn'] },
+  { name: 'schedulers', paths: ['schedulers/'], mayImport: ['core', 'util', 'random'] },
+  { name: 'models', paths: ['models/'], mayImport: ['core', 'util', 'weights', 'random', 'hub', 'graph', 'runtime', 'nn'] },
   {
     name: 'pipelines',
     paths: ['pipelines/'],
-    mayImport: ['core', 'util', 'config idiom', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models'],
+    mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models'],
   },
   {
     name: 'cli',
     paths: ['cli/'],
-    mayImport: ['core', 'util', 'config idiom', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines'],
+    mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines'],
   },
   { name: 'public API', paths: ['index.ts'], mayImport: ['*'] },
 ] as const satisfies readonly { name: string; paths: readonly string[]; mayImport: readonly string[] }[];
 
 type Layer = (typeof LAYERS)[number];
 
-/** The layer of a path relative to src/: the longest matching entry, so models/config.ts is not models/. */
+/** The layer of a path relative to src/: the longest matching entry. */
 function layerOf(path: string): Layer | undefined {
   let best: { layer: Layer; length: number } | undefined;
   for (const layer of LAYERS) {
@@ -113,9 +111,9 @@ test('the check catches upward and sideways imports', () => {
   assert.deepEqual(violations('schedulers/ddim.ts', ['models/unet-2d-condition.ts']), [
     'src/schedulers/ddim.ts (schedulers) imports src/models/unet-2d-condition.ts (models)',
   ]);
-  // the config idiom is a layer of its own, below models/ and schedulers/
-  assert.deepEqual(violations('schedulers/settings.ts', ['models/config.ts']), []);
-  assert.deepEqual(violations('models/config.ts', ['models/loading.ts']), ['src/models/config.ts (config idiom) imports src/models/loading.ts (models)']);
+  // the config idiom lives in util/, below models/ and schedulers/
+  assert.deepEqual(violations('schedulers/settings.ts', ['util/config.ts']), []);
+  assert.deepEqual(violations('util/config.ts', ['models/loading.ts']), ['src/util/config.ts (util) imports src/models/loading.ts (models)']);
   assert.deepEqual(violations('extras/thing.ts', []), ['src/extras/thing.ts is in no layer (add its folder to docs/architecture.md and this test)']);
   // type-only imports count (nn/ reaches graph/ only through `import type`), and so do re-exports
   assert.deepEqual(localImports(join(SRC, 'nn/controlnet-xs-blocks.ts')).filter((p) => !p.startsWith('nn/')).sort(), ['graph/builder.ts', 'util/math.ts']);

@@ -1,7 +1,7 @@
 /** Reading the pipeline reference cases: diffusers' `__call__` arguments → ours. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { snakeToCamel } from '../src/models/config.js';
+import { snakeToCamel } from '../src/util/config.js';
 import { Generator } from '../src/random/index.js';
 import type { Tensor } from '../src/tensor.js';
 import { parsePythonJson } from '../src/util/json.js';

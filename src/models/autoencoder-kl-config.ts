@@ -1,6 +1,6 @@
 /** AutoencoderKL's config.json keys with diffusers' defaults, and the subset this port runs. */
 import { ConfigError } from '../errors.js';
-import { parseConfig, type Camelize, type Warn } from './config.js';
+import { parseConfig, type Camelize, type Warn } from '../util/config.js';
 
 const DEFAULTS = {
   in_channels: 3,

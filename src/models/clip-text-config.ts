@@ -8,7 +8,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { clipActivation } from '../nn/clip-text-net.js';
-import { parseConfig, type Camelize, type Warn } from './config.js';
+import { parseConfig, type Camelize, type Warn } from '../util/config.js';
 
 const DEFAULTS = {
   vocab_size: 49408,

@@ -6,7 +6,7 @@
 import { ConfigError } from '../errors.js';
 import { ControlNetXSAdapterNet } from '../nn/controlnet-xs-adapter-net.js';
 import type { WeightSource } from '../weights/source.js';
-import { parseConfig, type Camelize, type Warn } from './config.js';
+import { parseConfig, type Camelize, type Warn } from '../util/config.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 
 const DEFAULTS = {

@@ -1,6 +1,6 @@
 /** UNetControlNetXSModel's config.json keys with diffusers' defaults. */
 import { ConfigError } from '../errors.js';
-import { parseConfig, type Camelize, type Warn } from './config.js';
+import { parseConfig, type Camelize, type Warn } from '../util/config.js';
 
 export const UNET_CNXS_DEFAULTS = {
   sample_size: 96 as number | null,

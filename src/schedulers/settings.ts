@@ -1,5 +1,5 @@
 /**
- * Typed scheduler configs: the model-config idiom (models/config.ts) applied to schedulers.
+ * Typed scheduler configs: the model-config idiom (util/config.ts) applied to schedulers.
  *
  * A scheduler has two views of one config:
  * - `scheduler.config`, diffusers' dict exactly as `save_config` writes it (snake_case, hidden
@@ -17,7 +17,7 @@
  * along in `config` as diffusers' hidden keys.
  */
 import { ConfigError } from '../errors.js';
-import { snakeToCamel, type Camelize } from '../models/config.js';
+import { snakeToCamel, type Camelize } from '../util/config.js';
 import { COMMON_BETA_SCHEDULES, type BetaSchedule } from './betas.js';
 import { ConfigReader, describe, SCHEDULER_DEFAULTS, type SchedulerClassName, type SchedulerConfig } from './config.js';
 import { PREDICTION_TYPES } from './prediction.js';
