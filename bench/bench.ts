@@ -56,10 +56,10 @@ async function time(what: string, repeats: number, fn: () => Promise<unknown>): 
   record(what, median(t));
 }
 
-const dir = ensureRandomCheckpoint(values.out!);
+const dir = ensureRandomCheckpoint(values.out);
 const runtime: RuntimeOptions = {
   ...(values.threads ? { intraOpNumThreads: Number(values.threads) } : {}),
-  ...(values.device !== 'cpu' ? { executionProviders: [values.device!, 'cpu'] } : {}),
+  ...(values.device !== 'cpu' ? { executionProviders: [values.device, 'cpu'] } : {}),
 };
 const load = { runtime, ...(values.attention ? { trace: { attention: values.attention as 'fused' | 'plain' } } : {}), warn: () => {} };
 
@@ -76,7 +76,7 @@ const control = new RGBImage(512, 512, new Uint8Array(512 * 512 * 3).map((_, i) 
 const fullRun = (p: StableDiffusionControlNetXSPipeline) =>
   p.run({ prompt: 'a photo of a bird', image: control, numInferenceSteps: Number(values.steps), generator: new Generator().manualSeed(0), outputType: 'np' });
 
-const graphs = join(values.out!, '..', 'graphs');
+const graphs = join(values.out, '..', 'graphs');
 if (values['load-only']) {
   // A process of its own: the first load in a process pays for all its fresh memory (see docs/onnxruntime-measurements.md).
   const t = now();
@@ -101,7 +101,7 @@ if (values['full-only']) {
   // A process of its own, so its peak RSS is the generation's (warm load + 20 steps + decode).
   // with offload, sessions open when first used (and close after their stage)
   const p = await loadPipeline(graphs, { prepare: !values.offload });
-  p.offload.enabled = values.offload!;
+  p.offload.enabled = values.offload;
   const t = now();
   await fullRun(p);
   console.log(JSON.stringify({ seconds: now() - t, peakRssGB: peakRssGB() }));
@@ -126,7 +126,7 @@ const ids = pipe.tokenizer.call(['a photo of a bird', ''], { padding: 'max_lengt
 await time('text encoder, 2 prompts', repeats, () => pipe.textEncoder.forward(ids));
 const { lastHiddenState: context } = await pipe.textEncoder.forward(ids);
 
-for (const size of values.sizes!.split(',').map(Number)) {
+for (const size of values.sizes.split(',').map(Number)) {
   const g = new Generator().manualSeed(1);
   const args = {
     sample: randn([2, 4, size, size], { generator: g }),

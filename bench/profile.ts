@@ -68,7 +68,7 @@ function readProfile(folder: string): ProfileEvent[] {
   return JSON.parse(readFileSync(join(folder, file), 'utf8')) as ProfileEvent[];
 }
 
-const dir = ensureRandomCheckpoint(values.out!);
+const dir = ensureRandomCheckpoint(values.out);
 const size = Number(values.size);
 const repeats = Number(values.repeats);
 const g = new Generator().manualSeed(1);

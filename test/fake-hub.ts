@@ -31,8 +31,9 @@ export interface Logged {
   server: 'hub' | 'cdn';
   method: string;
   path: string;
-  range?: string;
-  authorization?: string;
+  // `| undefined`: the log records the request's headers as node gives them, absent or not.
+  range?: string | undefined;
+  authorization?: string | undefined;
 }
 
 export interface FakeHub {

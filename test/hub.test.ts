@@ -450,7 +450,7 @@ test('blob lock: holders take turns; a lock left by a dead process or gone stale
   assert.ok(/^(a\+a-b\+b-|b\+b-a\+a-)$/.test(order.join('')), `never both at once: ${order.join(' ')}`);
   assert.ok(!existsSync(lock), 'released');
 
-  const deadPid = spawnSync(process.execPath, ['-e', '0']).pid!;
+  const deadPid = spawnSync(process.execPath, ['-e', '0']).pid;
   writeFileSync(lock, JSON.stringify({ pid: deadPid, host: hostname() }));
   assert.equal(await withFileLock(lock, async () => 'taken', { pollMs: 5 }), 'taken');
   writeFileSync(lock, JSON.stringify({ pid: process.ppid, host: 'elsewhere' }));

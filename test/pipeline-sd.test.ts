@@ -122,7 +122,9 @@ test('cancel with an AbortSignal; bad arguments are named', async () => {
     pipe.run({ ...args, signal: controller.signal, callbackOnStepEnd: (_p, i) => void (i === 1 && controller.abort()) }),
     /aborted/,
   );
-  const bad: [Partial<StableDiffusionControlNetXSCallArgs>, RegExp][] = [
+  // A patch may set a key to undefined, as a JavaScript caller can: the pipeline must name what is missing.
+  type ArgsPatch = { [K in keyof StableDiffusionControlNetXSCallArgs]?: StableDiffusionControlNetXSCallArgs[K] | undefined };
+  const bad: [ArgsPatch, RegExp][] = [
     [{ prompt: undefined }, /Provide either `prompt` or `promptEmbeds`/],
     [{ promptEmbeds: Tensor.zeros([1, 77, 32]) }, /Cannot forward both `prompt` and `promptEmbeds`/],
     [{ controlGuidanceStart: 0.5, controlGuidanceEnd: 0.5 }, /cannot be larger or equal/],

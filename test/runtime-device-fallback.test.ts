@@ -138,8 +138,9 @@ test('fallback lines and reasons: short, one line, with the fix', (t) => {
     formatDeviceFallback(base),
     `UNetControlNetXSModel: execution provider cuda is not available here (onnxruntime-node's CUDA libraries are not installed); running on the CPU. Install them with: ${CUDA_INSTALL_COMMAND}`,
   );
+  const { hint: _hint, ...noHint } = base;
   assert.equal(
-    formatDeviceFallback({ ...base, model: '', requested: 'webgpu', reason: 'no WebGPU adapter found', running: 'cpu', hint: undefined }),
+    formatDeviceFallback({ ...noHint, model: '', requested: 'webgpu', reason: 'no WebGPU adapter found', running: 'cpu' }),
     'execution provider webgpu is not available here (no WebGPU adapter found); running on the CPU',
   );
 

@@ -4,15 +4,18 @@
  */
 import { ControlNetXSError } from '../errors.js';
 
-/** Where a Hub error happened. */
+/**
+ * Where a Hub error happened. Each field may be given as `undefined` (callers pass through what
+ * they know, e.g. a request context without a filename); HubError stores them as such.
+ */
 export interface HubErrorDetails {
-  repoId?: string;
-  filename?: string;
-  revision?: string;
+  repoId?: string | undefined;
+  filename?: string | undefined;
+  revision?: string | undefined;
   /** HTTP status, when the server answered. */
-  status?: number;
+  status?: number | undefined;
   /** Commit the server resolved the revision to (X-Repo-Commit), when it said. */
-  commit?: string;
+  commit?: string | undefined;
   cause?: unknown;
 }
 

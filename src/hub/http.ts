@@ -138,7 +138,7 @@ export async function fetchFileMetadata(
   url: string,
   headers: Record<string, string>,
   ctx: RequestContext,
-  opts: { fetch: typeof fetch; timeoutMs: number; signal?: AbortSignal },
+  opts: { fetch: typeof fetch; timeoutMs: number; signal?: AbortSignal | undefined },
 ): Promise<FileMetadata> {
   let current = url;
   for (let hop = 0; ; hop++) {
@@ -179,7 +179,7 @@ export async function fetchFileMetadata(
 export async function fetchRepoInfo(
   headers: Record<string, string>,
   ctx: RequestContext,
-  opts: { fetch: typeof fetch; timeoutMs: number; signal?: AbortSignal },
+  opts: { fetch: typeof fetch; timeoutMs: number; signal?: AbortSignal | undefined },
 ): Promise<RepoInfo> {
   const url = `${ctx.endpoint}/api/models/${ctx.repoId}/revision/${encodeURIComponent(ctx.revision)}`;
   const res = await opts.fetch(url, { headers: { ...headers, accept: 'application/json' }, signal: timeoutSignal(opts.timeoutMs, opts.signal) });

@@ -10,7 +10,8 @@ import { mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface LockOptions {
-  signal?: AbortSignal;
+  /** `| undefined`: callers pass their own optional signal straight through. */
+  signal?: AbortSignal | undefined;
   /** A lock not refreshed for this long is taken over; default 30 s. */
   staleMs?: number;
   /** How often a waiter looks again; default 100 ms. */

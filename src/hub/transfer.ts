@@ -21,8 +21,9 @@ export interface BlobDownload {
   /** Resumes allowed in a row without new data. */
   retries: number;
   retryDelayMs: number;
-  onProgress?: (progress: HubProgress) => void;
-  signal?: AbortSignal;
+  // `| undefined`: downloadFile passes the caller's HubOptions fields straight through.
+  onProgress?: ((progress: HubProgress) => void) | undefined;
+  signal?: AbortSignal | undefined;
 }
 
 /** HTTP answers worth retrying, as a connection cut is. */

@@ -19,9 +19,11 @@ const TWO_PI_F32 = fround(2 * Math.PI);
  * `d[j] = r cos θ` and `d[j+8] = r sin θ`, every step in float32.
  */
 export function boxMuller16Float32(d: Float32Array, base: number): void {
+  // Callers pass `base + 16 <= d.length` (generator.ts), so j and j+8 are in range: the `!`s
+  // are true claims, kept local to this per-sample loop.
   for (let j = base; j < base + 8; j++) {
-    const u1 = fround(1 - d[j]);
-    const u2 = d[j + 8];
+    const u1 = fround(1 - d[j]!);
+    const u2 = d[j + 8]!;
     const radius = fround(Math.sqrt(fround(-2 * logUnitGrid32(u1))));
     const theta = fround(TWO_PI_F32 * u2);
     // One range reduction serves both sine and cosine: k is the even octant index.

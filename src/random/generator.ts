@@ -194,9 +194,10 @@ export class Generator {
  * `d[j+8] = r sin θ`, all in double with the C library's functions (see libm64.ts).
  */
 function boxMuller16Float64(d: Float64Array, base: number): void {
+  // Callers pass `base + 16 <= d.length`, so j and j+8 are in range: the `!`s are true claims.
   for (let j = base; j < base + 8; j++) {
-    const u1 = 1 - d[j];
-    const u2 = d[j + 8];
+    const u1 = 1 - d[j]!;
+    const u2 = d[j + 8]!;
     const radius = Math.sqrt(-2 * log64(u1));
     const theta = TWO_PI * u2;
     d[j] = radius * cos64(theta) + 0;

@@ -165,20 +165,26 @@ const TWO_OVER_PI = 2 / Math.PI;
 /** Beyond this |θ| the exact-product argument above no longer holds; fall back to Math. */
 const MAX_REDUCED = 2 ** 19;
 
-/** 1/n! for n = 2..9 in double-double; the tails use plain doubles. */
-const INV_FACT: DD[] = [];
-{
-  let f = 1;
-  for (let n = 0; n <= 9; n++) {
-    if (n > 0) f *= n;
-    INV_FACT.push(reciprocal(f));
-  }
-}
-/** 1/n! as a double, good enough for terms below 2^-20 of the result. */
-function invFactorial(n: number): number {
+/** n! for small n; exact in a double up to n = 18. */
+function factorial(n: number): number {
   let f = 1;
   for (let i = 2; i <= n; i++) f *= i;
-  return 1 / f;
+  return f;
+}
+/**
+ * 1/n! for n = 3..9 in double-double, as named constants rather than a table so that the
+ * kernels below read no index that the compiler cannot check. The tails use plain doubles.
+ */
+const INV_FACT_3 = reciprocal(factorial(3));
+const INV_FACT_4 = reciprocal(factorial(4));
+const INV_FACT_5 = reciprocal(factorial(5));
+const INV_FACT_6 = reciprocal(factorial(6));
+const INV_FACT_7 = reciprocal(factorial(7));
+const INV_FACT_8 = reciprocal(factorial(8));
+const INV_FACT_9 = reciprocal(factorial(9));
+/** 1/n! as a double, good enough for terms below 2^-20 of the result. */
+function invFactorial(n: number): number {
+  return 1 / factorial(n);
 }
 /** Tails of the Taylor series in z = r², from the z⁵ term on, alternating in sign. */
 const SIN_TAIL = [11, 13, 15, 17, 19, 21, 23].map((n, i) => (i % 2 === 0 ? -1 : 1) * invFactorial(n));
@@ -186,8 +192,10 @@ const COS_TAIL = [10, 12, 14, 16, 18, 20, 22].map((n, i) => (i % 2 === 0 ? -1 : 
 
 /** Horner evaluation of `coefs[0] + z·coefs[1] + …` in doubles. */
 function hornerTail(coefs: readonly number[], z: number): number {
-  let acc = coefs[coefs.length - 1];
-  for (let i = coefs.length - 2; i >= 0; i--) acc = coefs[i] + z * acc;
+  // Only called with the non-empty SIN_TAIL/COS_TAIL, and i stays in [0, length): the `!`s are
+  // true claims, kept local to this per-sample loop.
+  let acc = coefs[coefs.length - 1]!;
+  for (let i = coefs.length - 2; i >= 0; i--) acc = coefs[i]! + z * acc;
   return acc;
 }
 
@@ -206,10 +214,10 @@ function reduce(theta: number): { q: number; r: DD } {
 /** sin r = r·(1 - z/3! + z²/5! - z³/7! + z⁴/9! + z⁵·tail), z = r², |r| ≤ π/4. */
 function sinKernel(r: DD): number {
   const z = ddMul(r, r);
-  let acc = ddAdd(INV_FACT[9], ddMulNum(z, hornerTail(SIN_TAIL, z.hi)));
-  acc = ddAdd(ddNeg(INV_FACT[7]), ddMul(z, acc));
-  acc = ddAdd(INV_FACT[5], ddMul(z, acc));
-  acc = ddAdd(ddNeg(INV_FACT[3]), ddMul(z, acc));
+  let acc = ddAdd(INV_FACT_9, ddMulNum(z, hornerTail(SIN_TAIL, z.hi)));
+  acc = ddAdd(ddNeg(INV_FACT_7), ddMul(z, acc));
+  acc = ddAdd(INV_FACT_5, ddMul(z, acc));
+  acc = ddAdd(ddNeg(INV_FACT_3), ddMul(z, acc));
   acc = ddAdd(dd(1), ddMul(z, acc));
   return ddMul(r, acc).hi;
 }
@@ -217,9 +225,9 @@ function sinKernel(r: DD): number {
 /** cos r = 1 - z/2! + z²/4! - z³/6! + z⁴/8! + z⁵·tail, z = r², |r| ≤ π/4. */
 function cosKernel(r: DD): number {
   const z = ddMul(r, r);
-  let acc = ddAdd(INV_FACT[8], ddMulNum(z, hornerTail(COS_TAIL, z.hi)));
-  acc = ddAdd(ddNeg(INV_FACT[6]), ddMul(z, acc));
-  acc = ddAdd(INV_FACT[4], ddMul(z, acc));
+  let acc = ddAdd(INV_FACT_8, ddMulNum(z, hornerTail(COS_TAIL, z.hi)));
+  acc = ddAdd(ddNeg(INV_FACT_6), ddMul(z, acc));
+  acc = ddAdd(INV_FACT_4, ddMul(z, acc));
   acc = ddAdd(dd(-0.5), ddMul(z, acc));
   acc = ddAdd(dd(1), ddMul(z, acc));
   return acc.hi;

@@ -39,8 +39,10 @@ export class MT19937 {
     }
     const st = this.state;
     st[0] = seed32;
+    // Every index below is in [0, N) by the loop bounds and `st` has exactly N words, so the
+    // `!`s on reads here and in nextUint32/twist are true claims (and cost nothing in this hot path).
     for (let j = 1; j < N; j++) {
-      const prev = st[j - 1];
+      const prev = st[j - 1]!;
       // Math.imul keeps the product modulo 2^32; the Uint32Array store wraps the sum.
       st[j] = Math.imul(SEED_MULTIPLIER, prev ^ (prev >>> 30)) + j;
     }
@@ -51,7 +53,7 @@ export class MT19937 {
   /** The next tempered 32-bit output, as a non-negative number in [0, 2^32). */
   nextUint32(): number {
     if (this.index >= N) this.twist();
-    let y = this.state[this.index++];
+    let y = this.state[this.index++]!; // index < N after the twist check
     y ^= y >>> 11;
     y ^= (y << 7) & 0x9d2c5680;
     y ^= (y << 15) & 0xefc60000;
@@ -68,15 +70,15 @@ export class MT19937 {
     const st = this.state;
     let k = 0;
     for (; k < N - M; k++) {
-      const y = (st[k] & UPPER_MASK) | (st[k + 1] & LOWER_MASK);
-      st[k] = st[k + M] ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
+      const y = (st[k]! & UPPER_MASK) | (st[k + 1]! & LOWER_MASK);
+      st[k] = st[k + M]! ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
     }
     for (; k < N - 1; k++) {
-      const y = (st[k] & UPPER_MASK) | (st[k + 1] & LOWER_MASK);
-      st[k] = st[k + M - N] ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
+      const y = (st[k]! & UPPER_MASK) | (st[k + 1]! & LOWER_MASK);
+      st[k] = st[k + M - N]! ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
     }
-    const y = (st[N - 1] & UPPER_MASK) | (st[0] & LOWER_MASK);
-    st[N - 1] = st[M - 1] ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
+    const y = (st[N - 1]! & UPPER_MASK) | (st[0]! & LOWER_MASK);
+    st[N - 1] = st[M - 1]! ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
     this.index = 0;
   }
 }

@@ -24,10 +24,10 @@ export interface CLIPTokenizerFiles {
   readonly merges: string;
   /** tokenizer_config.json, parsed. */
   readonly tokenizerConfig: Readonly<Record<string, unknown>>;
-  /** special_tokens_map.json, parsed, when the folder has one. */
-  readonly specialTokensMap?: Readonly<Record<string, unknown>>;
-  /** Legacy added_tokens.json (token → id), when the folder has one. */
-  readonly addedTokens?: Readonly<Record<string, number>>;
+  /** special_tokens_map.json, parsed, when the folder has one (`undefined`, as absent, when not). */
+  readonly specialTokensMap?: Readonly<Record<string, unknown>> | undefined;
+  /** Legacy added_tokens.json (token → id), when the folder has one (`undefined`, as absent, when not). */
+  readonly addedTokens?: Readonly<Record<string, number>> | undefined;
   /** Where the files came from, for error messages. */
   readonly source?: string;
 }
