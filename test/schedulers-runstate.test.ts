@@ -52,8 +52,8 @@ function startLoop(run: SchedulerRun, seed: number): Loop {
 
 /** Advance a loop by one model call; false when it is done. */
 function advance(l: Loop): boolean {
-  if (l.i >= l.run.timesteps.length) return false;
   const t = l.run.timesteps[l.i];
+  if (t === undefined) return false;
   const eps = model(l.run.scaleModelInput(l.x, t), t);
   l.x = l.run.step(eps, t, l.x, { generator: l.gen, eta: 0.3 }).prevSample;
   l.out.push(l.x.data);

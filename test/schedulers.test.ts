@@ -26,6 +26,7 @@ import {
   type StepOutput,
 } from '../src/schedulers/index.js';
 import { Tensor } from '../src/tensor.js';
+import { at } from '../src/util/at.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
 import { fixture, maxAbsDiff } from './helpers.js';
 
@@ -93,7 +94,7 @@ function fakeModel(scaled: Tensor<'float32'>, coef: number): Tensor<'float32'> {
   const out = new Float32Array(scaled.data.length);
   const a = f(0.1);
   const b = f(coef);
-  for (let i = 0; i < out.length; i++) out[i] = f(a * scaled.data[i]) + f(b * noiseFixed.data[i]);
+  for (let i = 0; i < out.length; i++) out[i] = f(a * at(scaled.data, i)) + f(b * at(noiseFixed.data, i));
   return new Tensor('float32', out, scaled.dims);
 }
 
@@ -116,7 +117,7 @@ function runLoop(sched: Scheduler, c: SchedulerCase): LoopResult {
   const out: LoopResult = { scaled: [], modelOutputs: [], steps: [], initNoise, initSample };
   sched.timesteps.forEach((t, i) => {
     const scaled = sched.scaleModelInput(sample, t);
-    const mo = fakeModel(scaled, c.model_output_coefs[i]);
+    const mo = fakeModel(scaled, at(c.model_output_coefs, i));
     const step = sched.step(mo, t, sample, { generator: gen, eta: c.step_kwargs.eta });
     out.scaled.push(scaled);
     out.modelOutputs.push(mo);
@@ -149,8 +150,15 @@ function checkClose(
   }
 }
 
+/** The tensor name of a case output the fixtures always have. */
+function outputName(c: SchedulerCase, key: string): string {
+  const name = c.outputs[key];
+  assert.ok(name !== undefined, `${c.name}: no ${key} in the fixture outputs`);
+  return name;
+}
+
 function timestepsOf(c: SchedulerCase): number[] {
-  const t = tensors.read(c.outputs.timesteps);
+  const t = tensors.read(outputName(c, 'timesteps'));
   return Array.from(t.data as ArrayLike<number | bigint>, (v) => Number(v));
 }
 
@@ -177,33 +185,35 @@ describe('scheduler golden loops (diffusers 0.33.1)', () => {
       assert.equal(loop.steps.length, c.num_loop_iterations, 'loop iterations');
 
       // The loop, row by row.
-      checkClose(c, 'init_noise', loop.initNoise, tensors.readFloat32(c.outputs.init_noise), 'init_noise');
-      checkClose(c, 'init_sample', loop.initSample, tensors.readFloat32(c.outputs.init_sample), 'init_sample');
+      const read = (key: string) => tensors.readFloat32(outputName(c, key));
+      checkClose(c, 'init_noise', loop.initNoise, read('init_noise'), 'init_noise');
+      checkClose(c, 'init_sample', loop.initSample, read('init_sample'), 'init_sample');
       const refs = {
-        scaled_input: tensors.readFloat32(c.outputs.scaled_input),
-        model_output: tensors.readFloat32(c.outputs.model_output),
-        prev_sample: tensors.readFloat32(c.outputs.prev_sample),
+        scaled_input: read('scaled_input'),
+        model_output: read('model_output'),
+        prev_sample: read('prev_sample'),
       };
       const optional = (key: string) => (c.outputs[key] !== undefined ? tensors.readFloat32(c.outputs[key]) : null);
       const refX0 = optional('pred_original_sample');
       const refDenoised = optional('denoised');
-      for (let i = 0; i < loop.steps.length; i++) {
-        checkClose(c, 'scaled_input', loop.scaled[i], row(refs.scaled_input, i), `scaled_input[${i}]`, m);
-        checkClose(c, 'model_output', loop.modelOutputs[i], row(refs.model_output, i), `model_output[${i}]`, m);
-        checkClose(c, 'prev_sample', loop.steps[i].prevSample, row(refs.prev_sample, i), `prev_sample[${i}]`, m);
+      loop.steps.forEach((step, i) => {
+        checkClose(c, 'scaled_input', at(loop.scaled, i), row(refs.scaled_input, i), `scaled_input[${i}]`, m);
+        checkClose(c, 'model_output', at(loop.modelOutputs, i), row(refs.model_output, i), `model_output[${i}]`, m);
+        checkClose(c, 'prev_sample', step.prevSample, row(refs.prev_sample, i), `prev_sample[${i}]`, m);
         if (refX0 !== null) {
-          const x0 = loop.steps[i].predOriginalSample;
+          const x0 = step.predOriginalSample;
           assert.ok(x0 !== undefined, `${c.name}: pred_original_sample missing`);
           checkClose(c, 'prev_sample', x0, row(refX0, i), `pred_original_sample[${i}]`, m);
         }
         if (refDenoised !== null) {
-          const den = loop.steps[i].denoised;
+          const den = step.denoised;
           assert.ok(den !== undefined, `${c.name}: denoised missing`);
           checkClose(c, 'prev_sample', den, row(refDenoised, i), `denoised[${i}]`, m);
         }
-      }
-      const final = loop.steps[loop.steps.length - 1].prevSample;
-      checkClose(c, 'final_sample', final, tensors.readFloat32(c.outputs.final_sample), 'final_sample', m);
+      });
+      const last = loop.steps.at(-1);
+      assert.ok(last !== undefined, `${c.name}: the loop ran no steps`);
+      checkClose(c, 'final_sample', last.prevSample, read('final_sample'), 'final_sample', m);
 
       // The config as save_config writes it, read after the loop.
       assert.deepEqual({ ...sched.config }, c.scheduler_config, 'scheduler_config');
@@ -348,8 +358,8 @@ describe('scheduler helpers', () => {
     const eps = Tensor.float32(Array.from({ length: 8 }, (_, i) => 0.5 - i / 4), [2, 4]);
     const out = s.addNoise(x0, eps, [10n, 500n]);
     for (let i = 0; i < 8; i++) {
-      const a = s.alphasCumprod[i < 4 ? 10 : 500];
-      const want = f(f(f(Math.sqrt(a)) * x0.data[i]) + f(f(Math.sqrt(f(1 - a))) * eps.data[i]));
+      const a = at(s.alphasCumprod, i < 4 ? 10 : 500);
+      const want = f(f(f(Math.sqrt(a)) * at(x0.data, i)) + f(f(Math.sqrt(f(1 - a))) * at(eps.data, i)));
       assert.equal(out.data[i], want);
     }
     s.setTimesteps(10);

@@ -7,13 +7,13 @@ import { Tensor, type TensorLike } from '../tensor.js';
 import { fround } from './float32.js';
 import { asVec } from './ops.js';
 
-/** Python-style index: negative values count from the end. */
-export function pyIndex(i: number, length: number, what: string): number {
-  const j = i < 0 ? i + length : i;
-  if (!Number.isInteger(j) || j < 0 || j >= length) {
-    throw new InputError(`${what} ${i} is out of range for a table of ${length}`);
+/** `table[i]` with Python indexing (negative values count from the end); out of range is an InputError. */
+export function pyAt(table: ArrayLike<number>, i: number, what: string): number {
+  const j = i < 0 ? i + table.length : i;
+  if (!Number.isInteger(j) || j < 0 || j >= table.length) {
+    throw new InputError(`${what} ${i} is out of range for a table of ${table.length}`);
   }
-  return j;
+  return table[j]!;
 }
 
 /** x_t = a_b · x₀ + s_b · ε with per-batch coefficients (a_b, s_b) in float32. */
@@ -33,9 +33,11 @@ export function mixNoise(
   }
   const per = batch === 1 ? x.length : x.length / batch;
   const out = new Float32Array(x.length);
+  // A single pair broadcasts; else dims[0] = batch, so x.length = batch·per and ⌊i/per⌋ < batch.
+  // e has x's length (checked above).
   for (let i = 0; i < x.length; i++) {
-    const [a, s] = coefs[batch === 1 ? 0 : Math.floor(i / per)];
-    out[i] = fround(a * x[i]) + fround(s * e[i]);
+    const [a, s] = coefs[batch === 1 ? 0 : Math.floor(i / per)]!;
+    out[i] = fround(a * x[i]!) + fround(s * e[i]!);
   }
   return new Tensor('float32', out, original.dims);
 }
@@ -48,7 +50,7 @@ export function addNoiseAlphaProd(
   timesteps: readonly number[],
 ): Tensor<'float32'> {
   const coefs = timesteps.map((t) => {
-    const a = alphasCumprod[pyIndex(t, alphasCumprod.length, 'timestep')];
+    const a = pyAt(alphasCumprod, t, 'timestep');
     return [fround(Math.sqrt(a)), fround(Math.sqrt(fround(1 - a)))] as const;
   });
   return mixNoise(original, noise, coefs);

@@ -32,20 +32,20 @@ export const SCHEDULER_ALIASES: Readonly<Record<string, SchedulerAlias>> = Objec
  * them into PNGs ('Euler a', 'DPM++ 2M Karras', 'PLMS'), and diffusers class names with or without
  * the `Scheduler` suffix (a class stands for its plain alias). Case, spaces, `_` and `-` are ignored.
  */
-function spellings(): Map<string, string> {
-  const m = new Map<string, string>();
-  const add = (spelling: string, key: string) => {
+function spellings(): Map<string, { key: string; alias: SchedulerAlias }> {
+  const m = new Map<string, { key: string; alias: SchedulerAlias }>();
+  const add = (spelling: string, key: string, alias: SchedulerAlias) => {
     const k = normalize(spelling);
-    if (!m.has(k)) m.set(k, key);
+    if (!m.has(k)) m.set(k, { key, alias });
   };
   for (const [key, a] of Object.entries(SCHEDULER_ALIASES)) {
-    add(key, key);
-    add(a.label, key);
+    add(key, key, a);
+    add(a.label, key, a);
   }
   for (const [key, a] of Object.entries(SCHEDULER_ALIASES)) {
     if (Object.keys(a.overrides).length > 0) continue;
-    add(a.className, key);
-    add(a.className.replace(/Scheduler$/, ''), key);
+    add(a.className, key, a);
+    add(a.className.replace(/Scheduler$/, ''), key, a);
   }
   return m;
 }
@@ -56,8 +56,7 @@ function normalize(name: string): string {
 
 /** The alias a sampler name stands for (see `spellings`), or undefined. */
 export function findSchedulerAlias(name: string): { key: string; alias: SchedulerAlias } | undefined {
-  const key = spellings().get(normalize(name));
-  return key === undefined ? undefined : { key, alias: SCHEDULER_ALIASES[key]! };
+  return spellings().get(normalize(name));
 }
 
 export function schedulerAlias(name: string): SchedulerAlias {

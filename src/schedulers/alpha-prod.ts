@@ -3,7 +3,7 @@
  * index `alphas_cumprod` directly, no input scaling, and q(x_t | x₀) = √ᾱ_t x₀ + √(1-ᾱ_t) ε.
  */
 import type { Tensor, TensorLike } from '../tensor.js';
-import { addNoiseAlphaProd, pyIndex } from './add-noise.js';
+import { addNoiseAlphaProd, pyAt } from './add-noise.js';
 import { Scheduler } from './current-run.js';
 import { SchedulerRun, timestepList, type TimestepValue } from './scheduler.js';
 
@@ -14,7 +14,7 @@ export abstract class AlphaProdScheduler<C extends AlphaProdClassName = AlphaPro
 
   /** ᾱ at an integer timestep (Python indexing, as diffusers indexes its tensor). */
   alphaProdAt(t: number): number {
-    return this.alphasCumprod[pyIndex(t, this.alphasCumprod.length, `${this.className}: timestep`)];
+    return pyAt(this.alphasCumprod, t, `${this.className}: timestep`);
   }
 
   protected override addNoiseWithoutRun(original: TensorLike, noise: TensorLike, timesteps: number[]): Tensor<'float32'> {

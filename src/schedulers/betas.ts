@@ -47,7 +47,7 @@ export function cumprodOneMinus(betas: Float32Array): Float32Array {
   const out = new Float32Array(betas.length);
   let acc = 1;
   for (let i = 0; i < betas.length; i++) {
-    acc *= fround(1 - betas[i]);
+    acc *= fround(1 - betas[i]!);
     out[i] = acc;
   }
   return out;
@@ -63,17 +63,19 @@ function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
   const n = betas.length;
   const ac = cumprodOneMinus(betas);
   const sq = ac.map(Math.sqrt);
-  const first = sq[0];
-  const last = sq[n - 1];
+  // The schedule has num_train_timesteps ≥ 1 entries (settings.ts), so both ends exist.
+  const first = sq[0]!;
+  const last = sq[n - 1]!;
   const scale = fround(first / fround(first - last));
   const bar = new Float32Array(n);
+  // sq, bar and out all have length n, and every index below is in [0, n).
   for (let i = 0; i < n; i++) {
-    const v = fround(fround(sq[i] - last) * scale);
+    const v = fround(fround(sq[i]! - last) * scale);
     bar[i] = v * v;
   }
   const out = new Float32Array(n);
-  out[0] = fround(1 - bar[0]);
-  for (let i = 1; i < n; i++) out[i] = fround(1 - fround(bar[i] / bar[i - 1]));
+  out[0] = fround(1 - bar[0]!);
+  for (let i = 1; i < n; i++) out[i] = fround(1 - fround(bar[i]! / bar[i - 1]!));
   return out;
 }
 
@@ -86,7 +88,7 @@ function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
 export function noiseSchedule(
   className: string,
   s: BetaSettings,
-  opts: { zeroSnr?: boolean; clampLastAlpha?: boolean } = {},
+  opts: { zeroSnr?: boolean | undefined; clampLastAlpha?: boolean | undefined } = {},
 ): NoiseSchedule {
   const numTrainTimesteps = s.numTrainTimesteps;
   const trained = s.trainedBetas;

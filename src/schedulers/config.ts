@@ -261,7 +261,9 @@ export function resolveConfig(className: SchedulerClassName, given: SchedulerCon
   merged._class_name = className;
   merged._diffusers_version = DIFFUSERS_VERSION;
   const sorted: Record<string, JsonValue> = {};
-  for (const key of Object.keys(merged).sort()) sorted[key] = merged[key];
+  // Keys sorted like save_config (by UTF-16 code units, the default sort); keys are unique.
+  const byKey = ([a]: [string, JsonValue], [b]: [string, JsonValue]): number => (a < b ? -1 : 1);
+  for (const [key, value] of Object.entries(merged).sort(byKey)) sorted[key] = value;
   return Object.freeze(sorted);
 }
 

@@ -18,7 +18,7 @@ export class DDIMScheduler extends AlphaProdScheduler<'DDIMScheduler'> {
 
   constructor(config: SchedulerConfigInput = {}) {
     super({ className: 'DDIMScheduler', config });
-    this.finalAlphaCumprod = this.settings.setAlphaToOne ? 1 : this.alphasCumprod[0];
+    this.finalAlphaCumprod = this.settings.setAlphaToOne ? 1 : this.alphaProdAt(0);
     this.x0Limits = x0Limits(this.settings);
   }
 

@@ -47,7 +47,8 @@ export class DDPMRun extends AlphaProdRun {
   private previousTimestep(t: number): number {
     const i = this.timesteps.indexOf(t);
     if (i < 0) throw new InputError(`DDPMScheduler: timestep ${t} is not in this run's schedule`);
-    return i === this.timesteps.length - 1 ? -1 : this.timesteps[i + 1];
+    // -1 after the last timestep (i ≥ 0 was found above).
+    return this.timesteps[i + 1] ?? -1;
   }
 
   /**
@@ -70,18 +71,29 @@ export class DDPMRun extends AlphaProdRun {
       case 'fixed_large_log':
         return fround(Math.sqrt(torchLog32(betaT)));
       case 'learned':
-        return (predictedVariance ?? new Float32Array(0)).map(Math.sqrt);
+        return this.learnedVariance(predictedVariance).map(Math.sqrt);
       case 'learned_range': {
         // Interpolate log-variance between β̃_t and β_t with the model's v in [-1, 1].
         const minLog = torchLog32(variance);
         const maxLog = torchLog32(betaT);
-        return (predictedVariance ?? new Float32Array(0)).map((v) => {
+        return this.learnedVariance(predictedVariance).map((v) => {
           const frac = fround(fround(v + 1) / 2);
           const logVar = fround(fround(frac * maxLog) + fround(fround(1 - frac) * minLog));
           return torchExp32(fround(0.5 * logVar));
         });
       }
     }
+  }
+
+  /** The model's variance channels, which a learned variance type cannot do without (diffusers fails on None). */
+  private learnedVariance(predictedVariance: Vec | null): Vec {
+    if (predictedVariance === null) {
+      throw new InputError(
+        `DDPMScheduler: variance_type "${this.scheduler.settings.varianceType}" needs a model output with twice ` +
+          "the sample's channels (the second half is the predicted variance)",
+      );
+    }
+    return predictedVariance;
   }
 
   /**
@@ -95,8 +107,16 @@ export class DDPMRun extends AlphaProdRun {
     const learned = s.settings.varianceType === 'learned' || s.settings.varianceType === 'learned_range';
     let mo = modelOutput;
     let predictedVariance: Vec | null = null;
-    if (learned && modelOutput.dims.length >= 2 && sample.dims.length >= 2 && modelOutput.dims[1] === 2 * sample.dims[1]) {
-      const split = splitChannels(modelOutput);
+    const [batch, moChannels] = modelOutput.dims;
+    const sampleChannels = sample.dims[1];
+    if (
+      learned &&
+      batch !== undefined &&
+      moChannels !== undefined &&
+      sampleChannels !== undefined &&
+      moChannels === 2 * sampleChannels
+    ) {
+      const split = splitChannels(modelOutput, batch, moChannels);
       mo = split.first;
       predictedVariance = split.second;
     }
@@ -120,17 +140,17 @@ export class DDPMRun extends AlphaProdRun {
     if (t > 0) {
       const z = this.stepNoise(dims, opts);
       const sd = this.noiseScale(t, prevT, predictedVariance);
-      const noise = typeof sd === 'number' ? lin([[sd, z]]) : z.map((v, i) => v * sd[i]);
+      // A per-element sd is the variance half of the model output: as long as the sample, and z.
+      const noise = typeof sd === 'number' ? lin([[sd, z]]) : z.map((v, i) => v * sd[i]!);
       prev = lin([[1, prev], [1, noise]]);
     }
     return { prevSample: like(dims, prev), predOriginalSample: like(dims, x0) };
   }
 }
 
-/** Split a (B, 2C, ...) tensor into its first and second C channels. */
-function splitChannels(t: TensorLike): { first: Tensor<'float32'>; second: Vec } {
+/** Split a (B, 2C, ...) tensor, whose first two dims the caller has read, into its first and second C channels. */
+function splitChannels(t: TensorLike, batch: number, channels2: number): { first: Tensor<'float32'>; second: Vec } {
   const data = t.data as Float32Array;
-  const [batch, channels2] = t.dims;
   const c = channels2 / 2;
   const inner = t.dims.slice(2).reduce((p, q) => p * q, 1);
   const first = new Float32Array(batch * c * inner);

@@ -5,7 +5,7 @@
  */
 import type { TensorLike } from '../tensor.js';
 import type { SchedulerConfigInput } from './config.js';
-import { DpmRun, DpmScheduler } from './dpm.js';
+import { DpmRun, DpmScheduler, type DpmPoint } from './dpm.js';
 import { fround, numpyLog32, torchExp32 } from './float32.js';
 import { div, like, lin, scale, type Vec } from './ops.js';
 import type { StepOptions, StepOutput, TimestepValue } from './scheduler.js';
@@ -43,6 +43,9 @@ export class DEISMultistepScheduler extends DpmScheduler<'DEISMultistepScheduler
 /** numpy's float32 log of a float32 scalar (DEIS calls np.log on 0-d tensors). */
 const ln = numpyLog32;
 
+/** ρ = σ/α at a point (float32). */
+const rho = (p: DpmPoint): number => fround(p.sigma / p.alpha);
+
 export class DEISRun extends DpmRun {
   declare readonly scheduler: DEISMultistepScheduler;
 
@@ -66,7 +69,7 @@ export class DEISRun extends DpmRun {
     const lowerFinal = i === n - 1 && lof;
     const lowerSecond = i === n - 2 && lof;
     // 2.
-    this.pushModelOutput(s.convertModelOutput(this.sigmas[i], mo, x, dims));
+    this.pushModelOutput(s.convertModelOutput(this.sigma(i), mo, x, dims));
     let prev: Vec;
     const { solverOrder } = s.settings;
     if (solverOrder === 1 || this.lowerOrderNums < 1 || lowerFinal) prev = this.firstOrder(i, x);
@@ -94,7 +97,7 @@ export class DEISRun extends DpmRun {
     const t = this.point(i + 1);
     const s0 = this.point(i);
     const s1 = this.point(i - 1);
-    const [rt, r0, r1] = [t, s0, s1].map((p) => fround(p.sigma / p.alpha));
+    const [rt, r0, r1] = [rho(t), rho(s0), rho(s1)];
     const ind = (tt: number, b: number, c: number): number =>
       fround(fround(tt * fround(fround(fround(-ln(c) + ln(tt)) - 1))) / fround(ln(b) - ln(c)));
     const c1 = fround(ind(rt, r0, r1) - ind(r0, r0, r1));
@@ -109,7 +112,7 @@ export class DEISRun extends DpmRun {
     const s0 = this.point(i);
     const s1 = this.point(i - 1);
     const s2 = this.point(i - 2);
-    const [rt, r0, r1, r2] = [t, s0, s1, s2].map((p) => fround(p.sigma / p.alpha));
+    const [rt, r0, r1, r2] = [rho(t), rho(s0), rho(s1), rho(s2)];
     const ind = (tt: number, b: number, c: number, d: number): number => {
       const [lt, lb, lc, ld] = [ln(tt), ln(b), ln(c), ln(d)];
       let num = fround(lc * fround(fround(ld - lt) + 1));

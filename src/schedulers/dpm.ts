@@ -5,10 +5,11 @@
  */
 import { ConfigError, InputError } from '../errors.js';
 import { Tensor, type TensorLike } from '../tensor.js';
+import { at } from '../util/at.js';
 import { mixNoise } from './add-noise.js';
 import { trainSigmas } from './betas.js';
 import { fround, roundHalfEven, torchExp32, torchLog32 } from './float32.js';
-import { lin, type Vec } from './ops.js';
+import { lin, type Terms, type Vec } from './ops.js';
 import { configNumber } from './config.js';
 import { Scheduler } from './current-run.js';
 import { dataPrediction, noisePrediction, x0Limits, limitX0, type X0Limits } from './prediction.js';
@@ -135,21 +136,22 @@ export abstract class DpmScheduler<C extends DpmClassName = DpmClassName> extend
     });
     const train = this.trainSigmas;
     const table = (): Float32Array => logSigmas(train);
-    const atZero = Math.sqrt(fround(fround(1 - this.alphasCumprod[0]) / this.alphasCumprod[0]));
+    const a0 = at(this.alphasCumprod, 0);
+    const atZero = Math.sqrt(fround(fround(1 - a0) / a0));
     let sigmas: number[];
     let ramped = true;
     if (this.sigmaRamp !== null) {
       // Hidden keys: diffusers reads `self.config.sigma_min` where a sibling class registered it.
-      const lo = configNumber(this.config, 'sigma_min') ?? train[0];
-      const hi = configNumber(this.config, 'sigma_max') ?? train[train.length - 1];
+      const lo = configNumber(this.config, 'sigma_min') ?? at(train, 0);
+      const hi = configNumber(this.config, 'sigma_max') ?? at(train, train.length - 1);
       sigmas = rampSigmas(this.sigmaRamp, lo, hi, n);
       const logTable = table();
       timesteps = sigmas.map((s) => sigmaToT(s, logTable));
       if (this.sigmaRamp === 'karras' && o.roundRampTimesteps) timesteps = timesteps.map(roundHalfEven);
     } else if (o.luLambdas) {
       const logTable = table();
-      const lambdaMin = logTable[0];
-      const lambdaMax = logTable[logTable.length - 1];
+      const lambdaMin = at(logTable, 0);
+      const lambdaMax = at(logTable, logTable.length - 1);
       sigmas = npLinspace(0, 1, n).map((r) => Math.exp(lambdaMax + r * (lambdaMin - lambdaMax)));
       timesteps = sigmas.map((s) => sigmaToT(s, logTable));
       if (o.roundRampTimesteps) timesteps = timesteps.map(roundHalfEven);
@@ -162,10 +164,12 @@ export abstract class DpmScheduler<C extends DpmClassName = DpmClassName> extend
       sigmas = interpSigmas(timesteps, train);
       ramped = false;
     }
+    // One σ per step, n ≥ 1 of them.
+    const rampLast = at(sigmas, sigmas.length - 1);
     let last: number;
-    if (o.finalSigma === 'deis') last = ramped ? sigmas[sigmas.length - 1] : atZero;
+    if (o.finalSigma === 'deis') last = ramped ? rampLast : atZero;
     else if (o.finalSigmasType === 'zero') last = 0;
-    else last = ramped && o.finalSigma === 'config-ramp-last' ? sigmas[sigmas.length - 1] : atZero;
+    else last = ramped && o.finalSigma === 'config-ramp-last' ? rampLast : atZero;
     return { timesteps: timesteps.map(Math.trunc), sigmas: Float32Array.from([...sigmas, last]) };
   }
 
@@ -230,7 +234,8 @@ export abstract class DpmScheduler<C extends DpmClassName = DpmClassName> extend
     let count = 0;
     // λ_t decreases with t; flipped it increases, so count the leading entries below the limit.
     for (let i = ac.length - 1; i >= 0; i--) {
-      const lambda = fround(torchLog32(Math.sqrt(ac[i])) - torchLog32(Math.sqrt(fround(1 - ac[i]))));
+      const a = ac[i]!;
+      const lambda = fround(torchLog32(Math.sqrt(a)) - torchLog32(Math.sqrt(fround(1 - a))));
       if (!(lambda < limit)) break;
       count++;
     }
@@ -242,6 +247,9 @@ export abstract class DpmScheduler<C extends DpmClassName = DpmClassName> extend
 export function firstChannels(t: TensorLike, count: number): Tensor<'float32'> {
   const data = t.data as Float32Array;
   const [batch, channels] = t.dims;
+  if (batch === undefined || channels === undefined) {
+    throw new InputError(`model_output must have dims (batch, channels, ...), got [${t.dims.join(', ')}]`);
+  }
   const inner = t.dims.slice(2).reduce((p, q) => p * q, 1);
   const out = new Float32Array(batch * count * inner);
   for (let b = 0; b < batch; b++) {
@@ -251,7 +259,7 @@ export function firstChannels(t: TensorLike, count: number): Tensor<'float32'> {
 }
 
 /** Σ coef·term, plus the SDE noise term when `z` is given. */
-export function withNoise(terms: [number, Vec][], zCoef: number, z: Vec | null): Vec {
+export function withNoise(terms: Terms, zCoef: number, z: Vec | null): Vec {
   if (z !== null) terms.push([zCoef, z]);
   return lin(terms);
 }
@@ -287,9 +295,14 @@ export abstract class DpmRun extends SchedulerRun {
     if (this.lowerOrderNums < this.scheduler.settings.solverOrder) this.lowerOrderNums += 1;
   }
 
+  /** The run's σ at schedule index i (an InputError past the end of the schedule). */
+  protected sigma(i: number): number {
+    return this.scheduleAt(this.sigmas, i, 'sigmas');
+  }
+
   /** α, σ and λ at the run's i-th sigma. */
   protected point(i: number): DpmPoint {
-    return this.scheduler.alphaSigmaLambda(this.sigmas[i]!);
+    return this.scheduler.alphaSigmaLambda(this.sigma(i));
   }
 
   /**
@@ -318,7 +331,7 @@ export abstract class DpmRun extends SchedulerRun {
     timesteps: TimestepValue | readonly (number | bigint)[],
   ): Tensor<'float32'> {
     const coefs = this.noiseIndices(timestepList(timesteps)).map((i) => {
-      const { alpha, sigma } = this.scheduler.alphaSigma(this.sigmas[i]);
+      const { alpha, sigma } = this.scheduler.alphaSigma(this.sigma(i));
       return [alpha, sigma] as const;
     });
     // x_t = α_t x₀ + σ_t ε (flow matching: (1 - σ) x₀ + σ ε).

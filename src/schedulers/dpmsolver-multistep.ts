@@ -84,7 +84,7 @@ export class DPMSolverMultistepRun extends DpmRun {
     const lowerFinal = i === n - 1 && (set.eulerAtFinal || shortSchedule || set.finalSigmasType === 'zero');
     const lowerSecond = i === n - 2 && shortSchedule;
     // 1.
-    this.pushModelOutput(s.convertModelOutput(this.sigmas[i], mo, x, dims));
+    this.pushModelOutput(s.convertModelOutput(this.sigma(i), mo, x, dims));
     const sde = s.algorithm === 'sde-dpmsolver' || s.algorithm === 'sde-dpmsolver++';
     const z = sde ? this.stepNoise(dims, opts) : null;
     // 3.

@@ -6,10 +6,11 @@
  */
 import { InputError } from '../errors.js';
 import type { TensorLike } from '../tensor.js';
+import { at } from '../util/at.js';
 import type { SchedulerConfigInput } from './config.js';
 import { dpmScalars, DpmRun, DpmScheduler, firstChannels, withNoise, type DpmAlgorithm, type DpmSolverType } from './dpm.js';
 import { fround } from './float32.js';
-import { div, like, lin, sub, type Vec } from './ops.js';
+import { div, like, lin, sub, type Terms, type Vec } from './ops.js';
 import { limitX0 } from './prediction.js';
 import type { StepOptions, StepOutput, TimestepValue } from './scheduler.js';
 
@@ -90,7 +91,8 @@ export class DPMSolverSinglestepScheduler extends DpmScheduler<'DPMSolverSingles
     if (this.algorithm !== 'dpmsolver') return this.x0At(sigma, mo, sample, dims);
     const eps = this.epsAt(sigma, mo, sample);
     if (!this.x0Limits.thresholding) return eps;
-    const a = this.alphasCumprod[t];
+    // t is a timestep of the run's schedule, an index into the training table.
+    const a = at(this.alphasCumprod, t);
     const alpha = fround(Math.sqrt(a));
     const s = fround(Math.sqrt(fround(1 - a)));
     const x0 = limitX0(div(lin([[1, sample], [-s, eps]]), alpha), dims, this.x0Limits);
@@ -127,7 +129,8 @@ export class DPMSolverSinglestepRun extends DpmRun {
     const { mo, x, dims } = this.inputs(s.solverInput(modelOutput), sample);
     const i = this.currentIndex(timestep);
     // 1.
-    this.pushModelOutput(s.convertModelOutput(this.sigmas[i], this.timesteps[i], mo, x, dims));
+    const t = this.scheduleAt(this.timesteps, i, 'timesteps');
+    this.pushModelOutput(s.convertModelOutput(this.sigma(i), t, mo, x, dims));
     const z = s.algorithm === 'sde-dpmsolver++' ? this.stepNoise(dims, opts) : null;
     // 2.
     let order = this.orders[i];
@@ -205,7 +208,7 @@ export class DPMSolverSinglestepRun extends DpmRun {
     switch (s.algorithm) {
       case 'dpmsolver++': {
         const e = fround(c.expNegH - 1);
-        const terms: [number, Vec][] = [
+        const terms: Terms = [
           [c.xCoef, x],
           [-fround(t.alpha * e), m2],
           [fround(t.alpha * fround(fround(e / c.h) + 1)), d1],
@@ -215,7 +218,7 @@ export class DPMSolverSinglestepRun extends DpmRun {
       }
       case 'dpmsolver': {
         const e = fround(c.expH - 1);
-        const terms: [number, Vec][] = [
+        const terms: Terms = [
           [c.xCoef, x],
           [-fround(t.sigma * e), m2],
           [-fround(t.sigma * fround(fround(e / c.h) - 1)), d1],
@@ -226,7 +229,7 @@ export class DPMSolverSinglestepRun extends DpmRun {
       default: {
         const e = fround(1 - c.expNeg2H);
         const m2h = fround(-2 * c.h);
-        const terms: [number, Vec][] = [
+        const terms: Terms = [
           [c.xCoef, x],
           [fround(t.alpha * e), m2],
           [fround(t.alpha * fround(fround(e / m2h) + 1)), d1],

@@ -43,12 +43,13 @@ export class EulerAncestralRun extends KarrasRun {
     const s = this.scheduler;
     const { mo, x, dims } = this.inputs(modelOutput, sample);
     const i = this.currentIndex(timestep);
-    const sigma = this.sigmas[i];
+    const sigma = this.sigma(i);
     // 1.
     const x0 = predictX0FromSigma(s.predictionType, sigma, mo, x);
     // 2.
     const from2 = fround(sigma * sigma);
-    const to2 = fround(this.sigmas[i + 1] * this.sigmas[i + 1]);
+    const next = this.sigma(i + 1);
+    const to2 = fround(next * next);
     const sigmaUp = fround(Math.sqrt(fround(fround(to2 * fround(from2 - to2)) / from2)));
     const sigmaDown = fround(Math.sqrt(fround(to2 - fround(sigmaUp * sigmaUp))));
     // 3.

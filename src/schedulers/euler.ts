@@ -3,6 +3,7 @@
  * Generative Models", Algorithm 2), diffusers' `EulerDiscreteScheduler`.
  */
 import type { TensorLike } from '../tensor.js';
+import { at } from '../util/at.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround, numpyLog32, torchExp32, torchLinspace32, torchLog32 } from './float32.js';
 import { KarrasRun, KarrasScheduler } from './karras.js';
@@ -36,11 +37,11 @@ export class EulerDiscreteScheduler extends KarrasScheduler<'EulerDiscreteSchedu
       this.settings.interpolationType === 'linear'
         ? interpSigmas(spaced, train)
         : Array.from(
-            torchLinspace32(numpyLog32(train[train.length - 1]), numpyLog32(train[0]), n + 1),
+            torchLinspace32(numpyLog32(at(train, train.length - 1)), numpyLog32(at(train, 0)), n + 1),
             torchExp32,
           );
     const grid = this.applyRamp({ timesteps: spaced, sigmas: interpolated }, n, { boundsFromConfig: true });
-    const a0 = this.alphasCumprod[0];
+    const a0 = at(this.alphasCumprod, 0);
     const last = this.settings.finalSigmasType === 'zero' ? 0 : Math.sqrt(fround(fround(1 - a0) / a0));
     const sigmas = Float32Array.from([...grid.sigmas, last]);
     const timesteps = this.continuousV
@@ -68,7 +69,7 @@ export class EulerRun extends KarrasRun {
     const { mo, x: x0In, dims } = this.inputs(modelOutput, sample);
     let x = x0In;
     const i = this.currentIndex(timestep);
-    const sigma = this.sigmas[i];
+    const sigma = this.sigma(i);
     // 1.
     const sChurn = opts.sChurn ?? 0;
     const inRange = (opts.sTmin ?? 0) <= sigma && sigma <= (opts.sTmax ?? Infinity);
@@ -82,7 +83,7 @@ export class EulerRun extends KarrasRun {
     // 2.
     const x0 = predictX0FromSigma(s.predictionType, s.predictionType === 'epsilon' ? sigmaHat : sigma, mo, x);
     // 3.
-    const dt = fround(this.sigmas[i + 1] - sigmaHat);
+    const dt = fround(this.sigma(i + 1) - sigmaHat);
     const prev = KarrasRun.move(x, KarrasRun.derivative(x, x0, sigmaHat), dt);
     this.advance();
     return { prevSample: like(dims, prev), predOriginalSample: like(dims, x0) };

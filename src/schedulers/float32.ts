@@ -23,14 +23,16 @@ const FLT_MIN = 2 ** -126;
 export function floatBits(x: number): number {
   const f = new Float32Array(1);
   f[0] = x;
-  return new Uint32Array(f.buffer)[0];
+  // A one-element view of the four bytes just written.
+  return new Uint32Array(f.buffer)[0]!;
 }
 
 /** The float32 value with the given bit pattern. */
 export function bitsToFloat(bits: number): number {
   const u = new Uint32Array(1);
   u[0] = bits >>> 0;
-  return new Float32Array(u.buffer)[0];
+  // A one-element view of the four bytes just written.
+  return new Float32Array(u.buffer)[0]!;
 }
 
 /**
@@ -264,12 +266,12 @@ export function numpyLog32(x: number): number {
     e -= 1;
   }
   const y = fround(m - 1);
-  // 3. log(1 + y) ≈ P(y)/Q(y), then add e*ln2 with one FMA.
-  let num = fma32(NP_LOG_P[5], y, NP_LOG_P[4]);
-  let den = fma32(NP_LOG_Q[5], y, NP_LOG_Q[4]);
+  // 3. log(1 + y) ≈ P(y)/Q(y), then add e*ln2 with one FMA. Both tables have six coefficients.
+  let num = fma32(NP_LOG_P[5]!, y, NP_LOG_P[4]!);
+  let den = fma32(NP_LOG_Q[5]!, y, NP_LOG_Q[4]!);
   for (let k = 3; k >= 0; k--) {
-    num = fma32(num, y, NP_LOG_P[k]);
-    den = fma32(den, y, NP_LOG_Q[k]);
+    num = fma32(num, y, NP_LOG_P[k]!);
+    den = fma32(den, y, NP_LOG_Q[k]!);
   }
   return fma32(e, NP_LN2, fround(num / den));
 }

@@ -56,8 +56,8 @@ export class HeunRun extends KarrasRun {
     const { mo, x, dims } = this.inputs(modelOutput, sample);
     const i = this.currentIndex(timestep);
     const first = this.pending === null;
-    const sigma = first ? this.sigmas[i] : this.sigmas[i - 1];
-    const sigmaNext = first ? this.sigmas[i + 1] : this.sigmas[i];
+    const sigma = this.sigma(first ? i : i - 1);
+    const sigmaNext = this.sigma(first ? i + 1 : i);
     const x0 = limitX0(predictX0FromSigma(s.predictionType, first ? sigma : sigmaNext, mo, x), dims, s.x0Limits);
     let prev: Vec;
     if (this.pending === null) {

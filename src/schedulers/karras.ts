@@ -4,6 +4,7 @@
  * model x/√(σ²+1), and use float32 timesteps that may fall between training steps.
  */
 import type { Tensor, TensorLike } from '../tensor.js';
+import { at } from '../util/at.js';
 import { addNoiseSigma } from './add-noise.js';
 import { trainSigmas } from './betas.js';
 import { fround, roundHalfEven } from './float32.js';
@@ -37,10 +38,12 @@ export interface SigmaGrid {
  * to the final value: doubled like the others, kept `single`, or repeated once more (`extra`).
  */
 export function doubleAfterFirst(values: ArrayLike<number>, last: 'double' | 'single' | 'extra'): number[] {
-  const v = Array.from(values);
-  const tail = v[v.length - 1];
-  const middle = last === 'single' ? v.slice(1, -1) : v.slice(1);
-  const out = [v[0], ...middle.flatMap((x) => [x, x])];
+  const [head, ...rest] = Array.from(values);
+  // Every table laid out this way holds at least one step (num_inference_steps ≥ 1).
+  if (head === undefined) throw new RangeError('doubleAfterFirst: no values to lay out');
+  const tail = rest.at(-1) ?? head;
+  const middle = last === 'single' ? rest.slice(0, -1) : rest;
+  const out = [head, ...middle.flatMap((x) => [x, x])];
   if (last !== 'double') out.push(tail);
   return out;
 }
@@ -72,7 +75,10 @@ export abstract class KarrasScheduler<C extends KarrasClassName = KarrasClassNam
   /** `init_noise_sigma` for a σ table: max σ for linspace/trailing spacing, else √(max σ² + 1). */
   initNoiseSigmaFor(sigmas: ArrayLike<number>): number {
     let max = -Infinity;
-    for (let i = 0; i < sigmas.length; i++) if (sigmas[i] > max) max = sigmas[i];
+    for (let i = 0; i < sigmas.length; i++) {
+      const v = sigmas[i]!;
+      if (v > max) max = v;
+    }
     const spacing = this.settings.timestepSpacing;
     if (spacing === 'linspace' || spacing === 'trailing') return max;
     return fround(Math.sqrt(fround(fround(max * max) + 1)));
@@ -104,7 +110,8 @@ export abstract class KarrasScheduler<C extends KarrasClassName = KarrasClassNam
   ): SigmaGrid {
     if (this.sigmaRamp === null) return grid;
     const useConfig = opts.boundsFromConfig || this.sigmaRamp !== 'karras';
-    const [lo, hi] = this.rampBounds(grid.sigmas[grid.sigmas.length - 1], grid.sigmas[0], useConfig);
+    // The grid has one σ per inference step, n ≥ 1 of them.
+    const [lo, hi] = this.rampBounds(at(grid.sigmas, grid.sigmas.length - 1), at(grid.sigmas, 0), useConfig);
     const sigmas = rampSigmas(this.sigmaRamp, lo, hi, n);
     let timesteps = sigmas.map((sg) => sigmaToT(sg, this.logSigmas));
     if (this.sigmaRamp === 'karras' && opts.roundKarrasTimesteps) timesteps = timesteps.map(roundHalfEven);
@@ -143,7 +150,12 @@ export abstract class KarrasRun extends SchedulerRun {
 
   /** The model input at this step: x / √(σ_i² + 1) (KDPM2's runs pick their σ per half step). */
   override scaleModelInput(sample: TensorLike, timestep: TimestepValue): Tensor<'float32'> {
-    return this.scaleBySigma(sample, this.sigmas[this.currentIndex(timestep)]);
+    return this.scaleBySigma(sample, this.sigma(this.currentIndex(timestep)));
+  }
+
+  /** The run's σ at schedule index i (an InputError past the end of the schedule). */
+  protected sigma(i: number): number {
+    return this.scheduleAt(this.sigmas, i, 'sigmas');
   }
 
   /** x / √(σ² + 1): the model sees unit-variance inputs. */
@@ -169,7 +181,7 @@ export abstract class KarrasRun extends SchedulerRun {
   ): Tensor<'float32'> {
     const idx = this.noiseIndices(timestepList(timesteps));
     return addNoiseSigma(
-      idx.map((i) => this.sigmas[i]),
+      idx.map((i) => this.sigma(i)),
       original,
       noise,
     );

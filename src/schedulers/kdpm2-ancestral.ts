@@ -4,6 +4,7 @@
  * noise σ_up after each full step.
  */
 import type { Tensor, TensorLike } from '../tensor.js';
+import { at } from '../util/at.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround } from './float32.js';
 import { doubleAfterFirst, KarrasRun, KarrasScheduler } from './karras.js';
@@ -40,18 +41,23 @@ export class KDPM2AncestralDiscreteScheduler extends KarrasScheduler<'KDPM2Ances
     const m = sigmas.length;
     const up = new Float32Array(m);
     const down = new Float32Array(m);
-    for (let i = 0; i < m; i++) {
-      const s2 = fround(sigmas[i] * sigmas[i]);
-      const next = i + 1 < m ? sigmas[i + 1] : 0;
+    sigmas.forEach((sg, i) => {
+      const s2 = fround(sg * sg);
+      // i + 1 < m = sigmas.length.
+      const next = i + 1 < m ? sigmas[i + 1]! : 0;
       const n2 = fround(next * next);
-      up[i] = Math.sqrt(fround(fround(n2 * fround(s2 - n2)) / s2));
-      down[i] = i === m - 1 ? 0 : Math.sqrt(fround(n2 - fround(up[i] * up[i])));
-    }
-    const mid = Float32Array.from(sigmas, (sg, i) => (i >= m - 2 ? 0 : logMidpoint(sg, down[i])));
+      // Rounded to float32 as up[i] stores it, and read back as such.
+      const u = fround(Math.sqrt(fround(fround(n2 * fround(s2 - n2)) / s2)));
+      up[i] = u;
+      down[i] = i === m - 1 ? 0 : Math.sqrt(fround(n2 - fround(u * u)));
+    });
+    // down has the length m of sigmas.
+    const mid = Float32Array.from(sigmas, (sg, i) => (i >= m - 2 ? 0 : logMidpoint(sg, down[i]!)));
     const midT = Array.from(mid, (sg) => this.timestepForSigma32(sg));
     const ts = this.timestepDtype === 'float32' ? grid.timesteps.map(fround) : grid.timesteps;
-    const timesteps = [ts[0]];
-    for (let k = 1; k < n; k++) timesteps.push(midT[k - 1], ts[k]);
+    // The grid has a timestep and a σ (so a midpoint) per step: k < n indexes both.
+    const timesteps = [at(ts, 0)];
+    for (let k = 1; k < n; k++) timesteps.push(at(midT, k - 1), at(ts, k));
     const doubled = (t: Float32Array) => Float32Array.from(doubleAfterFirst(t, 'extra'));
     return new KDPM2AncestralRun(this, n, timesteps, {
       sigmas: doubled(sigmas),
@@ -87,7 +93,9 @@ export class KDPM2AncestralRun extends KarrasRun {
 
   override scaleModelInput(sample: TensorLike, timestep: TimestepValue): Tensor<'float32'> {
     const i = this.currentIndex(timestep);
-    return this.scaleBySigma(sample, this.firstSample === null ? this.sigmas[i] : this.sigmasInterpol[i - 1]);
+    const sigma =
+      this.firstSample === null ? this.sigma(i) : this.scheduleAt(this.sigmasInterpol, i - 1, 'sigmas_interpol');
+    return this.scaleBySigma(sample, sigma);
   }
 
   /**
@@ -101,8 +109,8 @@ export class KDPM2AncestralRun extends KarrasRun {
     const i = this.currentIndex(timestep);
     const first = this.firstSample === null;
     const j = first ? i : i - 1;
-    const sigma = this.sigmas[j];
-    const sigmaMid = this.sigmasInterpol[j];
+    const sigma = this.sigma(j);
+    const sigmaMid = this.scheduleAt(this.sigmasInterpol, j, 'sigmas_interpol');
     const x0 = predictX0FromSigma(s.predictionType, first ? sigma : sigmaMid, mo, x);
     let prev: Vec;
     if (this.firstSample === null) {
@@ -110,9 +118,9 @@ export class KDPM2AncestralRun extends KarrasRun {
       this.firstSample = x;
     } else {
       const d = KarrasRun.derivative(x, x0, sigmaMid);
-      prev = KarrasRun.move(this.firstSample, d, fround(this.sigmasDown[i - 1] - sigma));
+      prev = KarrasRun.move(this.firstSample, d, fround(this.scheduleAt(this.sigmasDown, i - 1, 'sigmas_down') - sigma));
       this.firstSample = null;
-      prev = lin([[1, prev], [this.sigmasUp[i - 1], this.stepNoise(dims, opts)]]);
+      prev = lin([[1, prev], [this.scheduleAt(this.sigmasUp, i - 1, 'sigmas_up'), this.stepNoise(dims, opts)]]);
     }
     this.advance();
     return { prevSample: like(dims, prev), predOriginalSample: like(dims, x0) };

@@ -4,6 +4,7 @@
  * geometric mean of consecutive sigmas; two model calls per step.
  */
 import type { Tensor, TensorLike } from '../tensor.js';
+import { at } from '../util/at.js';
 import type { SchedulerConfigInput } from './config.js';
 import { fround, torchExp32, torchLog32 } from './float32.js';
 import { doubleAfterFirst, KarrasRun, KarrasScheduler } from './karras.js';
@@ -35,11 +36,13 @@ export class KDPM2DiscreteScheduler extends KarrasScheduler<'KDPM2DiscreteSchedu
     const grid = this.sigmaGrid(n, { boundsFromConfig: true, roundKarrasTimesteps: true });
     const sigmas = Float32Array.from([...grid.sigmas, 0]);
     const m = sigmas.length;
-    const mid = Float32Array.from(sigmas, (sg, i) => logMidpoint(sg, sigmas[(i - 1 + m) % m]));
+    // (i - 1 + m) % m is in [0, m): σ_{-1} wraps to the last σ, as torch's roll does.
+    const mid = Float32Array.from(sigmas, (sg, i) => logMidpoint(sg, sigmas[(i - 1 + m) % m]!));
     const midT = Array.from(mid, (sg) => this.timestepForSigma32(sg));
     const ts = this.timestepDtype === 'float32' ? grid.timesteps.map(fround) : grid.timesteps;
-    const timesteps = [ts[0]];
-    for (let k = 1; k < n; k++) timesteps.push(midT[k], ts[k]);
+    // The grid has a timestep and a σ (so a midpoint) per step: k < n indexes both.
+    const timesteps = [at(ts, 0)];
+    for (let k = 1; k < n; k++) timesteps.push(at(midT, k), at(ts, k));
     return new KDPM2Run(this, n, timesteps, {
       sigmas: Float32Array.from(doubleAfterFirst(sigmas, 'extra')),
       midpoints: Float32Array.from(doubleAfterFirst(mid, 'extra')),
@@ -75,7 +78,12 @@ export class KDPM2Run extends KarrasRun {
 
   override scaleModelInput(sample: TensorLike, timestep: TimestepValue): Tensor<'float32'> {
     const i = this.currentIndex(timestep);
-    return this.scaleBySigma(sample, this.firstSample === null ? this.sigmas[i] : this.sigmasInterpol[i]);
+    return this.scaleBySigma(sample, this.firstSample === null ? this.sigma(i) : this.midpoint(i));
+  }
+
+  /** The run's midpoint σ at schedule index i (an InputError past the end of the schedule). */
+  private midpoint(i: number): number {
+    return this.scheduleAt(this.sigmasInterpol, i, 'sigmas_interpol');
   }
 
   /**
@@ -89,9 +97,9 @@ export class KDPM2Run extends KarrasRun {
     const { mo, x, dims } = this.inputs(modelOutput, sample);
     const i = this.currentIndex(timestep);
     const first = this.firstSample === null;
-    const sigma = first ? this.sigmas[i] : this.sigmas[i - 1];
-    const sigmaMid = first ? this.sigmasInterpol[i + 1] : this.sigmasInterpol[i];
-    const sigmaNext = first ? this.sigmas[i + 1] : this.sigmas[i];
+    const sigma = this.sigma(first ? i : i - 1);
+    const sigmaMid = this.midpoint(first ? i + 1 : i);
+    const sigmaNext = this.sigma(first ? i + 1 : i);
     const x0 = predictX0FromSigma(s.predictionType, first ? sigma : sigmaMid, mo, x);
     let prev: Vec;
     if (this.firstSample === null) {

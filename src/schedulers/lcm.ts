@@ -22,7 +22,7 @@ export class LCMScheduler extends AlphaProdScheduler<'LCMScheduler'> {
 
   constructor(config: SchedulerConfigInput = {}) {
     super({ className: 'LCMScheduler', config });
-    this.finalAlphaCumprod = this.settings.setAlphaToOne ? 1 : this.alphasCumprod[0];
+    this.finalAlphaCumprod = this.settings.setAlphaToOne ? 1 : this.alphaProdAt(0);
     this.x0Limits = x0Limits(this.settings);
   }
 
@@ -44,7 +44,8 @@ export class LCMScheduler extends AlphaProdScheduler<'LCMScheduler'> {
     }
     const k = Math.floor(T / original);
     const origin = Array.from({ length: original }, (_, i) => (i + 1) * k - 1).reverse();
-    const timesteps = npLinspace(0, origin.length, n, false).map((v) => origin[Math.floor(v)]);
+    // linspace(0, len, n, endpoint=False) stays below len, so each index is in range.
+    const timesteps = npLinspace(0, origin.length, n, false).map((v) => origin[Math.floor(v)]!);
     return new LCMRun(this, n, timesteps);
   }
 
@@ -75,7 +76,8 @@ export class LCMRun extends AlphaProdRun {
     const t = timestepNumber(timestep);
     const index = this.currentIndex(timestep);
     // 1.
-    const prevT = index + 1 < this.timesteps.length ? this.timesteps[index + 1] : t;
+    // Past the last timestep there is none: t itself.
+    const prevT = this.timesteps[index + 1] ?? t;
     const a = s.alphaProdAt(t);
     const aPrev = prevT >= 0 ? s.alphaProdAt(prevT) : s.finalAlphaCumprod;
     // 2.

@@ -33,10 +33,11 @@ function polyFromRoots(roots: readonly number[]): number[] {
   let p = [1];
   for (const r of roots) {
     const next = new Array<number>(p.length + 1).fill(0);
-    for (let i = 0; i < p.length; i++) {
-      next[i + 1] += p[i];
-      next[i] -= r * p[i];
-    }
+    // next is one longer than p, so i and i + 1 are both in range.
+    p.forEach((c, i) => {
+      next[i + 1] = next[i + 1]! + c;
+      next[i] = next[i]! - r * c;
+    });
     p = next;
   }
   return p;
@@ -63,22 +64,27 @@ export class LMSRun extends KarrasRun {
    *    (what subdivision converges to) is returned instead.
    */
   lmsCoefficient(order: number, t: number, current: number): number {
-    const s = this.sigmas;
-    const others = Array.from({ length: order }, (_, k) => k).filter((k) => k !== current);
+    const from = this.sigma(t);
+    const to = this.sigma(t + 1);
+    const nodeCurrent = this.sigma(t - current);
+    /** The other interpolation nodes σ_{t-k}, k ≠ current. */
+    const nodes = Array.from({ length: order }, (_, k) => k)
+      .filter((k) => k !== current)
+      .map((k) => this.sigma(t - k));
     // 1.
     const integrand = (tau: number): number => {
       const t32 = fround(tau);
       let prod = 1;
-      for (const k of others) prod = fround(prod * fround(fround(t32 - s[t - k]) / fround(s[t - current] - s[t - k])));
+      for (const node of nodes) prod = fround(prod * fround(fround(t32 - node) / fround(nodeCurrent - node)));
       return prod;
     };
-    const q = gaussKronrod21(integrand, s[t], s[t + 1]);
+    const q = gaussKronrod21(integrand, from, to);
     if (quadAcceptsFirstRule(q, 1e-4)) return q.result;
     // 2.
-    const p = polyFromRoots(others.map((k) => s[t - k]));
-    const denom = others.reduce((acc, k) => acc * (s[t - current] - s[t - k]), 1);
+    const p = polyFromRoots(nodes);
+    const denom = nodes.reduce((acc, node) => acc * (nodeCurrent - node), 1);
     const antiderivative = (x: number): number => p.reduce((acc, c, i) => acc + (c * x ** (i + 1)) / (i + 1), 0);
-    return (antiderivative(s[t + 1]) - antiderivative(s[t])) / denom;
+    return (antiderivative(to) - antiderivative(from)) / denom;
   }
 
   /**
@@ -93,18 +99,18 @@ export class LMSRun extends KarrasRun {
       throw new InputError(`LMSDiscreteScheduler: lmsOrder must be an integer >= 1, got ${maxOrder}`);
     }
     const i = this.currentIndex(timestep);
-    const sigma = this.sigmas[i];
+    const sigma = this.sigma(i);
     // 1.
     const x0 = predictX0FromSigma(s.predictionType, sigma, mo, x);
     this.derivatives.push(div(lin([[1, x], [-1, x0]]), sigma));
     if (this.derivatives.length > maxOrder) this.derivatives.shift();
     // 2.
     const order = Math.min(i + 1, maxOrder);
-    const history = [...this.derivatives].reverse();
-    const terms: [number, Vec][] = [];
-    for (let k = 0; k < Math.min(order, history.length); k++) {
-      terms.push([fround(this.lmsCoefficient(order, i, k)), history[k]]);
-    }
+    // Newest first; never empty, as this step's derivative was just pushed.
+    const [newest, ...older] = [...this.derivatives].reverse().slice(0, order);
+    if (newest === undefined) throw new RangeError('LMS derivative history is empty after a push');
+    const terms: [[number, Vec], ...[number, Vec][]] = [[fround(this.lmsCoefficient(order, i, 0)), newest]];
+    older.forEach((d, k) => terms.push([fround(this.lmsCoefficient(order, i, k + 1)), d]));
     const prev = lin([[1, x], [1, lin(terms)]]);
     this.advance();
     return { prevSample: like(dims, prev), predOriginalSample: like(dims, x0) };

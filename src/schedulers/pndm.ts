@@ -21,7 +21,7 @@ export class PNDMScheduler extends AlphaProdScheduler<'PNDMScheduler'> {
 
   constructor(config: SchedulerConfigInput = {}) {
     super({ className: 'PNDMScheduler', config });
-    this.finalAlphaCumprod = this.settings.setAlphaToOne ? 1 : this.alphasCumprod[0];
+    this.finalAlphaCumprod = this.settings.setAlphaToOne ? 1 : this.alphaProdAt(0);
   }
 
   /**
@@ -122,7 +122,8 @@ export class PNDMRun extends AlphaProdRun {
     const s = this.scheduler;
     const half = Math.floor(Math.floor(s.numTrainTimesteps / this.numInferenceSteps) / 2);
     const prevT = t - (this.counter % 2 === 1 ? 0 : half);
-    const baseT = this.prkTimesteps[Math.floor(this.counter / 4) * 4];
+    // Only called while counter < prkTimesteps.length, and ⌊counter/4⌋·4 ≤ counter.
+    const baseT = this.prkTimesteps[Math.floor(this.counter / 4) * 4]!;
     const accumulate = (w: number): Vec => {
       const term = scale(mo, fround(w));
       return this.curModelOutput === null ? term : lin([[1, this.curModelOutput], [1, term]]);
@@ -166,19 +167,22 @@ export class PNDMRun extends AlphaProdRun {
     const n = e.length;
     let sample = x;
     let eps: Vec;
+    // Each branch reads only indices below the n it tests for.
     if (n === 1 && this.counter === 0) {
       eps = mo;
       this.curSample = x;
     } else if (n === 1 && this.counter === 1) {
-      eps = div(lin([[1, mo], [1, e[0]]]), 2);
+      eps = div(lin([[1, mo], [1, e[0]!]]), 2);
       sample = this.curSample ?? x;
       this.curSample = null;
     } else if (n === 2) {
-      eps = div(lin([[3, e[1]], [-1, e[0]]]), 2);
+      eps = div(lin([[3, e[1]!], [-1, e[0]!]]), 2);
     } else if (n === 3) {
-      eps = div(lin([[23, e[2]], [-16, e[1]], [5, e[0]]]), 12);
+      eps = div(lin([[23, e[2]!], [-16, e[1]!], [5, e[0]!]]), 12);
     } else {
-      eps = scale(lin([[55, e[n - 1]], [-59, e[n - 2]], [37, e[n - 3]], [-9, e[n - 4]]]), fround(1 / 24));
+      // n ≥ 4: a PLMS call other than the second pushes onto a history that already holds ε of
+      // the first call (or of the PRK warm-up), so only the first two calls see n < 2.
+      eps = scale(lin([[55, e[n - 1]!], [-59, e[n - 2]!], [37, e[n - 3]!], [-9, e[n - 4]!]]), fround(1 / 24));
     }
     return s.prevSample(sample, from, prevT, eps);
   }

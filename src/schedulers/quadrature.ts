@@ -11,19 +11,19 @@ const XGK = [
   0.865063366688984510732096688423493, 0.780817726586416897063717578345042, 0.679409568299024406234327365114874,
   0.562757134668604683339000099272694, 0.433395394129247190799265943165784, 0.294392862701460198131126603103866,
   0.14887433898163121088482600112972, 0,
-];
+] as const;
 /** Kronrod weights, matching XGK. */
 const WGK = [
   0.011694638867371874278064396062192, 0.03255816230796472747881897245939, 0.05475589657435199603138130024458,
   0.07503967481091995276704314091619, 0.093125454583697605535065465083366, 0.109387158802297641899210590325805,
   0.123491976262065851077958109831074, 0.134709217311473325928054001771707, 0.142775938577060080797094273138717,
   0.147739104901338491374841515972068, 0.149445554002916905664936468389821,
-];
+] as const;
 /** Weights of the 10-point Gauss rule at XGK[1], XGK[3], …, XGK[9]. */
 const WG = [
   0.066671344308688137593568809893332, 0.149451349150580593145776339657697, 0.219086362515982043995534934228163,
   0.269266719309996355091226921569469, 0.295524224714752870173892994651338,
-];
+] as const;
 
 const EPMACH = Number.EPSILON;
 const UFLOW = Number.MIN_VALUE * 2 ** 52; // smallest normal double
@@ -47,20 +47,24 @@ export function gaussKronrod21(f: (x: number) => number, a: number, b: number): 
   let resabs = Math.abs(resk);
   const fv1 = new Array<number>(10);
   const fv2 = new Array<number>(10);
+  // Every j below is in [0, 10): XGK and WGK have 11 entries, WG 5 (for the odd j), and visit
+  // fills fv1[j], fv2[j] for all ten before the last loop reads them.
   const visit = (j: number): number => {
-    const absc = hlgth * XGK[j];
-    fv1[j] = f(centr - absc);
-    fv2[j] = f(centr + absc);
-    const fsum = fv1[j] + fv2[j];
-    resk += WGK[j] * fsum;
-    resabs += WGK[j] * (Math.abs(fv1[j]) + Math.abs(fv2[j]));
+    const absc = hlgth * XGK[j]!;
+    const lo = f(centr - absc);
+    const hi = f(centr + absc);
+    fv1[j] = lo;
+    fv2[j] = hi;
+    const fsum = lo + hi;
+    resk += WGK[j]! * fsum;
+    resabs += WGK[j]! * (Math.abs(lo) + Math.abs(hi));
     return fsum;
   };
-  for (let j = 1; j < 10; j += 2) resg += WG[(j - 1) / 2] * visit(j);
+  for (let j = 1; j < 10; j += 2) resg += WG[(j - 1) / 2]! * visit(j);
   for (let j = 0; j < 10; j += 2) visit(j);
   const reskh = resk * 0.5;
   let resasc = WGK[10] * Math.abs(fc - reskh);
-  for (let j = 0; j < 10; j++) resasc += WGK[j] * (Math.abs(fv1[j] - reskh) + Math.abs(fv2[j] - reskh));
+  for (let j = 0; j < 10; j++) resasc += WGK[j]! * (Math.abs(fv1[j]! - reskh) + Math.abs(fv2[j]! - reskh));
   const dh = Math.abs(hlgth);
   resabs *= dh;
   resasc *= dh;

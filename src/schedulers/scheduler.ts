@@ -58,23 +58,27 @@ import { checkInferenceSteps } from './timesteps.js';
 /** A timestep as users pass it: a number, a bigint (int64) or a one-element tensor. */
 export type TimestepValue = number | bigint | TensorLike;
 
-/** Options of `step`; each scheduler reads the ones it has (diffusers' keyword arguments). */
+/**
+ * Options of `step`; each scheduler reads the ones it has (diffusers' keyword arguments). An
+ * option set to undefined is the same as one left out (every reader defaults it), so callers can
+ * forward their own optional values.
+ */
 export interface StepOptions {
   /** The generator for step noise (DDPM, DDIM with eta > 0, ancestral samplers, LCM, SDE solvers). */
-  readonly generator?: Generator | readonly Generator[];
+  readonly generator?: Generator | readonly Generator[] | undefined;
   /** DDIM's η: 0 is deterministic DDIM, 1 is DDPM-like. */
-  readonly eta?: number;
+  readonly eta?: number | undefined;
   /** Noise to use instead of drawing it (DDIM, DPM-Solver SDE variants). */
-  readonly varianceNoise?: TensorLike;
+  readonly varianceNoise?: TensorLike | undefined;
   /** DDIM: recompute ε from the clipped x̂₀. */
-  readonly useClippedModelOutput?: boolean;
+  readonly useClippedModelOutput?: boolean | undefined;
   /** Euler "churn" (Karras et al. 2022, Algorithm 2): s_churn, s_tmin, s_tmax, s_noise. */
-  readonly sChurn?: number;
-  readonly sTmin?: number;
-  readonly sTmax?: number;
-  readonly sNoise?: number;
+  readonly sChurn?: number | undefined;
+  readonly sTmin?: number | undefined;
+  readonly sTmax?: number | undefined;
+  readonly sNoise?: number | undefined;
   /** LMS: the linear multistep order (default 4). */
-  readonly lmsOrder?: number;
+  readonly lmsOrder?: number | undefined;
 }
 
 /** What `step` returns. */
@@ -212,13 +216,30 @@ export abstract class SchedulerRun {
     this.timesteps.forEach((v, i) => {
       if (v === want) hits.push(i);
     });
-    if (hits.length === 0) {
+    const [first, second] = hits;
+    if (first === undefined) {
       if (opts.missingIsLast ?? this.scheduler.missingTimestepIsLast) return this.timesteps.length - 1;
       throw new InputError(
         `${this.scheduler.className}: timestep ${t} is not in this run's schedule [${this.timesteps.join(', ')}]`,
       );
     }
-    return hits.length > 1 ? hits[1] : hits[0];
+    return second ?? first;
+  }
+
+  /**
+   * A per-step table (timesteps, sigmas, …) at a schedule index. The index comes from the step
+   * counter, so it runs off the table when `step` is called more often than the schedule has steps
+   * (or after a late `setBeginIndex`); diffusers raises an IndexError there, this an InputError
+   * naming the table, instead of stepping on with NaN.
+   */
+  protected scheduleAt(table: ArrayLike<number>, i: number, name: string): number {
+    if (!(i >= 0 && i < table.length)) {
+      throw new InputError(
+        `${this.scheduler.className}: step index ${i} is outside this run's ${name} (${table.length} values); ` +
+          'was step called more times than the schedule has steps?',
+      );
+    }
+    return table[i]!;
   }
 
   /**

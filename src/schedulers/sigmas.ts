@@ -64,7 +64,8 @@ export function sigmaRamp(className: string, s: SigmaRampSettings): SigmaRamp {
       `${className}: only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be true`,
     );
   }
-  return on.length === 1 ? on[0][0] : null;
+  const [only] = on;
+  return only === undefined ? null : only[0];
 }
 
 /** Apply a ramp between σ_min and σ_max. */
@@ -94,11 +95,14 @@ export function sigmaToT(sigma: number, logTable: Float32Array, opts: { float32R
   const logSigma = fround(Math.log(Math.max(sigma, 1e-10)));
   const n = logTable.length;
   let low = 0;
-  for (let j = 0; j < n; j++) if (logTable[j] <= logSigma) low = j;
+  for (let j = 0; j < n; j++) if (logTable[j]! <= logSigma) low = j;
   low = Math.min(low, n - 2);
   const high = low + 1;
-  const lo = logTable[low];
-  const hi = logTable[high];
+  // The table has num_train_timesteps ≥ 1 entries, so high = low + 1 ≤ n - 1 is in range and so is
+  // low, except that one training timestep clips low to -1, which diffusers' numpy/torch indexing
+  // reads as the last entry.
+  const lo = logTable[low < 0 ? low + n : low]!;
+  const hi = logTable[high]!;
   let w = fround(fround(lo - logSigma) / fround(lo - hi));
   w = Math.min(Math.max(w, 0), 1);
   const oneMinusW = fround(1 - w);
@@ -123,15 +127,16 @@ export function lambdaOf(alpha: number, sigma: number): number {
 
 /** log Γ(x) by the Lanczos approximation (g = 7, 9 terms), accurate to ~1e-15 for x > 0. */
 function logGamma(x: number): number {
+  // Nine coefficients; the loop below reads c[1] … c[8].
   const c = [
     0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
     12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
-  ];
+  ] as const;
   if (x < 0.5) return Math.log(Math.PI / Math.abs(Math.sin(Math.PI * x))) - logGamma(1 - x);
   const z = x - 1;
   let a = c[0];
   const t = z + 7.5;
-  for (let i = 1; i < 9; i++) a += c[i] / (z + i);
+  for (let i = 1; i < 9; i++) a += c[i]! / (z + i);
   return 0.5 * Math.log(2 * Math.PI) + (z + 0.5) * Math.log(t) - t + Math.log(a);
 }
 

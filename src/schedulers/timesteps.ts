@@ -40,13 +40,17 @@ export function npArange(start: number, stop: number, step: number): number[] {
  */
 export function npInterpOnIndex(x: number, fp: ArrayLike<number>): number {
   const n = fp.length;
+  // np.interp refuses an empty fp; a training table always has num_train_timesteps ≥ 1 entries.
+  if (n === 0) throw new RangeError('npInterpOnIndex: empty table');
   if (Number.isNaN(x)) return NaN;
-  if (x <= 0) return fp[0];
-  if (x >= n - 1) return fp[n - 1];
+  if (x <= 0) return fp[0]!;
+  if (x >= n - 1) return fp[n - 1]!;
+  // Here 0 < x < n - 1, so 0 ≤ j < j + 1 ≤ n - 1.
   const j = Math.floor(x);
-  if (j === x) return fp[j];
+  const y = fp[j]!;
+  if (j === x) return y;
   // slope·(x - x_j) + y_j with unit grid spacing, as numpy evaluates it.
-  return (fp[j + 1] - fp[j]) * (x - j) + fp[j];
+  return (fp[j + 1]! - y) * (x - j) + y;
 }
 
 export interface SpacingOptions {

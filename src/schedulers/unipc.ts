@@ -4,10 +4,11 @@
  * once the next model output is known, a corrector (UniC) applied to the previous step.
  */
 import type { TensorLike } from '../tensor.js';
+import { at } from '../util/at.js';
 import type { SchedulerConfigInput } from './config.js';
 import { DpmRun, DpmScheduler } from './dpm.js';
 import { fround, torchExpm1_32 } from './float32.js';
-import { div, like, lin, sub, type Vec } from './ops.js';
+import { div, like, lin, sub, type Terms, type Vec } from './ops.js';
 import type { StepOptions, StepOutput, TimestepValue } from './scheduler.js';
 
 /**
@@ -25,47 +26,72 @@ export function solveFloat32(
   opts: { transposed: boolean },
 ): number[] {
   const n = rhs.length;
+  if (matrix.length !== n || matrix.some((row) => row.length !== n)) {
+    throw new RangeError(`solveFloat32: the matrix must be ${n} × ${n} for ${n} right-hand sides`);
+  }
+  // From here on every row and column index is in [0, n) and every array below has n entries
+  // (n rows of n for a): the `!` in these accessors restate that bound.
   // 1.
   const a = opts.transposed
-    ? matrix.map((_, i) => matrix.map((row) => fround(row[i])))
+    ? matrix.map((_, i) => matrix.map((row) => fround(row[i]!)))
     : matrix.map((r) => r.map(fround));
+  const get = (r: number, c: number): number => a[r]![c]!;
+  const put = (r: number, c: number, v: number): void => {
+    a[r]![c] = v;
+  };
   const pivots: number[] = [];
   for (let k = 0; k < n; k++) {
     let p = k;
-    for (let r = k + 1; r < n; r++) if (Math.abs(a[r][k]) > Math.abs(a[p][k])) p = r;
+    for (let r = k + 1; r < n; r++) if (Math.abs(get(r, k)) > Math.abs(get(p, k))) p = r;
     pivots.push(p);
-    [a[k], a[p]] = [a[p], a[k]];
-    const inv = fround(1 / a[k][k]);
+    [a[k], a[p]] = [a[p]!, a[k]!];
+    const inv = fround(1 / get(k, k));
     for (let r = k + 1; r < n; r++) {
-      const l = fround(a[r][k] * inv);
-      a[r][k] = l;
-      for (let c = k + 1; c < n; c++) a[r][c] = fround(a[r][c] - fround(l * a[k][c]));
+      const l = fround(get(r, k) * inv);
+      put(r, k, l);
+      for (let c = k + 1; c < n; c++) put(r, c, fround(get(r, c) - fround(l * get(k, c))));
     }
   }
   const b = rhs.map(fround);
+  const bAt = (i: number): number => b[i]!;
+  /** Swap b[k] with b[pivots[k]]. */
+  const interchange = (k: number): void => {
+    const p = pivots[k]!;
+    [b[k], b[p]] = [bAt(p), bAt(k)];
+  };
   if (!opts.transposed) {
     // 2a. P b, then L y = b (unit lower), then U x = y.
-    for (let k = 0; k < n; k++) [b[k], b[pivots[k]]] = [b[pivots[k]], b[k]];
-    for (let k = 0; k < n; k++) for (let r = k + 1; r < n; r++) b[r] = fround(b[r] - fround(b[k] * a[r][k]));
+    for (let k = 0; k < n; k++) interchange(k);
+    for (let k = 0; k < n; k++) for (let r = k + 1; r < n; r++) b[r] = fround(bAt(r) - fround(bAt(k) * get(r, k)));
     for (let k = n - 1; k >= 0; k--) {
-      b[k] = fround(b[k] / a[k][k]);
-      for (let r = 0; r < k; r++) b[r] = fround(b[r] - fround(b[k] * a[r][k]));
+      b[k] = fround(bAt(k) / get(k, k));
+      for (let r = 0; r < k; r++) b[r] = fround(bAt(r) - fround(bAt(k) * get(r, k)));
     }
     return b;
   }
   // 2b. Uᵀ y = b, Lᵀ z = y, then the row interchanges in reverse.
   for (let i = 0; i < n; i++) {
-    let t = b[i];
-    for (let k = 0; k < i; k++) t = fround(t - fround(a[k][i] * b[k]));
-    b[i] = fround(t / a[i][i]);
+    let t = bAt(i);
+    for (let k = 0; k < i; k++) t = fround(t - fround(get(k, i) * bAt(k)));
+    b[i] = fround(t / get(i, i));
   }
   for (let i = n - 1; i >= 0; i--) {
-    let t = b[i];
-    for (let k = i + 1; k < n; k++) t = fround(t - fround(a[k][i] * b[k]));
+    let t = bAt(i);
+    for (let k = i + 1; k < n; k++) t = fround(t - fround(get(k, i) * bAt(k)));
     b[i] = t;
   }
-  for (let k = n - 1; k >= 0; k--) [b[k], b[pivots[k]]] = [b[pivots[k]], b[k]];
+  for (let k = n - 1; k >= 0; k--) interchange(k);
   return b;
+}
+
+/** The terms ρ_k·D_k of a UniP/UniC correction: one weight per difference, at least one of each. */
+function weightedTerms(weights: readonly number[], diffs: readonly Vec[]): Terms {
+  const [d0, ...rest] = diffs;
+  if (d0 === undefined || weights.length !== diffs.length) {
+    throw new RangeError(`UniPC: ${weights.length} weights for ${diffs.length} differences`);
+  }
+  // weights has the length of diffs, so k + 1 < weights.length for every rest index k.
+  return [[weights[0]!, d0], ...rest.map((d, k): [number, Vec] => [weights[k + 1]!, d])];
 }
 
 export class UniPCMultistepScheduler extends DpmScheduler<'UniPCMultistepScheduler'> {
@@ -140,7 +166,7 @@ export class UniPCRun extends DpmRun {
     const i = this.currentIndex(timestep);
     let x = xIn;
     // 1.
-    const converted = s.convertModelOutput(this.sigmas[i], mo, x, dims);
+    const converted = s.convertModelOutput(this.sigma(i), mo, x, dims);
     // 2.
     if (i > 0 && !s.settings.disableCorrector.includes(i - 1) && this.lastSample !== null) {
       x = this.corrector(i, converted, this.lastSample, x, this.thisOrder);
@@ -239,7 +265,7 @@ export class UniPCRun extends DpmRun {
             c.b.slice(0, -1),
             { transposed: false },
           );
-    const res = lin(rhos.map((r, k) => [r, diffs[k]] as [number, Vec]));
+    const res = lin(weightedTerms(rhos, diffs));
     return lin([[1, xt], [-weight, res]]);
   }
 
@@ -266,10 +292,11 @@ export class UniPCRun extends DpmRun {
     const { xt, weight } = this.base(t, s0, last, m0, c);
     const rhos = order === 1 ? [0.5] : solveFloat32(UniPCRun.vandermonde(ratios, order), c.b, { transposed: true });
     const dT = sub(modelT, m0);
-    const lastRho = rhos[rhos.length - 1];
+    // One weight per difference plus the last one for m_t - m₀ (order ≥ 1 weights in all).
+    const lastRho = at(rhos, rhos.length - 1);
     const corr =
       diffs.length > 0
-        ? lin([[1, lin(rhos.slice(0, -1).map((r, k) => [r, diffs[k]] as [number, Vec]))], [lastRho, dT]])
+        ? lin([[1, lin(weightedTerms(rhos.slice(0, -1), diffs))], [lastRho, dT]])
         : lin([[lastRho, dT]]);
     return lin([[1, xt], [-weight, corr]]);
   }
