@@ -84,7 +84,7 @@ test('weights are found as a single file, a variant, or shards; symlinks resolve
   writeFileSync(join(sharded, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' } }));
   const source = await openWeights(sharded, 'model');
   assert.deepEqual(source.keys().sort(), ['a', 'b']);
-  assert.equal(source.get('b')!.file.read('b').data[0], 2);
+  assert.equal(new Float32Array(source.get('b')!.file.readBytes('b').buffer)[0], 2);
 
   // HF-cache layout: snapshots/<rev>/file → ../../blobs/<hash>
   const cache = tmp();

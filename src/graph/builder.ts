@@ -9,7 +9,9 @@
  */
 import { OnnxDataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './onnx-proto.js';
 import { OPSETS, Ops, type NodeSpec } from './ops.js';
+import { WeightLoadError } from '../errors.js';
 import type { BoundWeights, ParameterSpec } from '../weights/source.js';
+import { DTYPE_BYTES as ELEMENT_BYTES, classifyStrided, product, stridedExtent } from '../weights/view.js';
 
 export { MS_OPSET, OPSET } from './ops.js';
 export const IR_VERSION = 10;
@@ -169,7 +171,9 @@ export class GraphBuilder extends Ops {
 
   /**
    * A module parameter as a float32 value. The initializer is named by its checkpoint key and
-   * points into the safetensors file; fp16/bf16 are cast in the root graph.
+   * points into the checkpoint file (the stored region its view reads, no more); a view (a torch
+   * tensor strided over a storage, a transposed key) and fp16/bf16 casts are weight preparation in
+   * the root graph.
    */
   param(p: ParameterSpec): Value {
     const cached = this.ctx.paramCache.get(p.key);
@@ -179,18 +183,59 @@ export class GraphBuilder extends Ops {
     const ref = weights.get(p.key);
     const dataType = DTYPE_BYTES[ref.info.dtype];
     if (dataType === undefined) throw new Error(`${p.key}: dtype ${ref.info.dtype} cannot be a weight`);
-    this.ctx.initializers.push({
-      name: p.key,
-      dataType,
-      dims: ref.info.shape,
-      external: { location: externalLocation(ref.file.realPath), offset: ref.info.fileOffset, length: ref.info.byteLength },
-    });
-    let v = new Value(p.key);
-    if (dataType !== OnnxDataType.FLOAT) v = this.weightPrep(p).cast(v, { to: OnnxDataType.FLOAT }); // fp16/bf16 → float32
+    const prep = this.weightPrep(p);
+    const stored = (dims: readonly number[], elemOffset: number): Value => {
+      const eb = ELEMENT_BYTES[ref.info.dtype];
+      const length = dims.reduce((a, d) => a * d, 1) * eb;
+      if ((elemOffset * eb + length) > ref.info.byteLength) {
+        throw new WeightLoadError(`${ref.file.path}: "${p.key}" reads past its stored region of ${ref.info.byteLength} bytes`);
+      }
+      const offset = ref.info.fileOffset + elemOffset * eb;
+      this.ctx.initializers.push({ name: p.key, dataType, dims, external: { location: externalLocation(ref.file.realPath), offset, length } });
+      return new Value(p.key);
+    };
+    let v: Value;
+    const view = ref.view;
+    if (view === undefined) {
+      v = stored(ref.info.shape, 0);
+    } else if (view.kind === 'transpose') {
+      v = prep.transpose(stored(ref.info.shape, 0), { perm: view.perm }); // stored → the model's axis order
+    } else {
+      const layout = classifyStrided(view.shape, view.strides, view.offset);
+      if (stridedExtent(view.shape, view.strides, view.offset) > product(ref.info.shape)) {
+        throw new WeightLoadError(`${ref.file.path}: "${p.key}" strided view reads past its stored region of ${ref.info.byteLength} bytes`);
+      }
+      if (layout.kind === 'contiguous') v = stored(view.shape, layout.offset);
+      else if (layout.kind === 'permuted') v = prep.transpose(stored(layout.storedShape, layout.offset), { perm: layout.perm });
+      else v = this.gatherStrided(prep, stored(ref.info.shape, 0), p.key, view.shape, view.strides, view.offset);
+    }
+    if (dataType !== OnnxDataType.FLOAT) v = prep.cast(v, { to: OnnxDataType.FLOAT }); // fp16/bf16 → float32
     this.ctx.paramCache.set(p.key, v);
     return v;
   }
 
+  /**
+   * The general strided view: flat[offset + Σ i_k·stride_k] as one Gather. The index tensor is a
+   * broadcast sum of one small per-axis constant (i·stride_k along axis k), so the graph stays small
+   * whatever the tensor's size; onnxruntime folds it once.
+   */
+  private gatherStrided(
+    prep: GraphBuilder,
+    region: Value,
+    key: string,
+    shape: readonly number[],
+    strides: readonly number[],
+    offset: number,
+  ): Value {
+    const flat = prep.reshape(region, this.constantRoot(BigInt64Array.of(-1n), [1], `${key}/flat`)); // [n]
+    let index = this.constantRoot(BigInt64Array.of(BigInt(offset)), [], `${key}/offset`);
+    shape.forEach((d, k) => {
+      const along = BigInt64Array.from({ length: d }, (_, i) => BigInt(i * strides[k]!)); // bounds: k < rank
+      const dims = shape.map((_, j) => (j === k ? d : 1)); // [1, …, d, …, 1]
+      index = prep.add(index, this.constantRoot(along, dims, `${key}/stride${k}`));
+    });
+    return prep.gather(flat, index, { axis: 0 }); // [...shape]
+  }
   /** A 2-D parameter transposed once in the root graph (Linear weights: [out,in] → [in,out]). */
   paramTransposed(p: ParameterSpec): Value {
     const key = `${p.key}#T`;

@@ -9,6 +9,7 @@
 import { closeSync, fstatSync, openSync, readSync, realpathSync } from 'node:fs';
 import { SafetensorsError } from '../errors.js';
 import { Tensor, numel } from '../tensor.js';
+import { readFileRange, type WeightFile } from './weight-file.js';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -28,7 +29,7 @@ export interface TensorInfo {
   readonly byteLength: number;
 }
 
-export class SafetensorsFile {
+export class SafetensorsFile implements WeightFile {
   /** The path as given. */
   readonly path: string;
   /** The path with every symlink resolved (Hugging Face cache snapshots link into blobs/). */
@@ -77,6 +78,10 @@ export class SafetensorsFile {
       closeSync(fd);
     }
     return buf;
+  }
+
+  readRange(offset: number, length: number): Uint8Array {
+    return readFileRange(this.path, this.realPath, offset, length);
   }
 
   /**

@@ -5,10 +5,38 @@
  */
 import { WeightLoadError } from '../errors.js';
 import type { SafetensorsFile, TensorInfo } from './safetensors.js';
+import type { WeightFile } from './weight-file.js';
 
+export type { WeightFile } from './weight-file.js';
+
+/** How the model's tensor is made from the stored bytes when it is not them as they are. */
+export type WeightView =
+  /** Stored contiguous as `info.shape`; the model's tensor is `transpose(stored, perm)` (ONNX Transpose's perm). */
+  | { readonly kind: 'transpose'; readonly perm: readonly number[] }
+  /** torch's `as_strided(shape, strides, offset)` over `info`'s region read as a flat array, in elements. */
+  | { readonly kind: 'strided'; readonly shape: readonly number[]; readonly strides: readonly number[]; readonly offset: number };
+
+/**
+ * One checkpoint tensor: `info` says which bytes of `file` are stored (the external data onnxruntime
+ * maps), `view` how the model's tensor is made of them. Without a view the stored bytes are the
+ * tensor (row slices and squeezes need none: a TensorInfo with its own offset, length and shape).
+ */
 export interface WeightRef {
-  readonly file: SafetensorsFile;
+  readonly file: WeightFile;
   readonly info: TensorInfo;
+  readonly view?: WeightView;
+}
+
+/** The shape the model sees. */
+export function weightShape(ref: WeightRef): readonly number[] {
+  const v = ref.view;
+  if (v === undefined) return ref.info.shape;
+  if (v.kind === 'strided') return v.shape;
+  return v.perm.map((p) => {
+    const d = ref.info.shape[p];
+    if (d === undefined) throw new WeightLoadError(`"${ref.info.name}": transpose perm [${v.perm.join(', ')}] does not fit rank ${ref.info.shape.length}`);
+    return d;
+  });
 }
 
 /** What a module tree declares: a checkpoint key and the shape it expects there. */
@@ -72,8 +100,9 @@ export class WeightSource {
         missing.push(p.key);
         continue;
       }
-      if (!sameShape(ref.info.shape, p.shape)) {
-        misShaped.push(`${p.key}: checkpoint has [${ref.info.shape.join(', ')}], model expects [${p.shape.join(', ')}]`);
+      const shape = weightShape(ref);
+      if (!sameShape(shape, p.shape)) {
+        misShaped.push(`${p.key}: checkpoint has [${shape.join(', ')}], model expects [${p.shape.join(', ')}]`);
         continue;
       }
       bound.set(p.key, ref);
