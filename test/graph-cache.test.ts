@@ -17,7 +17,7 @@ import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
 import { CACHED_MODEL, GraphCache, makeDirectories } from '../src/runtime/graph-cache.js';
 import { ModelSession, type RuntimeOptions } from '../src/runtime/session.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
-import { assertClose, fixture } from './helpers.js';
+import { assertClose, fixture, oneNodeModel } from './helpers.js';
 
 /** A temporary folder removed when the test ends. */
 function tempDir(t: TestContext, prefix: string): string {
@@ -29,19 +29,12 @@ function tempDir(t: TestContext, prefix: string): string {
 /** y = x · W with a 64 KB inline weight, so the cached graph has a data file of that size. */
 function matmul(name: string): ModelProto {
   const w = new Float32Array(128 * 128).map((_, i) => (i % 7) - 3);
-  const f = (n: string, shape: number[]) => ({ name: n, type: { elemType: OnnxDataType.FLOAT, shape } });
-  return {
-    irVersion: 10,
-    opsets: [{ domain: '', version: 21 }],
-    producerName: 'test',
-    graph: {
-      name,
-      nodes: [{ name: 'mm', opType: 'MatMul', inputs: ['x', 'w'], outputs: ['y'] }],
-      initializers: [{ name: 'w', dataType: OnnxDataType.FLOAT, dims: [128, 128], raw: new Uint8Array(w.buffer) }],
-      inputs: [f('x', [1, 128])],
-      outputs: [f('y', [1, 128])],
-    },
-  };
+  return oneNodeModel({
+    name,
+    opType: 'MatMul',
+    shape: [1, 128],
+    initializers: [{ name: 'w', dataType: OnnxDataType.FLOAT, dims: [128, 128], raw: new Uint8Array(w.buffer) }],
+  });
 }
 
 /** Open, run once (y[0] = Σ W[:, 0] = -12 for x = 1), release. */

@@ -3,12 +3,13 @@
  * Fixtures live in test/fixtures/ (copied from ../shared/reference; see test/fixtures/README.md).
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { GraphProto, NodeProto } from '../src/graph/onnx-proto.js';
+import { OnnxDataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from '../src/graph/onnx-proto.js';
 import type { TensorLike } from '../src/tensor.js';
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -58,4 +59,53 @@ export function allNodes(graph: GraphProto): NodeProto[] {
     n,
     ...Object.values(n.attributes ?? {}).flatMap((a) => (typeof a === 'object' && a !== null && 'graph' in a ? allNodes(a.graph) : [])),
   ]);
+}
+
+/** A one-node float32 ONNX model `y = op(x[, w])` over fixed shapes, for runtime tests that need a real session. */
+export function oneNodeModel(o: {
+  name: string;
+  opType: string;
+  shape: number[];
+  outShape?: number[];
+  initializers?: TensorProto[];
+}): ModelProto {
+  const value = (name: string, shape: number[]) => ({ name, type: { elemType: OnnxDataType.FLOAT, shape } });
+  const inits = o.initializers ?? [];
+  // an initializer named `w` is the node's second input; others stay unused (a graph with weights but no use of them)
+  const inputs = inits.some((t) => t.name === 'w') ? ['x', 'w'] : ['x'];
+  return {
+    irVersion: 10,
+    opsets: [{ domain: '', version: 21 }],
+    producerName: 'test',
+    graph: {
+      name: o.name,
+      nodes: [{ name: 'n', opType: o.opType, inputs, outputs: ['y'] }],
+      initializers: inits,
+      inputs: [value('x', o.shape)],
+      outputs: [value('y', o.outShape ?? o.shape)],
+    },
+  };
+}
+
+/**
+ * Run an ES module `code` in a child Node process (TypeScript through tsx), killed after `timeoutMs`:
+ * its exit code, stdout and stderr.
+ */
+export async function runNodeScript(
+  code: string,
+  o: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<{ exit: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), '--input-type=module', '-e', code], {
+    ...(o.cwd ? { cwd: o.cwd } : {}),
+    ...(o.env ? { env: o.env } : {}),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
+  const exit = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  clearTimeout(timer);
+  return { exit, stdout, stderr };
 }

@@ -4,13 +4,13 @@
  * child process, where native output can be counted.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { OnnxDataType, type ModelProto } from '../src/graph/onnx-proto.js';
+import { oneNodeModel, runNodeScript } from './helpers.js';
 import { CUDA_INSTALL_COMMAND, describeStartFailure, formatDeviceFallback, type DeviceFallback } from '../src/runtime/device-fallback.js';
 import { conciseError } from '../src/runtime/messages.js';
 import { ModelSession } from '../src/runtime/session.js';
@@ -18,19 +18,8 @@ import { ModelSession } from '../src/runtime/session.js';
 const SRC = fileURLToPath(new URL('../src/', import.meta.url));
 
 function relu(name: string, unusedInitializer = false): ModelProto {
-  const f = (n: string) => ({ name: n, type: { elemType: OnnxDataType.FLOAT, shape: [2] } });
-  return {
-    irVersion: 10,
-    opsets: [{ domain: '', version: 21 }],
-    producerName: 'test',
-    graph: {
-      name,
-      nodes: [{ name: 'n', opType: 'Relu', inputs: ['x'], outputs: ['y'] }],
-      initializers: unusedInitializer ? [{ name: 'unused', dataType: OnnxDataType.FLOAT, dims: [1], raw: new Uint8Array(4) }] : [],
-      inputs: [f('x')],
-      outputs: [f('y')],
-    },
-  };
+  const unused = { name: 'unused', dataType: OnnxDataType.FLOAT, dims: [1], raw: new Uint8Array(4) };
+  return oneNodeModel({ name, opType: 'Relu', shape: [2], initializers: unusedInitializer ? [unused] : [] });
 }
 
 /** Sessions on `providers` lists in a child process: its fallbacks (JSON lines on stdout) and its stderr. */
@@ -49,14 +38,7 @@ async function childSessions(providerLists: string[][], extra = ''): Promise<{ r
       await s.release();
     }
     ${extra}`;
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-  const exit = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  clearTimeout(timer);
+  const { exit, stdout, stderr } = await runNodeScript(code, { timeoutMs: 120_000 });
   assert.equal(exit, 0, stderr);
   const reports = stdout
     .split('\n')

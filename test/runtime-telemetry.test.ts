@@ -4,12 +4,12 @@
  * and current folders are empty temporary folders, then looks at what onnxruntime left there.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
+import { runNodeScript } from './helpers.js';
 
 const SRC = fileURLToPath(new URL('../src/', import.meta.url));
 
@@ -59,19 +59,8 @@ async function runChild(box: Sandbox, env: Record<string, string>): Promise<{ be
   // onnxruntime records nothing when it sees a CI service's variable (its own list, read from the native library);
   // the children stand for a user's machine, so CI runs of this test must hide them
   for (const name of CI_VARIABLES) delete base[name];
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), '--input-type=module', '-e', CHILD], {
-    cwd: box.cwd,
-    env: { ...base, HOME: box.home, XDG_CACHE_HOME: box.cache, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  clearTimeout(timer);
-  assert.equal(code, 0, stderr);
+  const { exit, stdout, stderr } = await runNodeScript(CHILD, { cwd: box.cwd, env: { ...base, HOME: box.home, XDG_CACHE_HOME: box.cache, ...env } });
+  assert.equal(exit, 0, stderr);
   return JSON.parse(stdout.trim().split('\n').pop()!);
 }
 
