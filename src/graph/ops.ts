@@ -32,8 +32,8 @@ export const OPSETS: readonly { domain: string; version: number }[] = [
 export type OpType =
   | 'Add' | 'And' | 'ArgMax' | 'Cast' | 'Concat' | 'Conv' | 'Cos' | 'Div' | 'Equal' | 'FusedMatMul' | 'Gather'
   | 'GatherND' | 'Gelu' | 'Identity' | 'If' | 'InstanceNormalization' | 'LayerNormalization' | 'LessOrEqual'
-  | 'MatMul' | 'Mul' | 'MultiHeadAttention' | 'Pad' | 'Range' | 'Reshape' | 'Resize' | 'Shape' | 'Sigmoid'
-  | 'Sin' | 'Slice' | 'Softmax' | 'Split' | 'Squeeze' | 'Sub' | 'Transpose' | 'Unsqueeze' | 'Where';
+  | 'MatMul' | 'Mul' | 'MultiHeadAttention' | 'Pad' | 'Range' | 'Relu' | 'Reshape' | 'Resize' | 'Shape' | 'Sigmoid'
+  | 'Sin' | 'Slice' | 'Softmax' | 'Softplus' | 'Split' | 'Squeeze' | 'Sub' | 'Tanh' | 'Transpose' | 'Unsqueeze' | 'Where';
 
 /** One node as the typed layer hands it to the graph. */
 export interface NodeSpec {
@@ -173,6 +173,18 @@ export abstract class Ops {
 
   sigmoid(x: Value): Value {
     return this.node1('Sigmoid', [x]);
+  }
+
+  relu(x: Value): Value {
+    return this.node1('Relu', [x]);
+  }
+
+  tanh(x: Value): Value {
+    return this.node1('Tanh', [x]);
+  }
+
+  softplus(x: Value): Value {
+    return this.node1('Softplus', [x]);
   }
 
   gelu(x: Value, attrs: { approximate?: 'none' | 'tanh' } = {}): Value {
