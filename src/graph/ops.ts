@@ -30,9 +30,9 @@ export const OPSETS: readonly { domain: string; version: number }[] = [
 
 /** Every op type the typed layer emits. */
 export type OpType =
-  | 'Add' | 'And' | 'ArgMax' | 'Cast' | 'Concat' | 'Conv' | 'Cos' | 'Div' | 'Equal' | 'FusedMatMul' | 'Gather'
+  | 'Add' | 'And' | 'ArgMax' | 'Cast' | 'Concat' | 'Conv' | 'Cos' | 'Div' | 'Equal' | 'Expand' | 'FusedMatMul' | 'Gather'
   | 'GatherND' | 'Gelu' | 'Identity' | 'If' | 'InstanceNormalization' | 'LayerNormalization' | 'LessOrEqual'
-  | 'MatMul' | 'Mul' | 'MultiHeadAttention' | 'Pad' | 'Range' | 'Relu' | 'Reshape' | 'Resize' | 'Shape' | 'Sigmoid'
+  | 'MatMul' | 'Max' | 'Mul' | 'MultiHeadAttention' | 'Pad' | 'Range' | 'ReduceL2' | 'Relu' | 'Reshape' | 'Resize' | 'Shape' | 'Sigmoid'
   | 'Sin' | 'Slice' | 'Softmax' | 'Softplus' | 'Split' | 'Squeeze' | 'Sub' | 'Tanh' | 'Transpose' | 'Unsqueeze' | 'Where';
 
 /** One node as the typed layer hands it to the graph. */
@@ -147,6 +147,11 @@ export abstract class Ops {
     return this.node1('Div', [a, b]);
   }
 
+  /** Element-wise maximum of its inputs, broadcast (variadic in the schema; two are all this project needs). */
+  max(a: Value, b: Value): Value {
+    return this.node1('Max', [a, b]);
+  }
+
   and(a: Value, b: Value): Value {
     return this.node1('And', [a, b]);
   }
@@ -222,6 +227,11 @@ export abstract class Ops {
     return this.node1('Squeeze', [data, axes]);
   }
 
+  /** Broadcast `input` to `shape` (an int64 vector), numpy-style: a dim of 1 stretches. */
+  expand(input: Value, shape: Value): Value {
+    return this.node1('Expand', [input, shape]);
+  }
+
   concat(inputs: readonly Value[], attrs: { axis: number }): Value {
     return this.node1('Concat', inputs, { axis: attrs.axis });
   }
@@ -276,6 +286,11 @@ export abstract class Ops {
   }
 
   // ---- compute ---------------------------------------------------------------------------
+
+  /** √(Σ x²) over `axes` (an int64 vector; null: all axes, unless `noop_with_empty_axes`). */
+  reduceL2(data: Value, axes: Value | null = null, attrs: { keepdims?: Bit; noop_with_empty_axes?: Bit } = {}): Value {
+    return this.node1('ReduceL2', [data, axes], { keepdims: attrs.keepdims, noop_with_empty_axes: attrs.noop_with_empty_axes });
+  }
 
   matMul(a: Value, b: Value): Value {
     return this.node1('MatMul', [a, b]);
