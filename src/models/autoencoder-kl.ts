@@ -15,8 +15,8 @@ import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions
 import { TracedModel, assertFinite, type ModelRuntimeOptions } from './traced-model.js';
 import { TILE_OVERLAP_FACTOR, batchItem, concatBatch, decodeTilePlan, encodeTilePlan, tiledApply } from './vae-tiling.js';
 
-/** One of the VAE's two graphs; each owns its session, created on first use. */
-class VaePart extends TracedModel {
+/** One of a VAE's two graphs (encoder or decoder; AutoencoderTiny's too); each owns its session, created on first use. */
+export class VaePart extends TracedModel {
   constructor(
     protected readonly graphName: string,
     weights: BoundWeights,
