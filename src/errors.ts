@@ -26,3 +26,16 @@ export class InputError extends ControlNetXSError {}
 
 /** onnxruntime refused to build or run a session. */
 export class RuntimeError extends ControlNetXSError {}
+
+/** A torch checkpoint (`.ckpt` / `.pt` / `.bin`: zip archive or legacy pickle) is malformed or holds more than tensor data. */
+export class TorchCheckpointError extends WeightLoadError {}
+
+/**
+ * A checkpoint asked for code to be run (a pickle naming a callable outside the tensor-data
+ * allow-list). Nothing was executed; `refused` names what was asked for (`posix.system`).
+ */
+export class SecurityError extends ControlNetXSError {
+  constructor(message: string, readonly refused: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}

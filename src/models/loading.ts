@@ -1,12 +1,14 @@
 /**
- * Finding a model folder's config.json and safetensors weights (single file, variant, or shards
- * listed in `*.safetensors.index.json`), as diffusers' and transformers' `from_pretrained` do.
+ * Finding a model folder's config.json and weights (safetensors, or torch `.bin` files in folders
+ * without them; single file, variant, or shards listed in an index), as diffusers' and
+ * transformers' `from_pretrained` do.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parsePythonJson } from '../util/json.js';
 import { ConfigError, MissingWeightsError, WeightLoadError } from '../errors.js';
-import { loadSafetensors } from '../weights/safetensors.js';
+import { loadSafetensors, type SafetensorsFile } from '../weights/safetensors.js';
+import { loadTorchCheckpoint, type TorchCheckpoint } from '../weights/torch-archive.js';
 import { WeightSource } from '../weights/source.js';
 import { resolvePretrained, type PretrainedHubOptions } from '../hub/index.js';
 
@@ -71,33 +73,51 @@ export function readConfigJson(folder: string): Record<string, unknown> {
 
 /**
  * Open the weights of a folder: `<base>[.variant].safetensors`, or the shards named by
- * `<base>[.variant].safetensors.index.json`. Only headers are read.
+ * `<base>[.variant].safetensors.index.json`; in folders without safetensors (older diffusers and
+ * transformers saves), the torch files `<base>[.variant].bin` or their `.bin.index.json` shards, as
+ * `from_pretrained` falls back to them (`model` → transformers' `pytorch_model.bin`). Torch files are
+ * read by a pickle reader that only accepts tensor data (a `SecurityError` otherwise). Only headers
+ * and pickles are read.
  */
 export async function openWeights(folder: string, baseName: string, variant?: string): Promise<WeightSource> {
+  const safetensors = await openFormat(folder, baseName, variant, 'safetensors', loadSafetensors);
+  if (safetensors) return safetensors;
+  const binBase = baseName === 'model' ? 'pytorch_model' : baseName;
+  const bin = await openFormat(folder, binBase, variant, 'bin', loadTorchCheckpoint);
+  if (bin) return bin;
   const stem = variant ? `${baseName}.${variant}` : baseName;
-  const single = join(folder, `${stem}.safetensors`);
-  // Sharded variants are indexed as `<base>.safetensors.index.<variant>.json` (diffusers and transformers).
-  const indexNames = variant
-    ? [`${baseName}.safetensors.index.${variant}.json`, `${stem}.safetensors.index.json`]
-    : [`${baseName}.safetensors.index.json`];
-  const index = indexNames.map((n) => join(folder, n)).find((p) => existsSync(p)) ?? join(folder, indexNames[0]!);
-  if (existsSync(single)) return WeightSource.fromFiles([await loadSafetensors(single)], single);
-  if (existsSync(index)) {
-    let map: Record<string, string>;
-    try {
-      map = (JSON.parse(readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
-    } catch (e) {
-      throw new WeightLoadError(`${index}: not a valid shard index (${(e as Error).message})`, { cause: e });
-    }
-    const shards = [...new Set(Object.values(map))].sort();
-    const files = await Promise.all(shards.map((s) => loadSafetensors(join(folder, s))));
-    const source = WeightSource.fromFiles(files, index);
-    const listed = new Set(Object.keys(map));
-    const stray = source.keys().filter((k) => !listed.has(k));
-    if (stray.length) throw new WeightLoadError(`${index}: shards hold keys the index does not list: ${stray.slice(0, 5).join(', ')}`);
-    return source;
-  }
+  const binStem = variant ? `${binBase}.${variant}` : binBase;
   throw new MissingWeightsError(
-    `${folder}: no weights found (looked for ${stem}.safetensors and ${stem}.safetensors.index.json${variant ? `; is variant "${variant}" published?` : ''})`,
+    `${folder}: no weights found (looked for ${stem}.safetensors, ${stem}.safetensors.index.json, ${binStem}.bin and ${binStem}.bin.index.json${variant ? `; is variant "${variant}" published?` : ''})`,
   );
+}
+
+/** One weights format of a folder: its single file, or the shards its index names; null when neither exists. */
+async function openFormat(
+  folder: string,
+  baseName: string,
+  variant: string | undefined,
+  ext: 'safetensors' | 'bin',
+  load: (path: string) => Promise<SafetensorsFile | TorchCheckpoint>,
+): Promise<WeightSource | null> {
+  const stem = variant ? `${baseName}.${variant}` : baseName;
+  const single = join(folder, `${stem}.${ext}`);
+  // Sharded variants are indexed as `<base>.<ext>.index.<variant>.json` (diffusers and transformers).
+  const indexNames = variant ? [`${baseName}.${ext}.index.${variant}.json`, `${stem}.${ext}.index.json`] : [`${baseName}.${ext}.index.json`];
+  const index = indexNames.map((n) => join(folder, n)).find((p) => existsSync(p));
+  if (existsSync(single)) return WeightSource.fromFiles([await load(single)], single);
+  if (index === undefined) return null;
+  let map: Record<string, string>;
+  try {
+    map = (JSON.parse(readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+  } catch (e) {
+    throw new WeightLoadError(`${index}: not a valid shard index (${(e as Error).message})`, { cause: e });
+  }
+  const shards = [...new Set(Object.values(map))].sort();
+  const files = await Promise.all(shards.map((s) => load(join(folder, s))));
+  const source = WeightSource.fromFiles(files, index);
+  const listed = new Set(Object.keys(map));
+  const stray = source.keys().filter((k) => !listed.has(k));
+  if (stray.length) throw new WeightLoadError(`${index}: shards hold keys the index does not list: ${stray.slice(0, 5).join(', ')}`);
+  return source;
 }

@@ -39,6 +39,12 @@ export function weightShape(ref: WeightRef): readonly number[] {
   });
 }
 
+/** A file that knows its tensors as refs already (a torch checkpoint: views into shared storages). */
+export interface RefFile {
+  readonly path: string;
+  readonly refs: ReadonlyMap<string, WeightRef>;
+}
+
 /** What a module tree declares: a checkpoint key and the shape it expects there. */
 export interface ParameterSpec {
   readonly key: string;
@@ -56,15 +62,17 @@ export class WeightSource {
   }
 
   /** All tensors of several files (shards), refusing a key that appears twice. */
-  static fromFiles(files: readonly SafetensorsFile[], origin: string): WeightSource {
+  static fromFiles(files: readonly (SafetensorsFile | RefFile)[], origin: string): WeightSource {
     const map = new Map<string, WeightRef>();
     for (const file of files) {
-      for (const info of file.tensors.values()) {
-        const prev = map.get(info.name);
+      const refs: Iterable<[string, WeightRef]> =
+        'refs' in file ? file.refs : [...file.tensors.values()].map((info): [string, WeightRef] => [info.name, { file, info }]);
+      for (const [key, ref] of refs) {
+        const prev = map.get(key);
         if (prev) {
-          throw new WeightLoadError(`${origin}: key "${info.name}" appears in both ${prev.file.path} and ${file.path}`);
+          throw new WeightLoadError(`${origin}: key "${key}" appears in both ${prev.file.path} and ${file.path}`);
         }
-        map.set(info.name, { file, info });
+        map.set(key, ref);
       }
     }
     return new WeightSource(map, origin);
