@@ -479,3 +479,24 @@ test('an old diffusers folder with only diffusion_pytorch_model.bin loads and de
     await vae.release();
   }
 });
+
+test('folder fallback: pytorch_model.bin for transformers models, .bin shards and variants; safetensors win when both exist', async () => {
+  const one = (key: string, storage: string): TensorSpec => ({ key, storage, numel: 4, offset: 0, shape: [4], stride: [1] });
+  const dir = join(tmp, 'bins');
+  mkdirSync(dir);
+  copyFileSync(torchZip('s1.bin', statePickle([one('a', '0')]), { '0': seq(4) }), join(dir, 'pytorch_model-00001-of-00002.bin'));
+  copyFileSync(torchZip('s2.bin', statePickle([one('b', '0')]), { '0': seq(4, 10) }), join(dir, 'pytorch_model-00002-of-00002.bin'));
+  writeFileSync(join(dir, 'pytorch_model.bin.index.json'), JSON.stringify({ weight_map: { a: 'pytorch_model-00001-of-00002.bin', b: 'pytorch_model-00002-of-00002.bin' } }));
+  const sharded = await openWeights(dir, 'model');
+  assert.deepEqual(sharded.keys().sort(), ['a', 'b']);
+  assert.deepEqual([...new Float32Array(readWeightBytes(sharded.get('b')!).slice().buffer)], [10, 11, 12, 13]);
+
+  copyFileSync(torchZip('v.bin', statePickle([one('v', '0')]), { '0': seq(4) }), join(dir, 'diffusion_pytorch_model.fp16.bin'));
+  assert.deepEqual((await openWeights(dir, 'diffusion_pytorch_model', 'fp16')).keys(), ['v']);
+  await assert.rejects(openWeights(dir, 'diffusion_pytorch_model'), (e: Error) => e instanceof WeightLoadError && /diffusion_pytorch_model\.bin/.test(e.message));
+
+  copyFileSync(join(VAE, 'diffusion_pytorch_model.safetensors'), join(dir, 'diffusion_pytorch_model.safetensors'));
+  copyFileSync(join(SF, 'malicious', 'malicious-global-os-system.ckpt'), join(dir, 'diffusion_pytorch_model.bin'));
+  const preferred = await openWeights(dir, 'diffusion_pytorch_model'); // the .bin beside it is never opened
+  assert.ok(preferred.keys().includes('decoder.conv_in.weight'));
+});

@@ -52,17 +52,24 @@ export class PyList {
 export class PyDict {
   readonly entries: [PyValue, PyValue][] = [];
   attributes: PyValue = null;
+  /** Where each string key sits in `entries` (state dicts hold thousands of them). */
+  private readonly byString = new Map<string, number>();
   constructor(readonly ordered: boolean) {}
 
   set(key: PyValue, value: PyValue): void {
-    // Python replaces the value of an equal key in place; keys of a state dict are strings and ints.
-    const at = this.entries.findIndex(([k]) => sameKey(k, key));
-    if (at >= 0) this.entries[at] = [key, value];
-    else this.entries.push([key, value]);
+    // Python replaces the value of an equal key in place.
+    const at = typeof key === 'string' ? this.byString.get(key) ?? -1 : this.entries.findIndex(([k]) => sameKey(k, key));
+    if (at >= 0) {
+      this.entries[at] = [key, value];
+      return;
+    }
+    if (typeof key === 'string') this.byString.set(key, this.entries.length);
+    this.entries.push([key, value]);
   }
 
   get(key: string): PyValue | undefined {
-    return this.entries.find(([k]) => k === key)?.[1];
+    const at = this.byString.get(key);
+    return at === undefined ? undefined : this.entries[at]?.[1];
   }
 }
 
@@ -628,14 +635,12 @@ class PickleMachine {
   }
 }
 
+/** Python's key equality for the non-string keys a state dict can have; containers compare by identity (no recursion on hostile nesting). */
 function sameKey(a: PyValue, b: PyValue): boolean {
   if (a === b) return true;
-  // Python: 1 == 1.0 == True as dict keys; bigint vs number of the same value too.
-  if ((typeof a === 'number' || typeof a === 'bigint' || typeof a === 'boolean') && (typeof b === 'number' || typeof b === 'bigint' || typeof b === 'boolean')) {
-    return Number(a) === Number(b);
-  }
-  if (a instanceof PyTuple && b instanceof PyTuple) return a.items.length === b.items.length && a.items.every((x, i) => sameKey(x, b.items[i]!));
-  return false;
+  // 1 == 1.0 == True as dict keys in Python; a bigint and a number of the same value too.
+  const numeric = (v: PyValue): v is number | bigint | boolean => typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean';
+  return numeric(a) && numeric(b) && Number(a) === Number(b);
 }
 
 /** A short description of a value for messages. */
