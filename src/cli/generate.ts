@@ -44,6 +44,7 @@ const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'negative-prompt', short: 'n', value: 'TEXT', help: 'what not to draw' },
   { name: 'steps', short: 's', value: 'N', help: `denoising steps, 1 … ${MAX_STEPS} (default 30)` },
   { name: 'guidance-scale', short: 'g', value: 'G', help: 'classifier-free guidance, A1111\'s "CFG scale" (default 7.5; ≤ 1 turns it off)' },
+  { name: 'embed-guidance-scale', help: 'LCM-distilled UNets: give --guidance-scale to the UNet as its guidance embedding, no CFG (off: diffusers\' behaviour)' },
   { name: 'control-scale', value: 'S', help: 'strength of the control (default 1.0)' },
   { name: 'control-start', value: 'F', help: 'fraction of the steps where control starts (default 0)' },
   { name: 'control-end', value: 'F', help: 'fraction of the steps where control ends (default 1)' },
@@ -81,6 +82,8 @@ export interface GenerateOptions {
   negativePrompt: string | undefined;
   steps: number;
   guidanceScale: number;
+  /** The pipelines' `embedGuidanceScale` (LCM UNets). */
+  embedGuidanceScale: boolean;
   controlScale: number;
   controlStart: number;
   controlEnd: number;
@@ -152,6 +155,7 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | ty
     negativePrompt: v.string('negative-prompt'),
     steps: whole('steps', { min: 1, max: MAX_STEPS }) ?? 30,
     guidanceScale: num('guidance-scale', '7.5'),
+    embedGuidanceScale: v.flag('embed-guidance-scale'),
     controlScale: num('control-scale', '1.0'),
     controlStart,
     controlEnd,
@@ -281,6 +285,9 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
   if (o.clipSkip !== undefined && o.clipSkip > maxClipSkip) {
     throw new UsageError(`--clip-skip ${o.clipSkip} is too deep: this text encoder has ${layers} layers, so at most ${maxClipSkip}`);
   }
+  if (o.embedGuidanceScale && pipe.unet.config.timeCondProjDim === null) {
+    throw new UsageError(`--embed-guidance-scale needs an LCM-distilled UNet (time_cond_proj_dim in its config); ${o.model} has none`);
+  }
   const { width, height } = chooseSize(o, control, pipe.sizeRules, notice('note'));
   const loadSeconds = (performance.now() - t0) / 1000;
 
@@ -291,6 +298,7 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     image: control,
     numInferenceSteps: o.steps,
     guidanceScale: o.guidanceScale,
+    ...(o.embedGuidanceScale ? { embedGuidanceScale: true } : {}),
     numImagesPerPrompt: o.numImages,
     generator: seeds.map((s) => new Generator().manualSeed(s)),
     controlnetConditioningScale: o.controlScale,
@@ -357,6 +365,8 @@ export function a1111Parameters(
   ];
   if (o.controlStart !== 0 || o.controlEnd !== 1) fields.push(`Control window: ${o.controlStart}-${o.controlEnd}`);
   if (o.clipSkip !== undefined) fields.push(`Clip skip: ${o.clipSkip}`);
+  // Not an A1111 field: without it the CFG scale above would read as classifier-free guidance.
+  if (o.embedGuidanceScale) fields.push('Guidance embedding: on');
   lines.push(fields.join(', '));
   return lines.join('\n');
 }

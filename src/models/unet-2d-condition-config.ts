@@ -69,7 +69,6 @@ export function parseUNet2DConditionConfig(raw: Record<string, unknown>, origin:
     ['time_embedding_type', c.timeEmbeddingType, 'positional'],
     ['time_embedding_act_fn', c.timeEmbeddingActFn, null],
     ['timestep_post_act', c.timestepPostAct, null],
-    ['time_cond_proj_dim', c.timeCondProjDim, null],
     ['resnet_time_scale_shift', c.resnetTimeScaleShift, 'default'],
     ['resnet_skip_time_act', c.resnetSkipTimeAct, false],
     ['attention_type', c.attentionType, 'default'],
@@ -79,6 +78,7 @@ export function parseUNet2DConditionConfig(raw: Record<string, unknown>, origin:
     ['class_embeddings_concat', c.classEmbeddingsConcat, false],
   ];
   for (const [key, v, want] of checks) if (v !== want) unsupported(key, v, want);
+  checkTimeCondProjDim(c.timeCondProjDim, origin);
   if (c.onlyCrossAttention !== false && !(Array.isArray(c.onlyCrossAttention) && c.onlyCrossAttention.every((x) => !x))) {
     unsupported('only_cross_attention', c.onlyCrossAttention, false);
   }
@@ -96,4 +96,9 @@ export function parseUNet2DConditionConfig(raw: Record<string, unknown>, origin:
   for (const t of c.downBlockTypes) if (t !== 'CrossAttnDownBlock2D' && t !== 'DownBlock2D') unsupported('down_block_types', t, ['CrossAttnDownBlock2D', 'DownBlock2D']);
   for (const t of c.upBlockTypes) if (t !== 'CrossAttnUpBlock2D' && t !== 'UpBlock2D') unsupported('up_block_types', t, ['CrossAttnUpBlock2D', 'UpBlock2D']);
   return c;
+}
+
+/** LCM-distilled UNets' `time_cond_proj_dim` (the width of `timestep_cond`): null or a positive integer. */
+export function checkTimeCondProjDim(v: number | null, origin: string): void {
+  if (v !== null && !(Number.isInteger(v) && v > 0)) throw new ConfigError(`${origin}: time_cond_proj_dim must be null or a positive integer, got ${v}`);
 }

@@ -4,9 +4,9 @@
  */
 import { OnnxDataType } from '../graph/onnx-proto.js';
 import type { GraphBuilder } from '../graph/builder.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, InputError } from '../errors.js';
 import { UNet2DConditionNet, unetLayout } from '../nn/unet-2d-condition-net.js';
-import { expectFloat32, type Tensor, type TensorLike } from '../tensor.js';
+import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { TracedModel, assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
@@ -18,6 +18,12 @@ export interface UNetForwardArgs {
   encoderHiddenStates: TensorLike;
   /** SDXL (`addition_embed_type: "text_time"`): pooled text embeddings and micro-conditioning ids. */
   addedCondKwargs?: { textEmbeds: TensorLike; timeIds: TensorLike };
+  /**
+   * diffusers' `timestep_cond` [B, time_cond_proj_dim] (LCM-distilled UNets only): added through
+   * `time_embedding.cond_proj` before linear_1; plain LCM pipelines pass the guidance-scale embedding.
+   * Omitted, nothing is added (as in diffusers).
+   */
+  timestepCond?: TensorLike;
 }
 
 export interface UNetPretrainedOptions extends PretrainedOptions, ModelRuntimeOptions {
@@ -65,7 +71,9 @@ export class UNet2DConditionModel extends TracedModel {
       c.additionEmbedType === 'text_time'
         ? { textEmbeds: op.input('text_embeds', F, ['batch', 'text_embed_dim']), timeIds: op.input('time_ids', F, ['batch', 'time_ids']) }
         : null;
-    op.output(this.net.build(op, sample, t, context, added), 'out_sample', F, ['batch', c.outChannels, 'height', 'width']);
+    // Only LCM UNets get the input, so every other graph stays as it was.
+    const cond = c.timeCondProjDim === null ? null : op.input('timestep_cond', F, ['batch', c.timeCondProjDim]);
+    op.output(this.net.build(op, sample, t, context, added, cond), 'out_sample', F, ['batch', c.outChannels, 'height', 'width']);
   }
 
   async forward(args: UNetForwardArgs): Promise<{ sample: Tensor<'float32'> }> {
@@ -85,7 +93,25 @@ export class UNet2DConditionModel extends TracedModel {
       feeds['text_embeds'] = expectFloat32('addedCondKwargs.textEmbeds', args.addedCondKwargs.textEmbeds, [batch, null]);
       feeds['time_ids'] = expectFloat32('addedCondKwargs.timeIds', args.addedCondKwargs.timeIds, [batch, null]);
     }
+    const cond = timestepCondFeed(args.timestepCond, c.timeCondProjDim, batch, 'this UNet');
+    if (cond) feeds['timestep_cond'] = cond;
     const out = await this.run(feeds);
     return { sample: out['out_sample'] as Tensor<'float32'> };
   }
+}
+
+/**
+ * The `timestep_cond` feed of a model whose config has `time_cond_proj_dim` (null for any other):
+ * the given [B, dim] rows, or zeros when omitted. cond_proj has no bias, so zeros add exactly
+ * nothing: the same result as diffusers without `timestep_cond`, from one graph.
+ */
+export function timestepCondFeed(given: TensorLike | undefined, dim: number | null, batch: number, model: string): Tensor<'float32'> | null {
+  if (dim === null) {
+    if (given) throw new InputError(`${model} has no time_cond_proj_dim (not LCM-distilled), so it takes no timestepCond`);
+    return null;
+  }
+  if (!given) return new Tensor('float32', new Float32Array(batch * dim), [batch, dim]);
+  const cond = expectFloat32('timestepCond', given, [batch, dim]);
+  assertFinite('timestepCond', cond);
+  return cond;
 }

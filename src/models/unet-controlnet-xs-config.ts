@@ -1,6 +1,7 @@
 /** UNetControlNetXSModel's config.json keys with diffusers' defaults. */
 import { ConfigError } from '../errors.js';
 import { parseConfig, type Camelize, type Warn } from '../util/config.js';
+import { checkTimeCondProjDim } from './unet-2d-condition-config.js';
 
 export const UNET_CNXS_DEFAULTS = {
   sample_size: 96 as number | null,
@@ -41,7 +42,7 @@ export function parseUNetControlNetXSConfig(raw: Record<string, unknown>, origin
   if (c.additionEmbedType !== null && c.additionEmbedType !== 'text_time') {
     throw new ConfigError(`${origin}: addition_embed_type must be null or "text_time", got "${c.additionEmbedType}"`);
   }
-  if (c.timeCondProjDim !== null) throw new ConfigError(`${origin}: time_cond_proj_dim is not supported`);
+  checkTimeCondProjDim(c.timeCondProjDim, origin);
   if (c.ctrlConditioningChannelOrder !== 'rgb' && c.ctrlConditioningChannelOrder !== 'bgr') {
     throw new ConfigError(`${origin}: unknown ctrl_conditioning_channel_order "${c.ctrlConditioningChannelOrder}"`);
   }

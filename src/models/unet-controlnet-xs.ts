@@ -19,7 +19,7 @@ import type { ControlNetXSAdapter } from './controlnet-xs-adapter.js';
 import { fuseWeights, fusedConfig } from './controlnet-xs-fusion.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { TracedModel, assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
-import type { UNet2DConditionModel } from './unet-2d-condition.js';
+import { timestepCondFeed, type UNet2DConditionModel } from './unet-2d-condition.js';
 import { parseUNetControlNetXSConfig, type UNetControlNetXSConfig } from './unet-controlnet-xs-config.js';
 
 export interface UNetControlNetXSForwardArgs {
@@ -31,6 +31,15 @@ export interface UNetControlNetXSForwardArgs {
   conditioningScale?: number;
   applyControl?: boolean;
   addedCondKwargs?: { textEmbeds: TensorLike; timeIds: TensorLike };
+  /**
+   * diffusers' `timestep_cond` [B, time_cond_proj_dim] (LCM-distilled base UNets only), routed as
+   * diffusers' forward routes it: into the base time embedding of the learned time-embedding blend
+   * (adapters with learn_time_embedding, control on), weighted 1 − time_embedding_mix^0.3; with control
+   * off or without a learned control time embedding diffusers drops it, and so does this model.
+   * (diffusers fails outright on the blend: its control time embedding has no cond_proj; here that
+   * embedding reads the timestep alone.)
+   */
+  timestepCond?: TensorLike;
 }
 
 export class UNetControlNetXSModel extends TracedModel {
@@ -93,7 +102,9 @@ export class UNetControlNetXSModel extends TracedModel {
     };
     const scale = op.input('conditioning_scale', F, []);
     const gate = op.input('apply_control', OnnxDataType.BOOL, []);
-    op.output(this.net.build(op, { ...io, scale }, { gate }), 'out_sample', F, ['batch', 4, 'height', 'width']);
+    // Only LCM base UNets get the input, so every other graph stays as it was.
+    const timestepCond = c.timeCondProjDim === null ? null : op.input('timestep_cond', F, ['batch', c.timeCondProjDim]);
+    op.output(this.net.build(op, { ...io, scale, timestepCond }, { gate }), 'out_sample', F, ['batch', 4, 'height', 'width']);
   }
 
   async forward(args: UNetControlNetXSForwardArgs): Promise<{ sample: Tensor<'float32'> }> {
@@ -131,6 +142,8 @@ export class UNetControlNetXSModel extends TracedModel {
       feeds['text_embeds'] = expectFloat32('addedCondKwargs.textEmbeds', args.addedCondKwargs.textEmbeds, [batch, null]);
       feeds['time_ids'] = expectFloat32('addedCondKwargs.timeIds', args.addedCondKwargs.timeIds, [batch, null]);
     }
+    const timestepCond = timestepCondFeed(args.timestepCond, c.timeCondProjDim, batch, 'this model');
+    if (timestepCond) feeds['timestep_cond'] = timestepCond;
     const out = await this.run(feeds);
     return { sample: out['out_sample'] as Tensor<'float32'> };
   }

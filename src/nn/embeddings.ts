@@ -42,25 +42,35 @@ export class Timesteps extends Module {
   }
 }
 
-/** linear_1 → act → linear_2 (diffusers' TimestepEmbedding without cond_proj / post_act). */
+/**
+ * linear_1 → act → linear_2 (diffusers' TimestepEmbedding without post_act). With `condProjDim`
+ * (LCM-distilled UNets' `time_cond_proj_dim`) a bias-free `cond_proj` maps a condition — the
+ * guidance-scale embedding — onto the input features before linear_1.
+ */
 export class TimestepEmbedding extends Module {
   readonly linear_1: Linear;
+  readonly cond_proj: Linear | null;
   readonly linear_2: Linear;
+  readonly act: Activation;
 
-  constructor(
-    path: string,
-    inChannels: number,
-    timeEmbedDim: number,
-    readonly act: Activation = 'silu',
-  ) {
+  constructor(path: string, inChannels: number, timeEmbedDim: number, opts: { act?: Activation; condProjDim?: number | null } = {}) {
     super(path);
+    this.act = opts.act ?? 'silu';
     this.linear_1 = this.child('linear_1', (p) => new Linear(p, inChannels, timeEmbedDim));
+    const condDim = opts.condProjDim ?? null;
+    this.cond_proj = condDim === null ? null : this.child('cond_proj', (p) => new Linear(p, condDim, inChannels, { bias: false }));
     this.linear_2 = this.child('linear_2', (p) => new Linear(p, timeEmbedDim, timeEmbedDim));
   }
 
-  /** [B, in] → [B, timeEmbedDim] */
-  build(op: GraphBuilder, x: Value): Value {
-    const h = activation(op.at(this.path), this.linear_1.build(op, x), this.act);
+  /** [B, in] (+ condition [B, condProjDim]) → [B, timeEmbedDim] */
+  build(op: GraphBuilder, x: Value, condition: Value | null = null): Value {
+    let sample = x;
+    if (condition !== null) {
+      // A tree only passes a condition to an embedding that has cond_proj (diffusers would fail on None).
+      if (!this.cond_proj) throw new Error(`${this.path}: a condition was given, but this TimestepEmbedding has no cond_proj`);
+      sample = op.at(this.path).add(sample, this.cond_proj.build(op, condition)); // [B, in] + ([B, cond] → [B, in])
+    }
+    const h = activation(op.at(this.path), this.linear_1.build(op, sample), this.act);
     return this.linear_2.build(op, h);
   }
 }

@@ -40,6 +40,8 @@ export interface UNet2DConditionNetConfig {
   readonly convInKernel: number;
   readonly convOutKernel: number;
   readonly projectionClassEmbeddingsInputDim: number | null;
+  /** LCM-distilled UNets: the width of `timestep_cond`, which `time_embedding.cond_proj` reads. */
+  readonly timeCondProjDim: number | null;
 }
 
 /** Per-block settings derived once from the config (diffusers' list expansions). */
@@ -93,7 +95,7 @@ export class UNet2DConditionNet extends Module {
 
     this.conv_in = this.child('conv_in', (p) => new Conv2d(p, c.inChannels, ch[0]!, { kernel: c.convInKernel, padding: (c.convInKernel - 1) / 2 }));
     this.time_proj = this.child('time_proj', (p) => new Timesteps(p, ch[0]!, { flipSinToCos: c.flipSinToCos, downscaleFreqShift: c.freqShift }));
-    this.time_embedding = this.child('time_embedding', (p) => new TimestepEmbedding(p, ch[0]!, temb));
+    this.time_embedding = this.child('time_embedding', (p) => new TimestepEmbedding(p, ch[0]!, temb, { condProjDim: c.timeCondProjDim }));
     if (c.additionEmbedType === 'text_time') {
       this.add_time_proj = this.child('add_time_proj', (p) => new Timesteps(p, c.additionTimeEmbedDim!, { flipSinToCos: c.flipSinToCos, downscaleFreqShift: c.freqShift }));
       this.add_embedding = this.child('add_embedding', (p) => new TimestepEmbedding(p, c.projectionClassEmbeddingsInputDim!, temb));
@@ -153,18 +155,28 @@ export class UNet2DConditionNet extends Module {
     this.conv_out = this.child('conv_out', (p) => new Conv2d(p, ch[0]!, c.outChannels, { kernel: c.convOutKernel, padding: (c.convOutKernel - 1) / 2 }));
   }
 
-  /** The time embedding plus SDXL's text_time addition embedding: [B, timeEmbedDim]. */
-  timeEmbedding(op: GraphBuilder, t: Value, added: { textEmbeds: Value; timeIds: Value } | null): Value {
-    let emb = this.time_embedding.build(op, this.time_proj.build(op, t));
+  /**
+   * The time embedding (with `timestepCond` [B, timeCondProjDim] through cond_proj, LCM UNets) plus
+   * SDXL's text_time addition embedding: [B, timeEmbedDim].
+   */
+  timeEmbedding(op: GraphBuilder, t: Value, added: { textEmbeds: Value; timeIds: Value } | null, timestepCond: Value | null = null): Value {
+    let emb = this.time_embedding.build(op, this.time_proj.build(op, t), timestepCond);
     if (this.add_embedding && this.add_time_proj && added) {
       emb = op.at('').add(emb, textTimeEmbedding(op, this.add_time_proj, this.add_embedding, added)); // [B, T]
     }
     return emb;
   }
 
-  build(op: GraphBuilder, sample: Value, t: Value, context: Value, added: { textEmbeds: Value; timeIds: Value } | null): Value {
+  build(
+    op: GraphBuilder,
+    sample: Value,
+    t: Value,
+    context: Value,
+    added: { textEmbeds: Value; timeIds: Value } | null,
+    timestepCond: Value | null = null,
+  ): Value {
     const b = op.at('');
-    const temb = this.timeEmbedding(op, t, added);
+    const temb = this.timeEmbedding(op, t, added, timestepCond);
     let x = sample;
     if (this.config.centerInputSample) x = b.sub(b.mul(x, b.scalar(2)), b.scalar(1));
     let h = this.conv_in.build(op, x);

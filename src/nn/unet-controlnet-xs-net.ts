@@ -33,6 +33,8 @@ export interface UNetControlNetXSNetConfig {
   readonly additionTimeEmbedDim: number | null;
   readonly useLinearProjection: boolean;
   readonly projectionClassEmbeddingsInputDim: number | null;
+  /** LCM-distilled base UNets: the width of `timestep_cond`, which `base_time_embedding.cond_proj` reads. */
+  readonly timeCondProjDim: number | null;
   readonly timeEmbeddingMix: number;
   readonly ctrlConditioningChannels: number;
   readonly ctrlConditioningEmbeddingOutChannels: readonly number[];
@@ -93,7 +95,7 @@ export class UNetControlNetXSNet extends Module {
     this.ctrl_conv_in = this.child('ctrl_conv_in', (p) => new Conv2d(p, 4, ctrl[0]!, { kernel: 3, padding: 1 }));
     this.control_to_base_for_conv_in = this.child('control_to_base_for_conv_in', (p) => zeroConv(p, ctrl[0]!, base[0]!));
     this.base_time_proj = this.child('base_time_proj', (p) => new Timesteps(p, base[0]!, { flipSinToCos: true, downscaleFreqShift: 0 }));
-    this.base_time_embedding = this.child('base_time_embedding', (p) => new TimestepEmbedding(p, base[0]!, temb));
+    this.base_time_embedding = this.child('base_time_embedding', (p) => new TimestepEmbedding(p, base[0]!, temb, { condProjDim: c.timeCondProjDim }));
     this.ctrl_time_embedding = c.ctrlLearnTimeEmbedding ? this.child('ctrl_time_embedding', (p) => new TimestepEmbedding(p, base[0]!, temb)) : null;
     if (c.additionEmbedType === 'text_time') {
       this.base_add_time_proj = this.child('base_add_time_proj', (p) => new Timesteps(p, c.additionTimeEmbedDim!, { flipSinToCos: true, downscaleFreqShift: 0 }));
@@ -160,7 +162,16 @@ export class UNetControlNetXSNet extends Module {
    */
   build(
     op: GraphBuilder,
-    io: { sample: Value; t: Value; context: Value; cond: Value; added: { textEmbeds: Value; timeIds: Value } | null; scale: Value },
+    io: {
+      sample: Value;
+      t: Value;
+      context: Value;
+      cond: Value;
+      added: { textEmbeds: Value; timeIds: Value } | null;
+      scale: Value;
+      /** `timestep_cond` [B, timeCondProjDim] of an LCM-distilled base UNet, else null. */
+      timestepCond?: Value | null;
+    },
     control: { gate: Value } | 'on' | 'off',
   ): Value {
     const b = op.at('');
@@ -171,16 +182,21 @@ export class UNetControlNetXSNet extends Module {
       return g.ifElse(control.gate, fn, () => [...passthrough], passthrough.length);
     };
 
-    // 1. time (with a learned control time embedding, control steps blend ctrl·m + base·(1−m))
+    // 1. time (with a learned control time embedding, control steps blend ctrl·m + base·(1−m)).
+    // timestep_cond (LCM) as diffusers' forward routes it: only into that blend's base embedding.
+    // Everywhere else diffusers calls the base embedding without it, so it is dropped there too;
+    // and the control embedding has no cond_proj (diffusers fails passing it one), so it never reads it.
     const tEmb = this.base_time_proj.build(op, io.t);
     let temb = this.base_time_embedding.build(op, tEmb);
     const ctrlTime = this.ctrl_time_embedding;
+    const timestepCond = io.timestepCond ?? null;
     if (ctrlTime) {
       const baseTemb = temb;
       [temb] = gated(b, [baseTemb], (g) => {
         const m = c.timeEmbeddingMix ** 0.3;
         const ctrlT = g.mul(ctrlTime.build(g, tEmb), g.scalar(m)); // [B, T]
-        return [g.add(ctrlT, g.mul(baseTemb, g.scalar(1 - m)))];
+        const baseT = timestepCond ? this.base_time_embedding.build(g, tEmb, timestepCond) : baseTemb; // [B, T]
+        return [g.add(ctrlT, g.mul(baseT, g.scalar(1 - m)))];
       }) as [Value];
     }
     if (this.base_add_embedding && this.base_add_time_proj && io.added) {

@@ -25,6 +25,10 @@ export interface DenoiseOptions<P> {
   negativePromptEmbeds: Tensor<'float32'> | null;
   controlImage: Tensor<'float32'>;
   addedCondKwargs?: { textEmbeds: TensorLike; timeIds: TensorLike };
+  /** CFG: the latents doubled through the UNet, then guided (step 2 of the pipelines decides). */
+  doClassifierFreeGuidance: boolean;
+  /** An LCM UNet's `timestep_cond` (`embedGuidanceScale`): one row per latent. */
+  timestepCond?: Tensor<'float32'>;
   guidanceScale: number;
   conditioningScale: number;
   controlGuidanceStart: number;
@@ -46,7 +50,7 @@ export interface DenoiseOptions<P> {
  * returns the final latents.
  */
 export async function* denoise<P>(o: DenoiseOptions<P>): AsyncGenerator<PipelineStep, Tensor<'float32'>, void> {
-  const doCfg = o.guidanceScale > 1.0;
+  const doCfg = o.doClassifierFreeGuidance;
   const timesteps = o.run.timesteps;
   let latents = o.latents;
   let promptEmbeds = o.encoderHiddenStates;
@@ -64,6 +68,7 @@ export async function* denoise<P>(o: DenoiseOptions<P>): AsyncGenerator<Pipeline
       conditioningScale: o.conditioningScale,
       applyControl,
       ...(o.addedCondKwargs ? { addedCondKwargs: o.addedCondKwargs } : {}),
+      ...(o.timestepCond ? { timestepCond: o.timestepCond } : {}),
     });
     const guided = doCfg ? guide(noisePred, o.guidanceScale) : noisePred;
     latents = o.run.step(guided, t, latents, { generator: o.generator, eta: o.eta }).prevSample;

@@ -48,6 +48,7 @@ export interface CommonCallArgs {
   controlGuidanceStart?: number;
   controlGuidanceEnd?: number;
   outputType?: PipelineOutputType;
+  embedGuidanceScale?: boolean;
 }
 
 export interface ResolvedCall {
@@ -61,6 +62,8 @@ export interface ResolvedCall {
   /** Prompts in the call (before numImagesPerPrompt). */
   batchSize: number;
   doClassifierFreeGuidance: boolean;
+  /** The guidance scale goes to an LCM UNet as its embedding instead of classifier-free guidance. */
+  embedGuidanceScale: boolean;
 }
 
 /** What `resolveCall` needs of the pipeline: its default guidance and how it sizes images. */
@@ -83,8 +86,11 @@ export function resolveCall(args: CommonCallArgs, image: RGBImage[] | TensorLike
     outputType: args.outputType ?? 'pil',
     batchSize: args.prompt === undefined ? args.promptEmbeds!.dims[0]! : typeof args.prompt === 'string' ? 1 : args.prompt.length,
     doClassifierFreeGuidance: false,
+    embedGuidanceScale: args.embedGuidanceScale ?? false,
   };
-  r.doClassifierFreeGuidance = r.guidanceScale > 1.0; // Imagen's guidance weight w; 1 means no guidance
+  // Imagen's guidance weight w; 1 means no guidance. An embedded guidance scale replaces CFG, as in
+  // diffusers' plain pipelines for UNets with time_cond_proj_dim.
+  r.doClassifierFreeGuidance = r.guidanceScale > 1.0 && !r.embedGuidanceScale;
   checkPositiveInt('numInferenceSteps', r.numInferenceSteps);
   checkPositiveInt('numImagesPerPrompt', r.numImagesPerPrompt);
   checkFinite('guidanceScale', r.guidanceScale);

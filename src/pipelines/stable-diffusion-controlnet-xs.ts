@@ -26,6 +26,7 @@ import {
   readModelIndex,
 } from './components.js';
 import { denoise, loopHooks, type PipelineStep } from './denoise.js';
+import { guidanceTimestepCond } from './guidance-embedding.js';
 import { resolveCall, resolveControlImage, type ControlImageInput } from './inputs.js';
 import { decodeOutput, finish, type PipelineOutput, type PipelineOutputType } from './output.js';
 import { defaultGenerator, pickFromEnd, prepareLatents, tokenizeTruncating, uncondTokens } from './prepare.js';
@@ -68,6 +69,16 @@ export interface StableDiffusionControlNetXSCallArgs {
   controlGuidanceStart?: number;
   controlGuidanceEnd?: number;
   clipSkip?: number;
+  /**
+   * Beyond diffusers (whose ControlNet-XS pipelines never do this): for an LCM-distilled UNet
+   * (`time_cond_proj_dim`), pass `guidanceScale` as its guidance embedding (w = guidanceScale − 1,
+   * `timestep_cond`) and run no classifier-free guidance, as diffusers' plain SD/LCM pipelines do.
+   * The fused model routes the embedding as diffusers' forward does (see UNetControlNetXSForwardArgs),
+   * so it only reaches the output where an adapter blends a learned time embedding with
+   * time_embedding_mix < 1. A negative prompt then has no effect, as with guidanceScale ≤ 1.
+   * Off (the default): diffusers' behaviour, CFG whenever guidanceScale > 1.
+   */
+  embedGuidanceScale?: boolean;
   /** After every step (diffusers' callback_on_step_end); may replace `latents` and `promptEmbeds`. */
   callbackOnStepEnd?: StepCallback<StableDiffusionControlNetXSPipeline, SDCallbackTensorName>;
   /** Which tensors besides `latents` the callback receives (diffusers' callback_on_step_end_tensor_inputs). */
@@ -174,8 +185,9 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
     checkCallbackTensorInputs(args.callbackOnStepEndTensorInputs, StableDiffusionControlNetXSPipeline.callbackTensorInputs);
     const { numInferenceSteps, guidanceScale, numImagesPerPrompt, conditioningScale, start, end, outputType } = call;
 
-    // 2. Define call parameters
+    // 2. Define call parameters (and, opted in, the guidance embedding that replaces CFG)
     const { batchSize, doClassifierFreeGuidance: doCfg } = call;
+    const timestepCond = call.embedGuidanceScale ? guidanceTimestepCond(this.unet, guidanceScale, batchSize * numImagesPerPrompt) : null;
 
     // 3. Encode input prompt (negative rows first for classifier-free guidance)
     const { promptEmbeds, negativePromptEmbeds } = await this.encodePrompt(args.prompt, {
@@ -217,6 +229,8 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
       encoderHiddenStates,
       negativePromptEmbeds,
       controlImage,
+      doClassifierFreeGuidance: doCfg,
+      ...(timestepCond ? { timestepCond } : {}),
       guidanceScale,
       conditioningScale,
       controlGuidanceStart: start,

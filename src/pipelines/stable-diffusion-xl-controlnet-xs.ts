@@ -28,6 +28,7 @@ import {
   readModelIndex,
 } from './components.js';
 import { denoise, loopHooks, type PipelineStep } from './denoise.js';
+import { guidanceTimestepCond } from './guidance-embedding.js';
 import { resolveCall, resolveControlImage, type ControlImageInput } from './inputs.js';
 import { decodeOutput, finish, type PipelineOutput, type PipelineOutputType } from './output.js';
 import { defaultGenerator, pickFromEnd, prepareLatents, tokenizeTruncating } from './prepare.js';
@@ -82,6 +83,12 @@ export interface StableDiffusionXLControlNetXSCallArgs {
   negativeCropsCoordsTopLeft?: Size;
   negativeTargetSize?: Size;
   clipSkip?: number;
+  /**
+   * Beyond diffusers: an LCM-distilled UNet (`time_cond_proj_dim`, e.g. LCM-SDXL) gets `guidanceScale`
+   * as its guidance embedding instead of classifier-free guidance. As in the SD pipeline's
+   * `embedGuidanceScale`, which says where it reaches the output.
+   */
+  embedGuidanceScale?: boolean;
   /** After every step (diffusers' callback_on_step_end); may replace `latents` and `promptEmbeds`. */
   callbackOnStepEnd?: StepCallback<StableDiffusionXLControlNetXSPipeline, SDXLCallbackTensorName>;
   /** Which tensors besides `latents` the callback receives (diffusers' callback_on_step_end_tensor_inputs). */
@@ -186,8 +193,9 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
     this.checkXLInputs(args);
     const { numInferenceSteps, guidanceScale, numImagesPerPrompt, conditioningScale, start, end, outputType } = call;
 
-    // 2. Define call parameters
+    // 2. Define call parameters (and, opted in, the guidance embedding that replaces CFG)
     const { batchSize, doClassifierFreeGuidance: doCfg } = call;
+    const timestepCond = call.embedGuidanceScale ? guidanceTimestepCond(this.unet, guidanceScale, batchSize * numImagesPerPrompt) : null;
 
     // 3. Encode input prompt
     const emb = await this.encodePrompt(args, { numImagesPerPrompt, doClassifierFreeGuidance: doCfg });
@@ -243,6 +251,8 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
         negativePooledPromptEmbeds: emb.negativePooledPromptEmbeds,
         negativeAddTimeIds,
       },
+      doClassifierFreeGuidance: doCfg,
+      ...(timestepCond ? { timestepCond } : {}),
       guidanceScale,
       conditioningScale,
       controlGuidanceStart: start,
