@@ -1,10 +1,11 @@
 /**
  * Benchmark on real SD 2.1-base dimensions with random weights (no download): loads (each in a fresh process), UNet +
  * ControlNet-XS step at batch 2 (classifier-free guidance) for 32² and 64² latents with control on
- * and off, text encoder, VAE decode at 512 px, a whole 20-step 512 px generation, and peak RSS.
- * Prints a table and one JSON line.
+ * and off, text encoder, VAE decode at 512 px next to TAESD's (AutoencoderTiny, the live-preview
+ * decoder), a whole 20-step 512 px generation, and peak RSS. Prints a table and one JSON line.
+ * `--decode-only` measures just the two decodes.
  *
- *   npm run bench -- [--sizes 32,64] [--repeats 2] [--steps 20] [--skip-full] [--out bench/out/sd21-random]
+ *   npm run bench -- [--sizes 32,64] [--repeats 2] [--steps 20] [--skip-full] [--decode-only] [--out bench/out/sd21-random]
  *                    [--attention fused|plain] [--threads N] [--device cpu|webgpu] [--offload]
  */
 import { spawnSync } from 'node:child_process';
@@ -13,6 +14,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { RGBImage } from '../src/image/rgb-image.js';
+import { AutoencoderKL } from '../src/models/autoencoder-kl.js';
+import { AutoencoderTiny } from '../src/models/autoencoder-tiny.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
 import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
@@ -32,6 +35,7 @@ const { values } = parseArgs({
     threads: { type: 'string' },
     device: { type: 'string', default: 'cpu' },
     'full-only': { type: 'boolean', default: false },
+    'decode-only': { type: 'boolean', default: false },
     'load-only': { type: 'string' }, // child mode: 'unet', 'pipeline' (both without the graph cache) or 'warm'
     offload: { type: 'boolean', default: false },
   },
@@ -75,6 +79,23 @@ async function release(p: StableDiffusionControlNetXSPipeline): Promise<void> {
 const control = new RGBImage(512, 512, new Uint8Array(512 * 512 * 3).map((_, i) => (i * 7) & 255));
 const fullRun = (p: StableDiffusionControlNetXSPipeline) =>
   p.run({ prompt: 'a photo of a bird', image: control, numInferenceSteps: Number(values.steps), generator: new Generator().manualSeed(0), outputType: 'np' });
+
+/** The VAE's decode of 512 px and, next to it, TAESD's (random weights in the real TAESD config) of the same latents. */
+async function timeDecoders(vae: AutoencoderKL | AutoencoderTiny, repeats: number): Promise<void> {
+  const latents = randn([1, 4, 64, 64], { generator: new Generator().manualSeed(2) });
+  await time('VAE decode 512×512', repeats, () => vae.decode(latents));
+  const taesd = await AutoencoderTiny.fromPretrained(join(dir, 'taesd'), load);
+  await time('TAESD (AutoencoderTiny) decode 512×512', repeats, () => taesd.decode(latents));
+  await taesd.release();
+}
+
+if (values['decode-only']) {
+  await timeDecoders(await AutoencoderKL.fromPretrained(join(dir, 'vae'), load), Number(values.repeats));
+  console.log('\n| measurement | value |\n|---|---|');
+  for (const r of rows) console.log(`| ${r.what} | ${r.seconds.toFixed(3)} s |`);
+  console.log(JSON.stringify({ date: new Date().toISOString(), rows, peakRssGB: peakRssGB() }));
+  process.exit(0);
+}
 
 const graphs = join(values.out, '..', 'graphs');
 if (values['load-only']) {
@@ -138,8 +159,7 @@ for (const size of values.sizes.split(',').map(Number)) {
     await time(`UNet+CNXS step b2 ${size}×${size} control ${applyControl ? 'on' : 'off'}`, repeats, () => pipe.unet.forward({ ...args, applyControl }));
   }
 }
-const latents = randn([1, 4, 64, 64], { generator: new Generator().manualSeed(2) });
-await time('VAE decode 512×512', repeats, () => pipe.vae.decode(latents));
+await timeDecoders(pipe.vae, repeats);
 
 const peak = peakRssGB();
 await release(pipe);

@@ -9,9 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { parseAdapterConfig } from '../src/models/controlnet-xs-adapter.js';
 import { readConfigJson } from '../src/models/loading.js';
 import { parseAutoencoderKLConfig } from '../src/models/autoencoder-kl-config.js';
+import { parseAutoencoderTinyConfig } from '../src/models/autoencoder-tiny-config.js';
 import { parseCLIPTextConfig } from '../src/models/clip-text-config.js';
 import { parseUNet2DConditionConfig } from '../src/models/unet-2d-condition-config.js';
 import { AutoencoderKLNet } from '../src/nn/autoencoder-kl-net.js';
+import { AutoencoderTinyNet } from '../src/nn/autoencoder-tiny-net.js';
 import { CLIPTextNet } from '../src/nn/clip-text-net.js';
 import { ControlNetXSAdapterNet } from '../src/nn/controlnet-xs-adapter-net.js';
 import { UNet2DConditionNet, unetLayout } from '../src/nn/unet-2d-condition-net.js';
@@ -63,7 +65,9 @@ function component(out: string, name: string, params: (raw: Record<string, unkno
 
 /**
  * Ensure `out` is a complete diffusers pipeline folder with random weights (SD 2.1-base dimensions):
- * model_index.json, unet, controlnet, vae, text_encoder, tokenizer, scheduler. Returns `out`.
+ * model_index.json, unet, controlnet, vae, text_encoder, tokenizer, scheduler; plus `taesd/`, an
+ * AutoencoderTiny in the real TAESD config (not a pipeline component: the benchmark's preview decoder).
+ * Returns `out`.
  */
 export function ensureRandomCheckpoint(out: string): string {
   const quiet = () => {};
@@ -73,6 +77,7 @@ export function ensureRandomCheckpoint(out: string): string {
   });
   component(out, 'controlnet', (raw) => [...new ControlNetXSAdapterNet(parseAdapterConfig(raw, 'bench controlnet', quiet), 'bench controlnet').parameters()]);
   component(out, 'vae', (raw) => [...new AutoencoderKLNet(parseAutoencoderKLConfig(raw, 'bench vae', quiet)).parameters()]);
+  component(out, 'taesd', (raw) => [...new AutoencoderTinyNet(parseAutoencoderTinyConfig(raw, 'bench taesd', quiet)).parameters()]);
   component(out, 'text_encoder', (raw) => [...new CLIPTextNet(parseCLIPTextConfig(raw, 'bench text_encoder', quiet), false).parameters()], 'model.safetensors');
   mkdirSync(join(out, 'scheduler'), { recursive: true });
   copyFileSync(join(CONFIGS, 'scheduler', 'scheduler_config.json'), join(out, 'scheduler', 'scheduler_config.json'));

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { parsePythonJson } from '../util/json.js';
 import { ConfigError, InputError, MissingWeightsError } from '../errors.js';
 import { AutoencoderKL } from '../models/autoencoder-kl.js';
+import { AutoencoderTiny } from '../models/autoencoder-tiny.js';
 import { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
 import { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
 import type { ModelRuntimeOptions } from '../models/traced-model.js';
@@ -51,8 +52,20 @@ export async function withVariant<T>(name: string, opts: ComponentLoadOptions, l
   }
 }
 
-export async function loadVae(dir: string, opts: ComponentLoadOptions): Promise<AutoencoderKL> {
-  return withVariant('vae', opts, (variant) => AutoencoderKL.fromPretrained(dir, { subfolder: 'vae', warn: opts.warn, ...runtime(opts), ...(variant ? { variant } : {}) }));
+/**
+ * What a pipeline's `vae` may be. diffusers' pipelines only read `config.block_out_channels` (the
+ * scale factor), `config.scaling_factor` and `decode`, which TAESD has too (scaling factor 1.0: it
+ * decodes the diffusion latents as they are), so a tiny autoencoder is a drop-in fast decoder.
+ */
+export type PipelineVae = AutoencoderKL | AutoencoderTiny;
+
+/** `vae/` as the class model_index.json names: AutoencoderKL (also when unnamed) or AutoencoderTiny. */
+export async function loadVae(dir: string, opts: ComponentLoadOptions): Promise<PipelineVae> {
+  const cls = existsSync(join(dir, 'model_index.json')) ? componentClass(readModelIndex(dir), 'vae') : null;
+  const model = { subfolder: 'vae', warn: opts.warn, ...runtime(opts) };
+  if (cls === 'AutoencoderTiny') return withVariant('vae', opts, (variant) => AutoencoderTiny.fromPretrained(dir, { ...model, ...(variant ? { variant } : {}) }));
+  if (cls !== null && cls !== 'AutoencoderKL') throw new ConfigError(`${dir}/model_index.json: vae class "${cls}" is not supported (AutoencoderKL or AutoencoderTiny)`);
+  return withVariant('vae', opts, (variant) => AutoencoderKL.fromPretrained(dir, { ...model, ...(variant ? { variant } : {}) }));
 }
 
 export async function loadTextEncoder(dir: string, subfolder: string, opts: ComponentLoadOptions): Promise<CLIPTextModel> {

@@ -1,10 +1,11 @@
 /** Step 9 of both pipelines: decode the final latents into the output type asked for. */
 import type { VaeImageProcessor } from '../image/processor.js';
 import type { RGBImage } from '../image/rgb-image.js';
-import type { AutoencoderKL, VaeRunOptions } from '../models/autoencoder-kl.js';
+import type { VaeRunOptions } from '../models/autoencoder-kl.js';
 import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
 import type { Tensor } from '../tensor.js';
 import { divide } from './batch.js';
+import type { PipelineVae } from './components.js';
 import type { PipelineStep } from './denoise.js';
 import type { ModelOffload } from './offload.js';
 
@@ -29,7 +30,7 @@ export interface PipelineOutput<T extends PipelineOutputType | undefined = Pipel
 /** What step 9 needs of a pipeline. */
 export interface DecodeStage {
   unet: UNetControlNetXSModel;
-  vae: AutoencoderKL;
+  vae: PipelineVae;
   imageProcessor: VaeImageProcessor;
   vaeDecode: VaeRunOptions;
   offload: ModelOffload;

@@ -4,7 +4,6 @@
  * run, latents, generator), so concurrent generations on one pipeline never interfere.
  */
 import { VaeImageProcessor } from '../image/processor.js';
-import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import type { CLIPTextModel } from '../models/clip-text-model.js';
 import type { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
 import type { UNet2DConditionModel } from '../models/unet-2d-condition.js';
@@ -24,6 +23,7 @@ import {
   loadUnet,
   loadVae,
   readModelIndex,
+  type PipelineVae,
 } from './components.js';
 import { denoise, loopHooks, type PipelineStep } from './denoise.js';
 import { guidanceTimestepCond } from './guidance-embedding.js';
@@ -39,7 +39,8 @@ export type { PipelineStep } from './denoise.js';
 export type { StepCallbackResult } from './callbacks.js';
 
 export interface StableDiffusionControlNetXSComponents {
-  vae: AutoencoderKL;
+  /** AutoencoderKL, or AutoencoderTiny (TAESD) for a fast decode, as diffusers allows. */
+  vae: PipelineVae;
   textEncoder: CLIPTextModel;
   tokenizer: CLIPTokenizer;
   /** A plain UNet is fused with `controlnet` on construction, as diffusers does. */
@@ -101,7 +102,7 @@ export interface EncodePromptOptions {
 export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBase {
   /** The tensors `callbackOnStepEndTensorInputs` may name (diffusers' `_callback_tensor_inputs`). */
   static readonly callbackTensorInputs: readonly SDCallbackTensorName[] = SD_CALLBACK_TENSOR_INPUTS;
-  vae: AutoencoderKL;
+  vae: PipelineVae;
   textEncoder: CLIPTextModel;
   tokenizer: CLIPTokenizer;
   unet: UNetControlNetXSModel;
@@ -131,7 +132,7 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
   /** Load a diffusers pipeline folder or Hub repo; the adapter comes from `controlnet` or the repo's `controlnet/`. */
   static async fromPretrained(
     idOrDir: string,
-    options: PipelineLoadOptions & { controlnet?: ControlNetXSAdapter } = {},
+    options: PipelineLoadOptions & { controlnet?: ControlNetXSAdapter; vae?: PipelineVae } = {},
   ): Promise<StableDiffusionControlNetXSPipeline> {
     const warn = options.warn ?? console.warn;
     const dir = await resolvePipelineDir(idOrDir, options);
@@ -145,7 +146,7 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
     }
     const opts = { ...modelOptions(options), warn };
     const [vae, textEncoder, tokenizer, unet, controlnet] = await Promise.all([
-      loadVae(dir, opts),
+      options.vae ?? loadVae(dir, opts),
       loadTextEncoder(dir, 'text_encoder', opts),
       loadTokenizer(dir, 'tokenizer'),
       loadUnet(dir, index, opts),

@@ -5,7 +5,6 @@
  */
 import { InputError } from '../errors.js';
 import { VaeImageProcessor } from '../image/processor.js';
-import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import type { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
 import type { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
 import type { UNet2DConditionModel } from '../models/unet-2d-condition.js';
@@ -26,6 +25,7 @@ import {
   loadUnet,
   loadVae,
   readModelIndex,
+  type PipelineVae,
 } from './components.js';
 import { denoise, loopHooks, type PipelineStep } from './denoise.js';
 import { guidanceTimestepCond } from './guidance-embedding.js';
@@ -37,7 +37,8 @@ import { ControlNetXSPipelineBase } from './pipeline-base.js';
 import { SDXL_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDXLCallbackTensorName, type StepCallback } from './callbacks.js';
 
 export interface StableDiffusionXLControlNetXSComponents {
-  vae: AutoencoderKL;
+  /** AutoencoderKL, or AutoencoderTiny (TAESD) for a fast decode, as diffusers allows. */
+  vae: PipelineVae;
   textEncoder: CLIPTextModel;
   textEncoder2: CLIPTextModelWithProjection;
   tokenizer: CLIPTokenizer;
@@ -107,7 +108,7 @@ export interface SDXLPromptEmbeddings {
 export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineBase {
   /** The tensors `callbackOnStepEndTensorInputs` may name (diffusers' `_callback_tensor_inputs`). */
   static readonly callbackTensorInputs: readonly SDXLCallbackTensorName[] = SDXL_CALLBACK_TENSOR_INPUTS;
-  vae: AutoencoderKL;
+  vae: PipelineVae;
   textEncoder: CLIPTextModel;
   textEncoder2: CLIPTextModelWithProjection;
   tokenizer: CLIPTokenizer;
@@ -141,14 +142,14 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
 
   static async fromPretrained(
     idOrDir: string,
-    options: PipelineLoadOptions & { controlnet?: ControlNetXSAdapter } = {},
+    options: PipelineLoadOptions & { controlnet?: ControlNetXSAdapter; vae?: PipelineVae } = {},
   ): Promise<StableDiffusionXLControlNetXSPipeline> {
     const warn = options.warn ?? console.warn;
     const dir = await resolvePipelineDir(idOrDir, options);
     const index = readModelIndex(dir);
     const opts = { ...modelOptions(options), warn };
     const [vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet] = await Promise.all([
-      loadVae(dir, opts),
+      options.vae ?? loadVae(dir, opts),
       loadTextEncoder(dir, 'text_encoder', opts),
       loadTextEncoderWithProjection(dir, 'text_encoder_2', opts),
       loadTokenizer(dir, 'tokenizer'),
