@@ -185,6 +185,9 @@ describe('installing the packed tarball as a dependency', { skip: process.platfo
     const pointing = files.filter((f) => /\.[cm]?[jt]s$/.test(f) && readFileSync(join(pkgDir, f), 'utf8').includes('sourceMappingURL'));
     assert.deepEqual(pointing, [], 'files that point at source maps');
     assert.ok(files.includes('dist/index.js') && files.includes('dist/index.d.ts') && files.includes('dist/cli/main.js'));
+    // single files load offline from the default configs shipped as data beside their module (the build copies them)
+    const bundled = ['clip-bpe/vocab.json', 'clip-bpe/merges.txt', ...['sd15', 'sd21-base', 'sd21-v', 'sdxl-base'].map((b) => `${b}/unet/config.json`), 'sdxl-base/tokenizer_2/tokenizer_config.json'];
+    for (const f of bundled) assert.ok(files.includes(`dist/models/single-file/configs/${f}`), `tarball lacks bundled config ${f}`);
     assert.match(readFileSync(join(pkgDir, 'LICENSE'), 'utf8'), /Apache License\s+Version 2\.0, January 2004/);
     const manifest = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { license?: string };
     assert.equal(manifest.license, 'Apache-2.0');

@@ -39,7 +39,8 @@ const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'prompt', short: 'p', value: 'TEXT', help: 'what to draw (required)' },
   { name: 'control', short: 'c', value: 'IMAGE', help: 'control image: PNG, JPEG, WebP, … (required)' },
   { name: 'canny', help: 'run Canny edges (100, 200) on --control first' },
-  { name: 'model', short: 'm', value: 'ID|DIR', help: `base pipeline (default ${DEFAULT_MODEL}); SDXL repos pick the SDXL pipeline` },
+  { name: 'model', short: 'm', value: 'ID|DIR|FILE', help: `base pipeline (default ${DEFAULT_MODEL}); SDXL repos pick the SDXL pipeline; a .safetensors/.ckpt single file works too` },
+  { name: 'config', value: 'ID|DIR', help: 'configs for a single-file --model (default: the bundled SD 1.5 / 2.1 / XL ones its keys point to)' },
   { name: 'controlnet', value: 'ID|DIR', help: `ControlNet-XS adapter (default ${DEFAULT_CONTROLNETS.sd}, or ${DEFAULT_CONTROLNETS.sdxl} for SDXL)` },
   { name: 'negative-prompt', short: 'n', value: 'TEXT', help: 'what not to draw' },
   { name: 'steps', short: 's', value: 'N', help: `denoising steps, 1 … ${MAX_STEPS} (default 30)` },
@@ -97,6 +98,8 @@ export interface GenerateOptions {
   /** A1111's numbering: 1 = last layer. */
   clipSkip: number | undefined;
   variant: string | undefined;
+  /** Configs of a single-file model (a diffusers folder or Hub id). */
+  config: string | undefined;
   revision: string | undefined;
   offline: boolean;
   graphCache: string | null;
@@ -167,6 +170,7 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | ty
     numImages,
     clipSkip: whole('clip-skip', { min: 1, max: MAX_CLIP_SKIP }),
     variant: v.string('variant'),
+    config: v.string('config'),
     revision: v.string('revision'),
     offline: v.flag('offline'),
     graphCache: graphCache === 'off' ? null : (graphCache ?? defaultGraphCacheDir(process.env)),
@@ -186,6 +190,11 @@ export function outputPaths(out: string, n: number): string[] {
   if (n === 1) return [out];
   const ext = extname(out);
   return Array.from({ length: n }, (_, i) => `${out.slice(0, out.length - ext.length)}-${i}${ext}`);
+}
+
+/** Is `path` an existing file (a single-file checkpoint) rather than a folder or Hub id? */
+async function isFile(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => null))?.isFile() ?? false;
 }
 
 /** Fail before any download when an output cannot be written: its folder must exist and be writable, the file not be a folder. */
@@ -234,6 +243,9 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
   // 1. Everything that can be checked without the model: outputs, metadata text, the control image.
   const paths = outputPaths(o.out, o.numImages);
   await checkOutputs(paths);
+  if (o.config !== undefined && !(await isFile(o.model))) {
+    throw new UsageError(`--config applies to a single-file --model (.safetensors / .ckpt); ${o.model} is not a file`);
+  }
   const seeds = Array.from({ length: o.numImages }, (_, k) => o.seed + BigInt(k));
   checkPngText({ parameters: a1111Parameters(o, { sampler: 'x', seed: o.seed, width: 0, height: 0, controlnet: '' }) });
   const bar = new ProgressBar(io.stderr, Boolean(io.stderr.isTTY));
@@ -262,7 +274,7 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     warn: notice('warning'),
   };
   const t0 = performance.now();
-  const { pipeline: pipe, controlnet } = await loadControlNetXSPipeline(o.model, { ...load, ...(o.controlnet ? { controlnet: o.controlnet } : {}) }).catch(
+  const { pipeline: pipe, controlnet } = await loadControlNetXSPipeline(o.model, { ...load, ...(o.controlnet ? { controlnet: o.controlnet } : {}), ...(o.config ? { config: o.config } : {}) }).catch(
     (e: unknown) => {
       // the library says `localFilesOnly`; the user typed --offline
       if (e instanceof HubNotCachedError) throw new ControlNetXSError(e.message.replace('localFilesOnly is set', '--offline is set'));

@@ -12,6 +12,7 @@ import { expectFloat32, Tensor, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { parseAutoencoderKLConfig, vaeTileSizes, type AutoencoderKLConfig } from './autoencoder-kl-config.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { VAE_SPEC, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
 import { TracedModel, assertFinite, type ModelRuntimeOptions } from './traced-model.js';
 import { TILE_OVERLAP_FACTOR, batchItem, concatBatch, decodeTilePlan, encodeTilePlan, tiledApply } from './vae-tiling.js';
 
@@ -148,6 +149,14 @@ export class AutoencoderKL {
     const config = parseAutoencoderKLConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
     return AutoencoderKL.fromSource(config, source, options);
+  }
+
+  /**
+   * The VAE of an original single file: `first_stage_model.*` of a whole checkpoint, or a VAE saved on
+   * its own (no prefix, like vae-ft-mse-840000-ema-pruned); the config from `config` or the bundled default.
+   */
+  static async fromSingleFile(path: string, options: SingleFileComponentOptions & ModelRuntimeOptions = {}): Promise<AutoencoderKL> {
+    return modelFromSingleFile(path, 'vae', VAE_SPEC, options, (config, source) => AutoencoderKL.fromSource(config, source, options));
   }
 
   /** Build from a parsed (possibly edited) config and a weight source; binding is strict. */

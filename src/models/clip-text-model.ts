@@ -11,6 +11,8 @@ import { Tensor, numel, type TensorLike } from '../tensor.js';
 import { WeightSource, type BoundWeights, type WeightRef } from '../weights/source.js';
 import { parseCLIPTextConfig, type CLIPTextConfig } from './clip-text-config.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { clipSpec, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
+import type { SingleFile } from './single-file/open.js';
 import { TracedModel, type ModelRuntimeOptions } from './traced-model.js';
 
 /**
@@ -20,6 +22,21 @@ import { TracedModel, type ModelRuntimeOptions } from './traced-model.js';
 export const POSITION_IDS_KEY = 'text_model.embeddings.position_ids';
 
 export interface CLIPTextPretrainedOptions extends PretrainedOptions, ModelRuntimeOptions {}
+
+/** CLIPTextModelWithProjection's default encoder of a file: SDXL's second one when it has it. */
+function secondEncoderFirst(file: SingleFile): 'text_encoder' | 'text_encoder_2' {
+  return file.inspection.components.some((c) => c.name === 'text_encoder_2') ? 'text_encoder_2' : 'text_encoder';
+}
+
+export interface CLIPTextSingleFileOptions extends SingleFileComponentOptions, ModelRuntimeOptions {
+  /**
+   * Which text encoder of the file: SDXL files hold two (CLIP-L as `text_encoder`, OpenCLIP bigG as
+   * `text_encoder_2`). Default: `text_encoder` for CLIPTextModel; for CLIPTextModelWithProjection
+   * `text_encoder_2` when the file has one, else `text_encoder`. (diffusers picks by probing keys and,
+   * with equal hidden sizes, fills SDXL's second encoder from the first.)
+   */
+  component?: 'text_encoder' | 'text_encoder_2';
+}
 
 export interface CLIPTextForwardOptions {
   /**
@@ -127,6 +144,12 @@ export class CLIPTextModel extends CLIPTextBase {
     return CLIPTextModel.fromSource(config, source, options);
   }
 
+  /** The text encoder of an original single file (SD 1.x CLIP, SD 2.x OpenCLIP, or SDXL's first encoder by default). */
+  static async fromSingleFile(path: string, options: CLIPTextSingleFileOptions = {}): Promise<CLIPTextModel> {
+    const name = options.component ?? 'text_encoder';
+    return modelFromSingleFile(path, name, clipSpec(false), options, (config, source) => CLIPTextModel.fromSource(config, source, options));
+  }
+
   static fromSource(config: CLIPTextConfig, source: WeightSource, options: ModelRuntimeOptions = {}): CLIPTextModel {
     const { net, weights } = bindNet(config, source, false);
     return new CLIPTextModel(config, net, source, weights, options);
@@ -149,6 +172,12 @@ export class CLIPTextModelWithProjection extends CLIPTextBase {
   static async fromPretrained(dir: string, options: CLIPTextPretrainedOptions = {}): Promise<CLIPTextModelWithProjection> {
     const { config, source } = await loadPretrained(dir, options);
     return CLIPTextModelWithProjection.fromSource(config, source, options);
+  }
+
+  /** SDXL's second text encoder (OpenCLIP bigG with its projection) of an original single file, by default. */
+  static async fromSingleFile(path: string, options: CLIPTextSingleFileOptions = {}): Promise<CLIPTextModelWithProjection> {
+    const name = options.component ?? secondEncoderFirst;
+    return modelFromSingleFile(path, name, clipSpec(true), options, (config, source) => CLIPTextModelWithProjection.fromSource(config, source, options));
   }
 
   static fromSource(config: CLIPTextConfig, source: WeightSource, options: ModelRuntimeOptions = {}): CLIPTextModelWithProjection {

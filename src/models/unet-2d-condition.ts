@@ -9,6 +9,7 @@ import { UNet2DConditionNet, unetLayout } from '../nn/unet-2d-condition-net.js';
 import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { UNET_SPEC, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
 import { TracedModel, assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
 import { parseUNet2DConditionConfig, type UNet2DConditionConfig } from './unet-2d-condition-config.js';
 
@@ -53,6 +54,14 @@ export class UNet2DConditionModel extends TracedModel {
     const config = parseUNet2DConditionConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
     return UNet2DConditionModel.fromSource(config, source, options);
+  }
+
+  /**
+   * The UNet of an original (LDM / SGM) single file (`.safetensors`, `.ckpt`): its `model.diffusion_model.*`
+   * keys mapped to diffusers', the config from `config` or the bundled default of the detected model type.
+   */
+  static async fromSingleFile(path: string, options: SingleFileComponentOptions & ModelRuntimeOptions = {}): Promise<UNet2DConditionModel> {
+    return modelFromSingleFile(path, 'unet', UNET_SPEC, options, (config, source) => UNet2DConditionModel.fromSource(config, source, options));
   }
 
   static fromSource(config: UNet2DConditionConfig, source: WeightSource, options: ModelRuntimeOptions = {}): UNet2DConditionModel {

@@ -1,13 +1,16 @@
 /**
  * `loadControlNetXSPipeline`: a base model and a ControlNet-XS adapter → the right pipeline, picked
  * from the base model's `model_index.json` (SDXL classes → the SDXL pipeline), with the published
- * canny adapter for that family when none is named.
+ * canny adapter for that family when none is named. A single file (original SD / SDXL checkpoint)
+ * picks the pipeline from its keys instead.
  */
 import { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
+import { isSingleFilePath, openSingleFile } from '../models/single-file/open.js';
 import { loadAdapter, readModelIndex } from './components.js';
 import { resolveModelDir, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import { StableDiffusionControlNetXSPipeline } from './stable-diffusion-controlnet-xs.js';
 import { StableDiffusionXLControlNetXSPipeline } from './stable-diffusion-xl-controlnet-xs.js';
+import { singleFileKind } from './single-file.js';
 
 export type PipelineKind = 'sd' | 'sdxl';
 
@@ -20,6 +23,11 @@ export const DEFAULT_CONTROLNETS: Readonly<Record<PipelineKind, string>> = Objec
 export interface LoadControlNetXSPipelineOptions extends PipelineLoadOptions {
   /** The adapter: loaded already, or a Hub id / folder; default `DEFAULT_CONTROLNETS[kind]`. */
   controlnet?: ControlNetXSAdapter | string;
+  /**
+   * When `model` is a single file (`.safetensors` / `.ckpt` in the original layout): the configs to
+   * load it with, a diffusers folder or Hub id; default the bundled ones of its detected model type.
+   */
+  config?: string;
 }
 
 export interface LoadedControlNetXSPipeline {
@@ -36,7 +44,8 @@ export function pipelineKind(dir: string): PipelineKind {
 
 /** Resolve (download if needed) and load the base model and adapter into the matching pipeline. */
 export async function loadControlNetXSPipeline(model: string, options: LoadControlNetXSPipelineOptions = {}): Promise<LoadedControlNetXSPipeline> {
-  const { controlnet: given, ...load } = options;
+  if (isSingleFilePath(model) || SINGLE_FILE_NAME.test(model)) return loadSingleFilePipeline(model, options);
+  const { controlnet: given, config: _config, ...load } = options;
   const dir = await resolvePipelineDir(model, load);
   const kind = pipelineKind(dir);
   const controlnetId = given instanceof ControlNetXSAdapter ? null : (given ?? DEFAULT_CONTROLNETS[kind]);
@@ -45,6 +54,24 @@ export async function loadControlNetXSPipeline(model: string, options: LoadContr
     kind === 'sdxl'
       ? await StableDiffusionXLControlNetXSPipeline.fromPretrained(dir, { ...load, controlnet })
       : await StableDiffusionControlNetXSPipeline.fromPretrained(dir, { ...load, controlnet });
+  return { pipeline, kind, controlnet: controlnetId };
+}
+
+/** Names of single-file checkpoints: taken as a file (a missing one is then an error naming it), never as a Hub id. */
+const SINGLE_FILE_NAME = /\.(safetensors|ckpt|pt|pth|bin)$/i;
+
+/**
+ * A single file: the pipeline of its detected kind (SDXL when it has SDXL's second text encoder),
+ * through `fromSingleFile`. Like diffusers' from_single_file, no safety checker is loaded.
+ */
+async function loadSingleFilePipeline(path: string, options: LoadControlNetXSPipelineOptions): Promise<LoadedControlNetXSPipeline> {
+  const { controlnet: given, config, ...load } = options;
+  const kind = singleFileKind(await openSingleFile(path));
+  const controlnetId = given instanceof ControlNetXSAdapter ? null : (given ?? DEFAULT_CONTROLNETS[kind]);
+  const controlnet = given instanceof ControlNetXSAdapter ? given : await resolveAdapter(controlnetId!, load); // bounds: set when not an adapter
+  const fileOptions = { ...load, controlnet, ...(config !== undefined ? { config } : {}) };
+  const pipeline =
+    kind === 'sdxl' ? await StableDiffusionXLControlNetXSPipeline.fromSingleFile(path, fileOptions) : await StableDiffusionControlNetXSPipeline.fromSingleFile(path, fileOptions);
   return { pipeline, kind, controlnet: controlnetId };
 }
 

@@ -32,6 +32,7 @@ import { decodeOutput, finish, type PipelineOutput, type PipelineOutputType } fr
 import { defaultGenerator, pickFromEnd, prepareLatents, tokenizeTruncating, uncondTokens } from './prepare.js';
 import { modelOptions, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import { ControlNetXSPipelineBase } from './pipeline-base.js';
+import { loadSingleFileParts, type SingleFilePipelineOptions } from './single-file.js';
 import { SD_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDCallbackTensorName, type StepCallback } from './callbacks.js';
 
 export type { PipelineOutput } from './output.js';
@@ -154,6 +155,17 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
     ]);
     const scheduler = loadScheduler(dir);
     return new StableDiffusionControlNetXSPipeline({ vae, textEncoder, tokenizer, unet, controlnet, scheduler }, { warn });
+  }
+
+  /**
+   * Load an original SD 1.x / 2.x single file (`.safetensors`, `.ckpt`): UNet, VAE and text encoder
+   * from the file, configs from `config` or the bundled defaults of the detected model type (see
+   * SingleFilePipelineOptions); the adapter from `controlnet` (single files never hold one).
+   */
+  static async fromSingleFile(path: string, options: SingleFilePipelineOptions = {}): Promise<StableDiffusionControlNetXSPipeline> {
+    const p = await loadSingleFileParts(path, 'sd', options);
+    const { vae, textEncoder, tokenizer, unet, controlnet, scheduler } = p;
+    return new StableDiffusionControlNetXSPipeline({ vae, textEncoder, tokenizer, unet, controlnet, scheduler }, options.warn ? { warn: options.warn } : {});
   }
 
   /** The components, to build another pipeline without loading anything twice. */

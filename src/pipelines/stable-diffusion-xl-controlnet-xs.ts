@@ -34,6 +34,7 @@ import { decodeOutput, finish, type PipelineOutput, type PipelineOutputType } fr
 import { defaultGenerator, pickFromEnd, prepareLatents, tokenizeTruncating } from './prepare.js';
 import { modelOptions, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import { ControlNetXSPipelineBase } from './pipeline-base.js';
+import { loadSingleFileParts, type SingleFileXLPipelineOptions } from './single-file.js';
 import { SDXL_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDXLCallbackTensorName, type StepCallback } from './callbacks.js';
 
 export interface StableDiffusionXLControlNetXSComponents {
@@ -161,6 +162,21 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
     return new StableDiffusionXLControlNetXSPipeline(
       { vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet, scheduler: loadScheduler(dir), forceZerosForEmptyPrompt },
       { warn },
+    );
+  }
+
+  /**
+   * Load an original SDXL base single file (`.safetensors`, `.ckpt`): UNet, VAE and both text encoders
+   * from the file (each from its own keys), configs from `config` or the bundled SDXL base defaults;
+   * the adapter from `controlnet` (single files never hold one).
+   */
+  static async fromSingleFile(path: string, options: SingleFileXLPipelineOptions = {}): Promise<StableDiffusionXLControlNetXSPipeline> {
+    const p = await loadSingleFileParts(path, 'sdxl', options);
+    const { vae, textEncoder, tokenizer, unet, controlnet, scheduler, forceZerosForEmptyPrompt } = p;
+    if (!p.textEncoder2 || !p.tokenizer2) throw new Error('loadSingleFileParts returned an SDXL pipeline without its second text encoder');
+    return new StableDiffusionXLControlNetXSPipeline(
+      { vae, textEncoder, textEncoder2: p.textEncoder2, tokenizer, tokenizer2: p.tokenizer2, unet, controlnet, scheduler, forceZerosForEmptyPrompt },
+      options.warn ? { warn: options.warn } : {},
     );
   }
 
