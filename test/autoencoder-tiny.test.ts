@@ -203,6 +203,8 @@ describe('config (diffusers’ behaviours)', () => {
   });
 
   test('loading is strict: a config with other stage counts leaves keys unused or missing', () => {
+    // the module tree checks its own inputs too (nn/ takes plain objects)
+    assert.throws(() => new AutoencoderTinyNet({ ...tinyConfig(), numDecoderBlocks: [3, 3] }), ConfigError);
     assert.throws(() => AutoencoderTiny.fromSource(tinyConfig({ num_decoder_blocks: [3, 3, 3, 2] }), taesd.source), WeightLoadError);
     assert.throws(() => AutoencoderTiny.fromSource(tinyConfig({ num_encoder_blocks: [1, 3, 3, 2] }), taesd.source), WeightLoadError);
   });
@@ -259,6 +261,7 @@ describe('slicing and tiling', () => {
   }
 
   test('tiled decode within one tile is the plain decode', async () => {
+    assert.deepEqual([taesd.tileSampleMinSize, taesd.tileLatentMinSize, taesd.tileOverlapFactor], [512, 64, 0.125]);
     const c = byName('decode_2x4x8x12');
     const z = f32(c.inputs['latents']!);
     assert.deepEqual((await taesd.decode(z, { tiled: true })).sample.data, (await taesd.decode(z)).sample.data);

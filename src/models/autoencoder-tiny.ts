@@ -68,6 +68,11 @@ export class AutoencoderTiny {
     return new AutoencoderTiny(config, net, source, source.bindStrict(net.parameters()), options);
   }
 
+  /** diffusers' `tile_latent_min_size`: the latent side of a decode tile (64). */
+  get tileLatentMinSize(): number {
+    return Math.floor(this.tileSampleMinSize / this.spatialScaleFactor);
+  }
+
   /** How much larger the decoder's image is than its latents: upsampling_scaling_factor^(stages−1). */
   get decoderUpscale(): number {
     return this.config.upsamplingScalingFactor ** (this.config.numDecoderBlocks.length - 1);

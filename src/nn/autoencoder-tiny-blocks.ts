@@ -5,7 +5,9 @@
  * upsampling) hold an index of their own and the checkpoint keys skip it (`decoder.layers.1` is the
  * first ReLU: `decoder.layers.0` and `decoder.layers.2` have weights).
  */
+import { ConfigError } from '../errors.js';
 import type { GraphBuilder, Value } from '../graph/builder.js';
+import { at } from '../util/at.js';
 import { Conv2d } from './layers.js';
 import { Module } from './module.js';
 
@@ -114,6 +116,14 @@ export class AutoencoderTinyBlock extends Module {
   }
 }
 
+/** One width per stage, as many as stages, at least one: the stage lists must line up. */
+function stageWidths(path: string, o: TinyCoderOptions): readonly number[] {
+  if (o.blockOutChannels.length === 0 || o.blockOutChannels.length !== o.numBlocks.length) {
+    throw new ConfigError(`${path}: ${o.blockOutChannels.length} stage widths for ${o.numBlocks.length} stages`);
+  }
+  return o.blockOutChannels;
+}
+
 export interface TinyCoderOptions {
   /** Image channels (encoder) or latent channels (decoder). */
   inChannels: number;
@@ -136,14 +146,14 @@ export class EncoderTiny extends Module {
 
   constructor(path: string, o: TinyCoderOptions) {
     super(path);
+    const widths = stageWidths(path, o);
     const make: ((p: string) => SequentialLayer)[] = [];
     o.numBlocks.forEach((n, i) => {
-      const ch = o.blockOutChannels[i] ?? 0;
+      const ch = at(widths, i);
       make.push(i === 0 ? (p) => new Conv2d(p, o.inChannels, ch, { kernel: 3, padding: 1 }) : (p) => new Conv2d(p, ch, ch, { kernel: 3, padding: 1, stride: 2, bias: false }));
       for (let k = 0; k < n; k++) make.push((p) => new AutoencoderTinyBlock(p, ch, ch, o.act));
     });
-    const last = o.blockOutChannels[o.blockOutChannels.length - 1] ?? 0;
-    make.push((p) => new Conv2d(p, last, o.outChannels, { kernel: 3, padding: 1 }));
+    make.push((p) => new Conv2d(p, at(widths, widths.length - 1), o.outChannels, { kernel: 3, padding: 1 }));
     this.layers = make.map((m, i) => this.child(`layers.${i}`, m));
   }
 
@@ -172,14 +182,14 @@ export class DecoderTiny extends Module {
 
   constructor(path: string, o: TinyDecoderOptions) {
     super(path);
-    const first = o.blockOutChannels[0] ?? 0;
+    const widths = stageWidths(path, o);
     const make: ((p: string) => SequentialLayer)[] = [
-      (p) => new Conv2d(p, o.inChannels, first, { kernel: 3, padding: 1 }),
+      (p) => new Conv2d(p, o.inChannels, at(widths, 0), { kernel: 3, padding: 1 }),
       (p) => new ActivationLayer(p, o.act),
     ];
     const stages = o.numBlocks.length;
     o.numBlocks.forEach((n, i) => {
-      const ch = o.blockOutChannels[i] ?? 0;
+      const ch = at(widths, i);
       for (let k = 0; k < n; k++) make.push((p) => new AutoencoderTinyBlock(p, ch, ch, o.act));
       const isFinal = i === stages - 1;
       if (!isFinal) make.push((p) => new UpsampleLayer(p, o.upsamplingScalingFactor, o.upsampleFn));
