@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { InputError } from '../src/errors.js';
+import { ConfigError, InputError } from '../src/errors.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { catBatch } from '../src/pipelines/batch.js';
 import { StableDiffusionControlNetXSPipeline, type StableDiffusionControlNetXSCallArgs } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
@@ -166,8 +166,8 @@ test('model offload releases each session after its stage, with the same images'
   assert.ok(released.length <= 3, `released ${released.join(', ')}`);
 });
 
-test('a declared safety checker is named in a warning (it is not run; nsfwContentDetected stays null)', async () => {
-  // An SD 1.5-style folder: the tiny components plus model_index.json entries for the checker.
+test('a declared safety checker is loaded: a folder that declares one without shipping it is a ConfigError (safety-checker tests: pipeline-safety-checker.test.ts)', async () => {
+  // An SD 1.5-style model_index.json over the tiny components, without the checker's folders.
   const dir = mkdtempSync(join(tmpdir(), 'cnxs-safety-'));
   try {
     for (const name of readdirSync(D)) if (name !== 'model_index.json' && name !== 'pipeline') symlinkSync(resolve(D, name), join(dir, name));
@@ -175,14 +175,11 @@ test('a declared safety checker is named in a warning (it is not run; nsfwConten
     index['safety_checker'] = ['stable_diffusion', 'StableDiffusionSafetyChecker'];
     index['feature_extractor'] = ['transformers', 'CLIPImageProcessor'];
     writeFileSync(join(dir, 'model_index.json'), JSON.stringify(index));
-    const warnings: string[] = [];
-    const p = await StableDiffusionControlNetXSPipeline.fromPretrained(dir, { warn: (m) => warnings.push(m) });
-    assert.equal(warnings.length, 1);
-    assert.match(warnings[0]!, /safety_checker StableDiffusionSafetyChecker, which controlnet-xs does not run/);
-    assert.deepEqual(p.components.safetyChecker, null);
+    await assert.rejects(StableDiffusionControlNetXSPipeline.fromPretrained(dir, { warn: () => {} }), (e: Error) => e instanceof ConfigError && e.message.includes(dir));
     const quiet: string[] = [];
-    await StableDiffusionControlNetXSPipeline.fromPretrained(D, { warn: (m) => quiet.push(m) });
+    const p = await StableDiffusionControlNetXSPipeline.fromPretrained(D, { warn: (m) => quiet.push(m) });
     assert.deepEqual(quiet, []);
+    assert.equal(p.components.safetyChecker, null);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

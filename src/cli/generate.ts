@@ -17,6 +17,7 @@ import type { RGBImage } from '../image/rgb-image.js';
 import { fitToAspect, roundSize, type ImageSize, type SizeRules } from '../pipelines/image-size.js';
 import { DEFAULT_CONTROLNETS, loadControlNetXSPipeline } from '../pipelines/load.js';
 import { DEVICES, type Device, type PipelineLoadOptions } from '../pipelines/resolve.js';
+import { NSFW_WARNING } from '../pipelines/safety-checker.js';
 import { StableDiffusionXLControlNetXSPipeline } from '../pipelines/stable-diffusion-xl-controlnet-xs.js';
 import { Generator } from '../random/index.js';
 import { formatDeviceFallback, type DeviceFallback } from '../runtime/device-fallback.js';
@@ -59,6 +60,7 @@ const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'variant', value: 'NAME', help: 'weights variant, e.g. fp16 (falls back to the default weights where an adapter has none)' },
   { name: 'revision', value: 'REV', help: 'branch, tag or commit of the base model on the Hub' },
   { name: 'offline', help: 'use only the local Hugging Face cache' },
+  { name: 'no-safety-checker', help: "skip the model's safety checker (SD 1.x's NSFW filter, which writes flagged images black); not downloaded either" },
   { name: 'graph-cache', value: 'DIR|off', help: 'optimized-graph cache for fast warm loads (default ~/.cache/controlnet-xs/graphs)' },
   { name: 'device', value: DEVICES.join('|'), help: 'execution provider (default cpu; an unavailable device falls back to the CPU with one notice)' },
   { name: 'out', short: 'o', value: 'FILE.png', help: 'output (default out.png; several images: out-0.png, out-1.png, …)' },
@@ -102,6 +104,8 @@ export interface GenerateOptions {
   config: string | undefined;
   revision: string | undefined;
   offline: boolean;
+  /** Run the model's safety checker where it has one (off: --no-safety-checker). */
+  safetyChecker: boolean;
   graphCache: string | null;
   device: Device;
   out: string;
@@ -173,6 +177,7 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | ty
     config: v.string('config'),
     revision: v.string('revision'),
     offline: v.flag('offline'),
+    safetyChecker: !v.flag('no-safety-checker'),
     graphCache: graphCache === 'off' ? null : (graphCache ?? defaultGraphCacheDir(process.env)),
     device: device as Device,
     out,
@@ -271,10 +276,18 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     runtime: { onDeviceFallback, ...(o.graphCache ? { graphCache: new GraphCache(o.graphCache) } : {}) },
     ...(o.device !== 'cpu' ? { device: o.device } : {}),
     onDownloadProgress: (p) => bar.update(`downloading ${p.file}`, p.loaded, p.total),
-    warn: notice('warning'),
+    // diffusers' flagged-image warning names no image: the line after the generation says which
+    warn: (m) => {
+      if (m !== NSFW_WARNING) notice('warning')(m);
+    },
   };
   const t0 = performance.now();
-  const { pipeline: pipe, controlnet } = await loadControlNetXSPipeline(o.model, { ...load, ...(o.controlnet ? { controlnet: o.controlnet } : {}), ...(o.config ? { config: o.config } : {}) }).catch(
+  const { pipeline: pipe, controlnet } = await loadControlNetXSPipeline(o.model, {
+    ...load,
+    ...(o.controlnet ? { controlnet: o.controlnet } : {}),
+    ...(o.config ? { config: o.config } : {}),
+    ...(o.safetyChecker ? {} : { safetyChecker: null }),
+  }).catch(
     (e: unknown) => {
       // the library says `localFilesOnly`; the user typed --offline
       if (e instanceof HubNotCachedError) throw new ControlNetXSError(e.message.replace('localFilesOnly is set', '--offline is set'));
@@ -323,8 +336,12 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     ...(o.negativePrompt !== undefined ? { negativePrompt: o.negativePrompt } : {}),
     ...(o.clipSkip !== undefined && o.clipSkip > 1 ? { clipSkip: o.clipSkip - 1 } : {}),
   };
-  const { images } = pipe instanceof StableDiffusionXLControlNetXSPipeline ? await pipe.run(common) : await pipe.run(common);
+  const { images, nsfwContentDetected } = pipe instanceof StableDiffusionXLControlNetXSPipeline ? await pipe.run(common) : await pipe.run(common);
   bar.done();
+  const flagged = paths.filter((_, i) => nsfwContentDetected?.[i] === true);
+  if (flagged.length) {
+    notice('warning')(`the safety checker flagged ${flagged.join(', ')} as potential NSFW content: written black, as diffusers returns them (--no-safety-checker skips the checker)`);
+  }
   const seconds = (performance.now() - t1) / 1000;
   // where the UNet actually ran (the device asked for, or the CPU after a fallback)
   const device = await pipe.unet.executionProvider();
@@ -346,6 +363,8 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     controlnet: controlnetName,
     pipeline: pipe.constructor.name,
     device,
+    /** Per image whether the safety checker flagged it (and wrote it black); null: no checker ran. */
+    nsfwContentDetected,
     loadSeconds,
     seconds,
   };

@@ -25,6 +25,8 @@ export interface PretrainedHubOptions extends HubOptions {
   files?: 'pipeline' | 'model';
   /** Pipeline components to fetch (e.g. skip `safety_checker`); default all that model_index.json lists. */
   components?: string[];
+  /** Pipeline components not to fetch (ones the caller passes in instead), whatever `components` says. */
+  skipComponents?: readonly string[];
   /** Files downloaded at once; default 4. */
   concurrency?: number;
 }
@@ -55,7 +57,9 @@ export async function resolvePretrained(idOrPath: string, options: PretrainedHub
   if (mode === 'pipeline') {
     const indexPath = await downloadFile(repoId, 'model_index.json', atCommit, settings);
     const listed = pipelineComponents(indexPath);
-    const components = options.components ? listed.filter((c) => options.components!.includes(c)) : listed;
+    const components = (options.components ? listed.filter((c) => options.components!.includes(c)) : listed).filter(
+      (c) => !options.skipComponents?.includes(c),
+    );
     selection = selectPipelineFiles(listing.files, components, options.variant, repoId, origin);
   } else {
     selection = selectModelFiles(listing.files, options.subfolder ?? '', options.variant, repoId, origin);

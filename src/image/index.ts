@@ -1,4 +1,4 @@
-/** Image I/O and processing: loading, Pillow-exact resizing, VaeImageProcessor, OpenCV-exact Canny. */
+/** Image I/O and processing: loading, Pillow-exact resizing, VaeImageProcessor, CLIPImageProcessor, OpenCV-exact Canny. */
 export { RGBImage, type ImageFormat } from './rgb-image.js';
 export { loadImage } from './load.js';
 export { resizeImage, type ResampleFilter } from './resample.js';
@@ -11,3 +11,9 @@ export {
   type VaeImageProcessorOptions,
 } from './processor.js';
 export { canny, type CannyOptions } from './canny.js';
+export {
+  CLIPImageProcessor,
+  parseCLIPImageProcessorConfig,
+  type CLIPImageProcessorConfig,
+  type CLIPResizeTarget,
+} from './clip-image-processor.js';

@@ -35,7 +35,7 @@ const DEFAULTS = {
  * Keys PretrainedConfig (transformers 4.x) serialises for every model. They describe training,
  * generation or bookkeeping and do not change the text encoder's forward pass.
  */
-const PRETRAINED_CONFIG_KEYS = new Set([
+export const PRETRAINED_CONFIG_KEYS = new Set([
   'architectures',
   'torch_dtype',
   'dtype',

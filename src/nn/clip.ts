@@ -1,12 +1,13 @@
 /**
- * The CLIP text transformer (transformers' modeling_clip.py, text side): token + position
- * embeddings, pre-norm encoder layers under a causal mask, a final LayerNorm, and pooling at the
- * end-of-text token.
+ * The CLIP transformers (transformers' modeling_clip.py). Text side: token + position embeddings,
+ * pre-norm encoder layers under a causal mask, a final LayerNorm, and pooling at the end-of-text
+ * token. Vision side: the same encoder layers, unmasked, over a class token and the image's patches,
+ * between a LayerNorm before them and one on the pooled class token after them.
  */
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import { OnnxDataType } from '../graph/onnx-proto.js';
 import type { ParameterSpec } from '../weights/source.js';
-import { LayerNorm, Linear, activation, type Activation } from './layers.js';
+import { Conv2d, LayerNorm, Linear, activation, type Activation } from './layers.js';
 import { Module } from './module.js';
 import { multiHeadAttention } from './multi-head.js';
 
@@ -76,15 +77,15 @@ export class CLIPAttention extends Module {
     this.out_proj = this.child('out_proj', (p) => new Linear(p, d, d));
   }
 
-  /** x [B, L, D], maskBias [B, 1, L, L] (0 or MASKED_SCORE) → [B, L, D] */
-  build(op: GraphBuilder, x: Value, maskBias: Value): Value {
+  /** x [B, L, D], maskBias [B, 1, L, L] (0 or MASKED_SCORE; null: every key, as the vision tower) → [B, L, D] */
+  build(op: GraphBuilder, x: Value, maskBias: Value | null): Value {
     const b = op.at(this.path);
     const { dim, heads } = this.opts;
     // transformers scales the projected queries before the score product.
     const o = multiHeadAttention(b, this.q_proj.build(op, x), this.k_proj.build(op, x), this.v_proj.build(op, x), {
       heads,
       dimHead: dim / heads,
-      bias: maskBias,
+      ...(maskBias ? { bias: maskBias } : {}),
       scaleQueries: true,
     });
     return this.out_proj.build(op, o);
@@ -135,7 +136,8 @@ export class CLIPEncoderLayer extends Module {
     this.mlp = this.child('mlp', (p) => new CLIPMLP(p, o.dim, o.intermediate, o.act));
   }
 
-  build(op: GraphBuilder, x: Value, maskBias: Value): Value {
+  /** x [B, L, D], maskBias as CLIPAttention's (null: unmasked) → [B, L, D] */
+  build(op: GraphBuilder, x: Value, maskBias: Value | null): Value {
     const b = op.at(this.path);
     const h = b.add(x, this.self_attn.build(op, this.layer_norm1.build(op, x), maskBias));
     return b.add(h, this.mlp.build(op, this.layer_norm2.build(op, h)));
@@ -230,5 +232,89 @@ export class CLIPTextTransformer extends Module {
         : b.cast(b.equal(ids, b.constant(BigInt64Array.of(BigInt(eos)), [], 'eos')), { to: OnnxDataType.INT32 }); // [B, L]
     const index = b.argMax(scores, { axis: 1, keepdims: 1, select_last_index: 0 }); // [B, L] → [B, 1]
     return b.gatherND(hidden, index, { batch_dims: 1 }); // [B, L, D] at [B, 1] → [B, D]
+  }
+}
+
+/** Class token + patch embeddings (a strided conv, no bias) + the learned position table (`embeddings.*`). */
+export class CLIPVisionEmbeddings extends Module {
+  readonly class_embedding: ParameterSpec;
+  readonly patch_embedding: Conv2d;
+  readonly position_embedding: Embedding;
+
+  constructor(
+    path: string,
+    readonly opts: { dim: number; channels: number; imageSize: number; patchSize: number },
+  ) {
+    super(path);
+    const { dim, channels, imageSize, patchSize } = opts;
+    const patches = Math.floor(imageSize / patchSize) ** 2;
+    this.class_embedding = this.param('class_embedding', [dim]);
+    this.patch_embedding = this.child('patch_embedding', (p) => new Conv2d(p, channels, dim, { kernel: patchSize, stride: patchSize, bias: false }));
+    this.position_embedding = this.child('position_embedding', (p) => new Embedding(p, patches + 1, dim));
+  }
+
+  /** pixels [B, C, S, S] → [B, 1 + N, D] (N = (S / patch)², the class token first) */
+  build(op: GraphBuilder, pixels: Value): Value {
+    const b = op.at(this.path);
+    const dim = this.opts.dim;
+    const grid = this.patch_embedding.build(op, pixels); // [B, D, S/p, S/p]
+    const patches = b.transpose(b.reshape(grid, b.ints([0, 0, -1])), { perm: [0, 2, 1] }); // → [B, D, N] → [B, N, D]
+    const batch = b.shape(pixels, { start: 0, end: 1 }); // [1]: B
+    const classShape = b.concat([batch, b.ints([1, dim])], { axis: 0 }); // [3]: B, 1, D
+    const cls = b.expand(b.paramReshaped(this.class_embedding, [1, 1, dim]), classShape); // [1, 1, D] → [B, 1, D]
+    const tokens = b.concat([cls, patches], { axis: 1 }); // [B, 1 + N, D]
+    return b.add(tokens, b.param(this.position_embedding.weight)); // + [1 + N, D]: every position, in order
+  }
+}
+
+export interface CLIPVisionTransformerOptions {
+  dim: number;
+  heads: number;
+  intermediate: number;
+  layers: number;
+  eps: number;
+  act: Activation;
+  channels: number;
+  imageSize: number;
+  patchSize: number;
+}
+
+export interface CLIPVisionTransformerOutputs {
+  /** The last encoder layer's output (no final LayerNorm on it): [B, 1 + N, D]. */
+  lastHiddenState: Value;
+  /** The class token through `post_layernorm`: [B, D]. */
+  pooled: Value;
+}
+
+/** transformers' CLIPVisionTransformer (`vision_model.*`, its LayerNorm before the encoder spelt `pre_layrnorm`). */
+export class CLIPVisionTransformer extends Module {
+  readonly embeddings: CLIPVisionEmbeddings;
+  readonly pre_layrnorm: LayerNorm;
+  readonly layers: CLIPEncoderLayer[];
+  readonly post_layernorm: LayerNorm;
+
+  constructor(
+    path: string,
+    readonly opts: CLIPVisionTransformerOptions,
+  ) {
+    super(path);
+    const o = opts;
+    this.embeddings = this.child('embeddings', (p) =>
+      new CLIPVisionEmbeddings(p, { dim: o.dim, channels: o.channels, imageSize: o.imageSize, patchSize: o.patchSize }),
+    );
+    this.pre_layrnorm = this.child('pre_layrnorm', (p) => new LayerNorm(p, o.dim, o.eps));
+    this.layers = this.list('encoder.layers', o.layers, (p) =>
+      new CLIPEncoderLayer(p, { dim: o.dim, heads: o.heads, intermediate: o.intermediate, eps: o.eps, act: o.act }),
+    );
+    this.post_layernorm = this.child('post_layernorm', (p) => new LayerNorm(p, o.dim, o.eps));
+  }
+
+  /** pixels [B, C, S, S] (S = imageSize) */
+  build(op: GraphBuilder, pixels: Value): CLIPVisionTransformerOutputs {
+    const b = op.at(this.path);
+    let h = this.pre_layrnorm.build(op, this.embeddings.build(op, pixels)); // [B, 1 + N, D]
+    for (const layer of this.layers) h = layer.build(op, h, null);
+    const cls = b.squeeze(b.slice(h, b.ints([0]), b.ints([1]), b.ints([1])), b.ints([1])); // [B, 1 + N, D] → [B, 1, D] → [B, D]
+    return { lastHiddenState: h, pooled: this.post_layernorm.build(op, cls) };
   }
 }

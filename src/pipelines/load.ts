@@ -8,6 +8,7 @@ import { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
 import { isSingleFilePath, openSingleFile } from '../models/single-file/open.js';
 import { loadAdapter, readModelIndex } from './components.js';
 import { resolveModelDir, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
+import type { SafetyCheckerLoadOptions } from './safety-checker.js';
 import { StableDiffusionControlNetXSPipeline } from './stable-diffusion-controlnet-xs.js';
 import { StableDiffusionXLControlNetXSPipeline } from './stable-diffusion-xl-controlnet-xs.js';
 import { singleFileKind } from './single-file.js';
@@ -20,7 +21,7 @@ export const DEFAULT_CONTROLNETS: Readonly<Record<PipelineKind, string>> = Objec
   sdxl: 'UmerHA/Testing-ConrolNetXS-SDXL-canny',
 });
 
-export interface LoadControlNetXSPipelineOptions extends PipelineLoadOptions {
+export interface LoadControlNetXSPipelineOptions extends PipelineLoadOptions, SafetyCheckerLoadOptions {
   /** The adapter: loaded already, or a Hub id / folder; default `DEFAULT_CONTROLNETS[kind]`. */
   controlnet?: ControlNetXSAdapter | string;
   /**
@@ -45,15 +46,21 @@ export function pipelineKind(dir: string): PipelineKind {
 /** Resolve (download if needed) and load the base model and adapter into the matching pipeline. */
 export async function loadControlNetXSPipeline(model: string, options: LoadControlNetXSPipelineOptions = {}): Promise<LoadedControlNetXSPipeline> {
   if (isSingleFilePath(model) || SINGLE_FILE_NAME.test(model)) return loadSingleFilePipeline(model, options);
-  const { controlnet: given, config: _config, ...load } = options;
-  const dir = await resolvePipelineDir(model, load);
+  const { controlnet: given, safetyChecker, featureExtractor, requiresSafetyChecker, config: _config, ...load } = options;
+  // the SD pipeline's safety options (SDXL has no checker); a checker passed in (or null) is not downloaded
+  const safety = {
+    ...(safetyChecker !== undefined ? { safetyChecker } : {}),
+    ...(featureExtractor !== undefined ? { featureExtractor } : {}),
+    ...(requiresSafetyChecker !== undefined ? { requiresSafetyChecker } : {}),
+  };
+  const dir = await resolvePipelineDir(model, load, safetyChecker === undefined ? [] : ['safety_checker']);
   const kind = pipelineKind(dir);
   const controlnetId = given instanceof ControlNetXSAdapter ? null : (given ?? DEFAULT_CONTROLNETS[kind]);
   const controlnet = given instanceof ControlNetXSAdapter ? given : await resolveAdapter(controlnetId!, load);
   const pipeline =
     kind === 'sdxl'
       ? await StableDiffusionXLControlNetXSPipeline.fromPretrained(dir, { ...load, controlnet })
-      : await StableDiffusionControlNetXSPipeline.fromPretrained(dir, { ...load, controlnet });
+      : await StableDiffusionControlNetXSPipeline.fromPretrained(dir, { ...load, ...safety, controlnet });
   return { pipeline, kind, controlnet: controlnetId };
 }
 
@@ -65,7 +72,7 @@ const SINGLE_FILE_NAME = /\.(safetensors|ckpt|pt|pth|bin)$/i;
  * through `fromSingleFile`. Like diffusers' from_single_file, no safety checker is loaded.
  */
 async function loadSingleFilePipeline(path: string, options: LoadControlNetXSPipelineOptions): Promise<LoadedControlNetXSPipeline> {
-  const { controlnet: given, config, ...load } = options;
+  const { controlnet: given, safetyChecker: _s, featureExtractor: _f, requiresSafetyChecker: _r, config, ...load } = options;
   const kind = singleFileKind(await openSingleFile(path));
   const controlnetId = given instanceof ControlNetXSAdapter ? null : (given ?? DEFAULT_CONTROLNETS[kind]);
   const controlnet = given instanceof ControlNetXSAdapter ? given : await resolveAdapter(controlnetId!, load); // bounds: set when not an adapter

@@ -8,6 +8,7 @@ import { divide } from './batch.js';
 import type { PipelineVae } from './components.js';
 import type { PipelineStep } from './denoise.js';
 import type { ModelOffload } from './offload.js';
+import type { SafetyCheckResult } from './safety-checker.js';
 
 /** What a pipeline call can return (`outputType`); 'pil' is the default. */
 export type PipelineOutputType = 'pil' | 'np' | 'latent';
@@ -23,7 +24,10 @@ export type PipelineImages<T extends PipelineOutputType | undefined> = T extends
 export interface PipelineOutput<T extends PipelineOutputType | undefined = PipelineOutputType> {
   /** 'pil': RGBImage[]; 'np': Tensor [B, H, W, 3] in [0, 1]; 'latent': the final latents [B, 4, h, w]. */
   images: PipelineImages<T>;
-  /** Always null: no safety checker is bundled. */
+  /**
+   * Per image whether the safety checker flagged it (its image is then black); null without a
+   * checker (SDXL, `safetyChecker: null`, a folder without one) and for 'latent'.
+   */
   nsfwContentDetected: boolean[] | null;
 }
 
@@ -34,19 +38,25 @@ export interface DecodeStage {
   imageProcessor: VaeImageProcessor;
   vaeDecode: VaeRunOptions;
   offload: ModelOffload;
+  /** The SD pipeline's safety checker (diffusers' run_safety_checker); absent: images pass unchecked. */
+  runSafetyChecker?(images: Tensor<'float32'>): Promise<SafetyCheckResult>;
 }
 
 /**
- * Step 9: `vae.decode(latents / scaling_factor)` and postprocess (or the latents themselves), closing
- * the UNet's and then the VAE's session after their stage when model offload is on.
+ * Step 9: `vae.decode(latents / scaling_factor)`, the safety checker where the pipeline has one, and
+ * postprocess (or the latents themselves, unchecked), closing the UNet's, the VAE's and the checker's
+ * session after their stage when model offload is on. Flagged images are zeros that are not
+ * denormalised, so they come out black, as in diffusers.
  */
 export async function decodeOutput(p: DecodeStage, latents: Tensor<'float32'>, outputType: 'pil' | 'np' | 'latent'): Promise<PipelineOutput> {
   await p.offload.afterUse(p.unet);
   if (outputType === 'latent') return { images: latents, nsfwContentDetected: null };
   const { sample } = await p.vae.decode(divide(latents, p.vae.config.scalingFactor), p.vaeDecode);
   await p.offload.afterUse(p.vae);
-  const images = outputType === 'pil' ? p.imageProcessor.postprocess(sample, 'pil') : p.imageProcessor.postprocess(sample, 'np');
-  return { images, nsfwContentDetected: null };
+  const { images: checked, nsfwContentDetected } = p.runSafetyChecker ? await p.runSafetyChecker(sample) : { images: sample, nsfwContentDetected: null };
+  const opts = nsfwContentDetected === null ? {} : { doDenormalize: nsfwContentDetected.map((flagged) => !flagged) };
+  const images = outputType === 'pil' ? p.imageProcessor.postprocess(checked, 'pil', opts) : p.imageProcessor.postprocess(checked, 'np', opts);
+  return { images, nsfwContentDetected };
 }
 
 /** Drain a steps() iterator and return its output. */

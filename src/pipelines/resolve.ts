@@ -27,9 +27,12 @@ export interface PipelineLoadOptions {
   warn?: (message: string) => void;
 }
 
-/** A pipeline folder: local as is, or a Hub repo downloaded (only the files it needs) into the cache. */
-export async function resolvePipelineDir(idOrDir: string, options: PipelineLoadOptions): Promise<string> {
-  return resolvePretrained(idOrDir, { ...hubOptionsFrom(options), files: 'pipeline' });
+/**
+ * A pipeline folder: local as is, or a Hub repo downloaded (only the files it needs) into the cache;
+ * `skip` names component folders not to download (components the caller passes in instead).
+ */
+export async function resolvePipelineDir(idOrDir: string, options: PipelineLoadOptions, skip: readonly string[] = []): Promise<string> {
+  return resolvePretrained(idOrDir, { ...hubOptionsFrom(options), files: 'pipeline', ...(skip.length ? { skipComponents: skip } : {}) });
 }
 
 /** A single model folder (config.json + weights), local or from the Hub. */

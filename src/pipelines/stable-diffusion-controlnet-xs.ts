@@ -3,9 +3,11 @@
  * diffusers 0.33.1's `__call__`. Everything a generation changes lives in that call (its scheduler
  * run, latents, generator), so concurrent generations on one pipeline never interfere.
  */
+import type { CLIPImageProcessor } from '../image/clip-image-processor.js';
 import { VaeImageProcessor } from '../image/processor.js';
 import type { CLIPTextModel } from '../models/clip-text-model.js';
 import type { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
+import type { StableDiffusionSafetyChecker } from '../models/safety-checker.js';
 import type { UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
 import type { Generator } from '../random/index.js';
@@ -31,6 +33,13 @@ import { resolveCall, resolveControlImage, type ControlImageInput } from './inpu
 import { decodeOutput, finish, type PipelineOutput, type PipelineOutputType } from './output.js';
 import { defaultGenerator, pickFromEnd, prepareLatents, tokenizeTruncating, uncondTokens } from './prepare.js';
 import { modelOptions, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
+import {
+  checkSafetyComponents,
+  loadSafetyComponents,
+  runSafetyChecker,
+  type SafetyCheckResult,
+  type SafetyCheckerLoadOptions,
+} from './safety-checker.js';
 import { ControlNetXSPipelineBase } from './pipeline-base.js';
 import { loadSingleFileParts, type SingleFilePipelineOptions } from './single-file.js';
 import { SD_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDCallbackTensorName, type StepCallback } from './callbacks.js';
@@ -48,8 +57,11 @@ export interface StableDiffusionControlNetXSComponents {
   unet: UNet2DConditionModel | UNetControlNetXSModel;
   controlnet: ControlNetXSAdapter | null;
   scheduler: Scheduler;
-  safetyChecker?: null;
-  featureExtractor?: null;
+  /** diffusers' NSFW filter (default none); it needs `featureExtractor`. */
+  safetyChecker?: StableDiffusionSafetyChecker | null;
+  featureExtractor?: CLIPImageProcessor | null;
+  /** Warn when built without a checker (diffusers' `requires_safety_checker`; default true, as there). */
+  requiresSafetyChecker?: boolean;
 }
 
 export interface StableDiffusionControlNetXSCallArgs {
@@ -113,6 +125,10 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
   readonly vaeScaleFactor: number;
   readonly imageProcessor: VaeImageProcessor;
   readonly controlImageProcessor: VaeImageProcessor;
+  /** Run on every decoded image (step 9) when set; flagged images come back black. */
+  safetyChecker: StableDiffusionSafetyChecker | null;
+  featureExtractor: CLIPImageProcessor | null;
+  readonly requiresSafetyChecker: boolean;
   private readonly warn: (message: string) => void;
 
   constructor(components: StableDiffusionControlNetXSComponents, options: { warn?: (message: string) => void } = {}) {
@@ -128,24 +144,23 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
     this.vaeScaleFactor = 2 ** (this.vae.config.blockOutChannels.length - 1);
     this.imageProcessor = new VaeImageProcessor({ vaeScaleFactor: this.vaeScaleFactor, doConvertRgb: true });
     this.controlImageProcessor = new VaeImageProcessor({ vaeScaleFactor: this.vaeScaleFactor, doConvertRgb: true, doNormalize: false });
+    this.safetyChecker = components.safetyChecker ?? null;
+    this.featureExtractor = components.featureExtractor ?? null;
+    this.requiresSafetyChecker = components.requiresSafetyChecker ?? true;
+    checkSafetyComponents('StableDiffusionControlNetXSPipeline', this, this.warn);
   }
 
   /** Load a diffusers pipeline folder or Hub repo; the adapter comes from `controlnet` or the repo's `controlnet/`. */
   static async fromPretrained(
     idOrDir: string,
-    options: PipelineLoadOptions & { controlnet?: ControlNetXSAdapter; vae?: PipelineVae } = {},
+    options: PipelineLoadOptions & SafetyCheckerLoadOptions & { controlnet?: ControlNetXSAdapter; vae?: PipelineVae } = {},
   ): Promise<StableDiffusionControlNetXSPipeline> {
     const warn = options.warn ?? console.warn;
-    const dir = await resolvePipelineDir(idOrDir, options);
+    // A checker passed in (or null) replaces the repo's, whose folder is then not downloaded (as diffusers).
+    const dir = await resolvePipelineDir(idOrDir, options, options.safetyChecker === undefined ? [] : ['safety_checker']);
     const index = readModelIndex(dir);
-    const checker = componentClass(index, 'safety_checker');
-    if (checker !== null) {
-      warn(
-        `${dir}/model_index.json declares safety_checker ${checker}, which controlnet-xs does not run: images come back ` +
-          'unfiltered and nsfwContentDetected is null (what diffusers does with safety_checker=None)',
-      );
-    }
     const opts = { ...modelOptions(options), warn };
+    const safety = await loadSafetyComponents(dir, index, options, opts);
     const [vae, textEncoder, tokenizer, unet, controlnet] = await Promise.all([
       options.vae ?? loadVae(dir, opts),
       loadTextEncoder(dir, 'text_encoder', opts),
@@ -154,7 +169,7 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
       options.controlnet ?? (componentClass(index, 'controlnet') !== null ? loadAdapter(dir, opts) : Promise.resolve(null)),
     ]);
     const scheduler = loadScheduler(dir);
-    return new StableDiffusionControlNetXSPipeline({ vae, textEncoder, tokenizer, unet, controlnet, scheduler }, { warn });
+    return new StableDiffusionControlNetXSPipeline({ vae, textEncoder, tokenizer, unet, controlnet, scheduler, ...safety }, { warn });
   }
 
   /**
@@ -170,8 +185,16 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
 
   /** The components, to build another pipeline without loading anything twice. */
   get components(): StableDiffusionControlNetXSComponents {
-    const { vae, textEncoder, tokenizer, unet, controlnet, scheduler } = this;
-    return { vae, textEncoder, tokenizer, unet, controlnet, scheduler, safetyChecker: null, featureExtractor: null };
+    const { vae, textEncoder, tokenizer, unet, controlnet, scheduler, safetyChecker, featureExtractor, requiresSafetyChecker } = this;
+    return { vae, textEncoder, tokenizer, unet, controlnet, scheduler, safetyChecker, featureExtractor, requiresSafetyChecker };
+  }
+
+  /**
+   * diffusers' `run_safety_checker` (step 9): decoded images [B, 3, H, W] in [-1, 1] → the same with
+   * every flagged image zeroed, and per image whether it was flagged (null without a checker).
+   */
+  async runSafetyChecker(images: TensorLike): Promise<SafetyCheckResult> {
+    return runSafetyChecker(this, images, this.warn);
   }
 
   /**
