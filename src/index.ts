@@ -10,10 +10,14 @@ export {
   MissingWeightsError,
   RuntimeError,
   SafetensorsError,
+  SecurityError,
+  TorchCheckpointError,
   WeightLoadError,
 } from './errors.js';
 export { loadSafetensors, SafetensorsFile, type TensorInfo } from './weights/safetensors.js';
-export { WeightSource } from './weights/source.js';
+export { WeightSource, weightShape, type WeightFile, type WeightRef, type WeightView } from './weights/source.js';
+export { readWeightBytes } from './weights/view.js';
+export { loadTorchCheckpoint, TorchCheckpoint, type TorchCheckpointFormat, type TorchTensorInfo } from './weights/torch-archive.js';
 export { ModelSession, type RuntimeOptions } from './runtime/session.js';
 export { GraphCache } from './runtime/graph-cache.js';
 export { CUDA_INSTALL_COMMAND, formatDeviceFallback, type DeviceFallback } from './runtime/device-fallback.js';
@@ -37,6 +41,23 @@ export {
 export type { CLIPTextConfig } from './models/clip-text-config.js';
 export { AutoencoderKL, DiagonalGaussianDistribution, type AutoencoderKLPretrainedOptions, type VaeRunOptions } from './models/autoencoder-kl.js';
 export type { AutoencoderKLConfig } from './models/autoencoder-kl-config.js';
+export { AutoencoderTiny, type AutoencoderTinyPretrainedOptions } from './models/autoencoder-tiny.js';
+export type { AutoencoderTinyConfig } from './models/autoencoder-tiny-config.js';
+export {
+  StableDiffusionSafetyChecker,
+  nsfwDecision,
+  type SafetyCheckerForwardArgs,
+  type SafetyCheckerOutput,
+  type SafetyCheckerPretrainedOptions,
+  type SafetyScores,
+} from './models/safety-checker.js';
+export type { CLIPVisionConfig, SafetyCheckerConfig } from './models/safety-checker-config.js';
+export { SingleFileComponentError, SingleFileConfigMismatchError, SingleFileError, UnknownArchitectureError } from './models/single-file/errors.js';
+export type { SingleFileComponentOptions } from './models/single-file/component.js';
+export type { CLIPTextSingleFileOptions } from './models/clip-text-model.js';
+export { BUNDLED_CONFIGS, BUNDLED_HUB_IDS, type BundledConfig } from './models/single-file/configs.js';
+export { openSingleFile } from './models/single-file/open.js';
+export { inferModelType, inspectSingleFile, type SingleFileInspection } from './models/single-file/detect.js';
 export * from './random/index.js';
 export * from './tokenizer/index.js';
 export * from './image/index.js';
@@ -52,6 +73,11 @@ export {
 } from './pipelines/stable-diffusion-xl-controlnet-xs.js';
 export type { PipelineImages, PipelineOutput, PipelineOutputType } from './pipelines/output.js';
 export type { PipelineStep } from './pipelines/denoise.js';
+export type { SingleFilePipelineOptions, SingleFileXLPipelineOptions } from './pipelines/single-file.js';
+export { NSFW_WARNING, type SafetyCheckResult, type SafetyCheckerLoadOptions } from './pipelines/safety-checker.js';
+export { guidanceScaleEmbedding } from './pipelines/guidance-embedding.js';
+export { previewImages, type PreviewOptions } from './pipelines/preview.js';
+export type { PipelineVae } from './pipelines/components.js';
 export { SD_CALLBACK_TENSOR_INPUTS, SDXL_CALLBACK_TENSOR_INPUTS } from './pipelines/callbacks.js';
 export type { CallbackTensors, SDCallbackTensorName, SDXLCallbackTensorName, StepCallback, StepCallbackResult } from './pipelines/callbacks.js';
 export type { ControlImageInput } from './pipelines/inputs.js';

@@ -46,6 +46,11 @@ export interface SingleFilePipelineOptions extends PipelineLoadOptions {
   textEncoder?: CLIPTextModel;
   tokenizer?: CLIPTokenizer;
   scheduler?: Scheduler;
+  /**
+   * SD: warn that no safety checker runs (single files never hold one, as in diffusers). Default: the
+   * config's `requires_safety_checker` (true for SD 1.5, false for SD 2.x, as their repos declare).
+   */
+  requiresSafetyChecker?: boolean;
 }
 
 export interface SingleFileXLPipelineOptions extends SingleFilePipelineOptions {
@@ -64,6 +69,8 @@ export interface SingleFileParts {
   textEncoder2?: CLIPTextModelWithProjection;
   tokenizer2?: CLIPTokenizer;
   forceZerosForEmptyPrompt: boolean;
+  /** The config folder's `requires_safety_checker` (diffusers' default true when it says nothing), or the option. */
+  requiresSafetyChecker: boolean;
   /** Where the configs came from (a folder, a Hub id, or the bundled defaults' title). */
   configOrigin: string;
 }
@@ -146,6 +153,7 @@ export async function loadSingleFileParts(path: string, kind: SingleFileKind, op
     ...(textEncoder2 ? { textEncoder2 } : {}),
     ...(tokenizer2 ? { tokenizer2 } : {}),
     forceZerosForEmptyPrompt: index?.['force_zeros_for_empty_prompt'] !== false,
+    requiresSafetyChecker: options.requiresSafetyChecker ?? index?.['requires_safety_checker'] !== false,
     configOrigin: folder.origin,
   };
 }

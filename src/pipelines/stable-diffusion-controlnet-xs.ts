@@ -179,8 +179,11 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
    */
   static async fromSingleFile(path: string, options: SingleFilePipelineOptions = {}): Promise<StableDiffusionControlNetXSPipeline> {
     const p = await loadSingleFileParts(path, 'sd', options);
-    const { vae, textEncoder, tokenizer, unet, controlnet, scheduler } = p;
-    return new StableDiffusionControlNetXSPipeline({ vae, textEncoder, tokenizer, unet, controlnet, scheduler }, options.warn ? { warn: options.warn } : {});
+    const { vae, textEncoder, tokenizer, unet, controlnet, scheduler, requiresSafetyChecker } = p;
+    return new StableDiffusionControlNetXSPipeline(
+      { vae, textEncoder, tokenizer, unet, controlnet, scheduler, safetyChecker: null, requiresSafetyChecker },
+      options.warn ? { warn: options.warn } : {},
+    );
   }
 
   /** The components, to build another pipeline without loading anything twice. */
