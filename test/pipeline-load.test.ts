@@ -47,3 +47,10 @@ test('run() checks the size first, in pixels, for control images and for given s
   const ok = await pipeline.run({ prompt: 'x', image: odd, numInferenceSteps: 1, width: 64, height: 32 });
   assert.deepEqual([ok.images[0]!.width, ok.images[0]!.height], [64, 32]);
 });
+
+test('loadControlNetXSPipeline passes a VAE through (TAESD instead of the model\'s AutoencoderKL)', async () => {
+  const { AutoencoderTiny } = await import('../src/models/autoencoder-tiny.js');
+  const taesd = await AutoencoderTiny.fromPretrained(fixture('taesd', 'tiny-taesd'));
+  const { pipeline } = await loadControlNetXSPipeline(SD, { controlnet: join(SD, 'controlnet'), vae: taesd });
+  assert.equal(pipeline.vae, taesd);
+});

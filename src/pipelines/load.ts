@@ -6,7 +6,7 @@
  */
 import { ControlNetXSAdapter } from '../models/controlnet-xs-adapter.js';
 import { isSingleFilePath, openSingleFile } from '../models/single-file/open.js';
-import { loadAdapter, readModelIndex } from './components.js';
+import { loadAdapter, readModelIndex, type PipelineVae } from './components.js';
 import { resolveModelDir, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import type { SafetyCheckerLoadOptions } from './safety-checker.js';
 import { StableDiffusionControlNetXSPipeline } from './stable-diffusion-controlnet-xs.js';
@@ -29,6 +29,8 @@ export interface LoadControlNetXSPipelineOptions extends PipelineLoadOptions, Sa
    * load it with, a diffusers folder or Hub id; default the bundled ones of its detected model type.
    */
   config?: string;
+  /** A VAE to use instead of the model's, e.g. TAESD's `AutoencoderTiny` for fast decoding. */
+  vae?: PipelineVae;
 }
 
 export interface LoadedControlNetXSPipeline {

@@ -25,7 +25,7 @@ import type { Scheduler } from '../schedulers/index.js';
 import { CLIPTokenizer } from '../tokenizer/index.js';
 import { parsePythonJson } from '../util/json.js';
 import type { WeightSource } from '../weights/source.js';
-import { componentClass, loadAdapter, loadScheduler, readModelIndex } from './components.js';
+import { componentClass, loadAdapter, loadScheduler, readModelIndex, type PipelineVae } from './components.js';
 import { modelOptions, type PipelineLoadOptions } from './resolve.js';
 
 export type SingleFileKind = 'sd' | 'sdxl';
@@ -42,7 +42,7 @@ export interface SingleFilePipelineOptions extends PipelineLoadOptions {
   /** The adapter; default: the config folder's `controlnet/`, when it has one. */
   controlnet?: ControlNetXSAdapter;
   /** Components to use instead of the file's or the config's (a file without text encoders, another VAE, …). */
-  vae?: AutoencoderKL;
+  vae?: PipelineVae;
   textEncoder?: CLIPTextModel;
   tokenizer?: CLIPTokenizer;
   scheduler?: Scheduler;
@@ -59,7 +59,7 @@ export interface SingleFileXLPipelineOptions extends SingleFilePipelineOptions {
 }
 
 export interface SingleFileParts {
-  vae: AutoencoderKL;
+  vae: PipelineVae;
   textEncoder: CLIPTextModel;
   tokenizer: CLIPTokenizer;
   unet: UNet2DConditionModel;
