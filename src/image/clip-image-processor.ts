@@ -14,12 +14,12 @@
  * form SD 1.5 repos ship (`"size": 224`, `"crop_size": 224`, no rescale keys) and the form
  * `save_pretrained` writes today (`{"shortest_edge": 224}`, `{"height": 224, "width": 224}`, …).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, InputError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { parseConfig, type Warn } from '../util/config.js';
-import { parsePythonJson } from '../util/json.js';
+import { readJsonObject } from '../util/json.js';
 import { resizeImage, type ResampleFilter } from './resample.js';
 import { RGBImage } from './rgb-image.js';
 
@@ -168,14 +168,7 @@ export class CLIPImageProcessor {
     const folder = options.subfolder ? join(dir, options.subfolder) : dir;
     const path = join(folder, PREPROCESSOR_CONFIG);
     if (!existsSync(path)) throw new ConfigError(`${folder}: no ${PREPROCESSOR_CONFIG} (not a feature extractor folder)`);
-    let raw: unknown;
-    try {
-      raw = parsePythonJson(readFileSync(path, 'utf8'));
-    } catch (e) {
-      throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`, { cause: e });
-    }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${path}: not a JSON object`);
-    return CLIPImageProcessor.fromConfig(raw as Record<string, unknown>, path, options.warn ?? console.warn);
+    return CLIPImageProcessor.fromConfig(readJsonObject(path), path, options.warn ?? console.warn);
   }
 
   /** Step 1: the resized uint8 image (a copy when the size does not change, as PIL gives). */

@@ -4,8 +4,7 @@
  * the diagonal Gaussian posterior, and diffusers' tiling and slicing done on the JS side.
  */
 import { ConfigError, InputError } from '../errors.js';
-import type { GraphBuilder } from '../graph/builder.js';
-import { OnnxDataType, type ModelProto } from '../graph/onnx-proto.js';
+import { OnnxDataType } from '../graph/onnx-proto.js';
 import { AutoencoderKLNet } from '../nn/autoencoder-kl-net.js';
 import { randnTensor, type Generator } from '../random/index.js';
 import { expectFloat32, Tensor, type TensorLike } from '../tensor.js';
@@ -13,29 +12,9 @@ import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { parseAutoencoderKLConfig, vaeTileSizes, type AutoencoderKLConfig } from './autoencoder-kl-config.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { VAE_SPEC, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
-import { TracedModel, assertFinite, type ModelRuntimeOptions } from './traced-model.js';
-import { TILE_OVERLAP_FACTOR, batchItem, concatBatch, decodeTilePlan, encodeTilePlan, tiledApply } from './vae-tiling.js';
-
-/** One of a VAE's two graphs (encoder or decoder; AutoencoderTiny's too); each owns its session, created on first use. */
-export class VaePart extends TracedModel {
-  constructor(
-    protected readonly graphName: string,
-    weights: BoundWeights,
-    options: ModelRuntimeOptions,
-    private readonly build: (op: GraphBuilder) => void,
-  ) {
-    super(weights, options);
-  }
-
-  protected trace(op: GraphBuilder): void {
-    this.build(op);
-  }
-
-  async call(input: string, x: Tensor<'float32'>, output: string): Promise<Tensor<'float32'>> {
-    const out = await this.run({ [input]: x });
-    return out[output] as Tensor<'float32'>;
-  }
-}
+import { assertFinite, type ModelRuntimeOptions } from './traced-model.js';
+import { TwoPartVae, VaePart, perItem } from './vae-parts.js';
+import { TILE_OVERLAP_FACTOR, decodeTilePlan, encodeTilePlan, tiledApply } from './vae-tiling.js';
 
 /**
  * diffusers' DiagonalGaussianDistribution over the latents: the encoder's moments split along the
@@ -113,11 +92,11 @@ export interface VaeRunOptions {
   sliced?: boolean;
 }
 
-export class AutoencoderKL {
+export class AutoencoderKL extends TwoPartVae {
   /** diffusers' `tile_overlap_factor`. */
   readonly tileOverlapFactor = TILE_OVERLAP_FACTOR;
-  private readonly encoderPart: VaePart;
-  private readonly decoderPart: VaePart;
+  protected readonly encoderPart: VaePart;
+  protected readonly decoderPart: VaePart;
 
   private constructor(
     readonly config: AutoencoderKLConfig,
@@ -126,6 +105,7 @@ export class AutoencoderKL {
     readonly weights: BoundWeights,
     options: ModelRuntimeOptions,
   ) {
+    super();
     const c = config;
     const F = OnnxDataType.FLOAT;
     // The VAE runs once per generation with the largest activations of the pipeline: without
@@ -175,15 +155,6 @@ export class AutoencoderKL {
     return vaeTileSizes(this.config).latent;
   }
 
-  /** The encoder graph (encoder + quant_conv), as onnxruntime receives it. */
-  encoderOnnx(): ModelProto {
-    return this.encoderPart.toOnnx();
-  }
-
-  /** The decoder graph (post_quant_conv + decoder), as onnxruntime receives it. */
-  decoderOnnx(): ModelProto {
-    return this.decoderPart.toOnnx();
-  }
 
   /**
    * Raw decode: post_quant_conv then the decoder. Latents are NOT divided by `scaling_factor`
@@ -200,7 +171,7 @@ export class AutoencoderKL {
       }
       return this.decoderPart.call('latents', x, 'sample');
     };
-    return { sample: await this.perItem(z, options.sliced === true, one) };
+    return { sample: await perItem(z, options.sliced === true, one) };
   }
 
   /**
@@ -221,22 +192,10 @@ export class AutoencoderKL {
       this.checkEncodable(t, 'image');
       return this.encoderPart.call('image', t, 'moments');
     };
-    const moments = await this.perItem(x, options.sliced === true, one);
+    const moments = await perItem(x, options.sliced === true, one);
     return { latentDist: new DiagonalGaussianDistribution(moments) };
   }
 
-  /** Create sessions now instead of on first use: the decoder's by default (all a text-to-image pipeline runs). */
-  async prepare(which: 'decoder' | 'encoder' | 'both' = 'decoder'): Promise<void> {
-    await Promise.all([
-      which !== 'encoder' ? this.decoderPart.prepare() : undefined,
-      which !== 'decoder' ? this.encoderPart.prepare() : undefined,
-    ]);
-  }
-
-  /** Free both sessions; the next encode/decode creates its session again. */
-  async release(): Promise<void> {
-    await Promise.all([this.encoderPart.release(), this.decoderPart.release()]);
-  }
 
   /** Refuse an image (or tile) side the encoder's padded stride-2 convolutions would shrink to nothing. */
   private checkEncodable(t: Tensor<'float32'>, what: string): void {
@@ -254,15 +213,4 @@ export class AutoencoderKL {
     }
   }
 
-  private async perItem(
-    x: Tensor<'float32'>,
-    sliced: boolean,
-    fn: (t: Tensor<'float32'>) => Promise<Tensor<'float32'>>,
-  ): Promise<Tensor<'float32'>> {
-    const batch = x.dims[0]!;
-    if (!sliced || batch <= 1) return fn(x);
-    const parts: Tensor<'float32'>[] = [];
-    for (let i = 0; i < batch; i++) parts.push(await fn(batchItem(x, i)));
-    return concatBatch(parts);
-  }
 }

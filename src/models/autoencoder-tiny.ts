@@ -6,31 +6,31 @@
  * it can stand in for a pipeline's AutoencoderKL or decode intermediate latents for previews.
  */
 import { ConfigError, InputError } from '../errors.js';
-import { OnnxDataType, type ModelProto } from '../graph/onnx-proto.js';
+import { OnnxDataType } from '../graph/onnx-proto.js';
 import { AutoencoderTinyNet } from '../nn/autoencoder-tiny-net.js';
 import { expectFloat32, Tensor, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
-import { VaePart, type VaeRunOptions } from './autoencoder-kl.js';
+import type { VaeRunOptions } from './autoencoder-kl.js';
+import { TwoPartVae, VaePart, perItem } from './vae-parts.js';
 import { parseAutoencoderTinyConfig, type AutoencoderTinyConfig } from './autoencoder-tiny-config.js';
 import { tinyTiledDecode, tinyTiledEncode, type TinyTiling } from './autoencoder-tiny-tiling.js';
 import { openWeights, readConfigJson, resolveModelFolder, type PretrainedOptions } from './loading.js';
 import { assertFinite, type ModelRuntimeOptions } from './traced-model.js';
-import { batchItem, concatBatch } from './vae-tiling.js';
 
 export interface AutoencoderTinyPretrainedOptions extends PretrainedOptions, ModelRuntimeOptions {
   /** Compute dtype; float32 only (fp16 checkpoints are cast to float32 in the graph). */
   dtype?: 'float32';
 }
 
-export class AutoencoderTiny {
+export class AutoencoderTiny extends TwoPartVae {
   /** diffusers' `spatial_scale_factor` = 2^out_channels (8 for RGB); its tiling alone uses it. */
   readonly spatialScaleFactor: number;
   /** diffusers' `tile_overlap_factor` for this class. */
   readonly tileOverlapFactor = 0.125;
   /** diffusers' `tile_sample_min_size` for this class: image tiles of 512 px. */
   readonly tileSampleMinSize = 512;
-  private readonly encoderPart: VaePart;
-  private readonly decoderPart: VaePart;
+  protected readonly encoderPart: VaePart;
+  protected readonly decoderPart: VaePart;
 
   private constructor(
     readonly config: AutoencoderTinyConfig,
@@ -39,6 +39,7 @@ export class AutoencoderTiny {
     readonly weights: BoundWeights,
     options: ModelRuntimeOptions,
   ) {
+    super();
     const c = config;
     const F = OnnxDataType.FLOAT;
     this.spatialScaleFactor = 2 ** c.outChannels;
@@ -83,15 +84,6 @@ export class AutoencoderTiny {
     return 2 ** (this.config.numEncoderBlocks.length - 1);
   }
 
-  /** The encoder graph, as onnxruntime receives it. */
-  encoderOnnx(): ModelProto {
-    return this.encoderPart.toOnnx();
-  }
-
-  /** The decoder graph, as onnxruntime receives it. */
-  decoderOnnx(): ModelProto {
-    return this.decoderPart.toOnnx();
-  }
 
   /**
    * latents [B, latent, h, w] → sample [B, Cout, h·s, w·s], about [−1, 1] and not clamped. The
@@ -160,18 +152,6 @@ export class AutoencoderTiny {
     return this.decode(this.dequantizeLatents(this.quantizeLatents(latents)), options);
   }
 
-  /** Create sessions now instead of on first use: the decoder's by default (all a pipeline or a previewer runs). */
-  async prepare(which: 'decoder' | 'encoder' | 'both' = 'decoder'): Promise<void> {
-    await Promise.all([
-      which !== 'encoder' ? this.decoderPart.prepare() : undefined,
-      which !== 'decoder' ? this.encoderPart.prepare() : undefined,
-    ]);
-  }
-
-  /** Free both sessions; the next encode/decode creates its session again. */
-  async release(): Promise<void> {
-    await Promise.all([this.encoderPart.release(), this.decoderPart.release()]);
-  }
 
   private get tiling(): TinyTiling {
     return { spatialScaleFactor: this.spatialScaleFactor, tileSampleMinSize: this.tileSampleMinSize, tileOverlapFactor: this.tileOverlapFactor };
@@ -194,11 +174,3 @@ function map(t: Tensor<'float32'>, f: (v: number) => number): Tensor<'float32'> 
   return new Tensor('float32', out, t.dims);
 }
 
-/** diffusers' `use_slicing`: one batch item at a time when asked and there is more than one. */
-async function perItem(x: Tensor<'float32'>, sliced: boolean, fn: (t: Tensor<'float32'>) => Promise<Tensor<'float32'>>): Promise<Tensor<'float32'>> {
-  const batch = x.dims[0]!;
-  if (!sliced || batch <= 1) return fn(x);
-  const parts: Tensor<'float32'>[] = [];
-  for (let i = 0; i < batch; i++) parts.push(await fn(batchItem(x, i)));
-  return concatBatch(parts);
-}

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { parsePythonJson } from '../util/json.js';
+import { readJsonObject } from '../util/json.js';
 import { ConfigError, MissingWeightsError, WeightLoadError } from '../errors.js';
 import { loadSafetensors, type SafetensorsFile } from '../weights/safetensors.js';
 import { loadTorchCheckpoint, type TorchCheckpoint } from '../weights/torch-archive.js';
@@ -61,14 +61,7 @@ export function modelFolder(dir: string, subfolder?: string): string {
 export function readConfigJson(folder: string): Record<string, unknown> {
   const path = join(folder, 'config.json');
   if (!existsSync(path)) throw new ConfigError(`${path}: missing config.json`);
-  let raw: unknown;
-  try {
-    raw = parsePythonJson(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`, { cause: e });
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${path}: not a JSON object`);
-  return raw as Record<string, unknown>;
+  return readJsonObject(path);
 }
 
 /**

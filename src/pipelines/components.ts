@@ -2,9 +2,9 @@
  * Loading pipeline components from a diffusers pipeline folder: `model_index.json` names each
  * component's library and class; each lives in the subfolder of the same name.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { parsePythonJson } from '../util/json.js';
+import { readJsonObject } from '../util/json.js';
 import { ConfigError, InputError, MissingWeightsError } from '../errors.js';
 import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { AutoencoderTiny } from '../models/autoencoder-tiny.js';
@@ -21,11 +21,7 @@ export type ModelIndex = Record<string, unknown> & { _class_name?: string };
 export function readModelIndex(dir: string): ModelIndex {
   const path = join(dir, 'model_index.json');
   if (!existsSync(path)) throw new ConfigError(`${dir}: not a diffusers pipeline folder (no model_index.json)`);
-  try {
-    return parsePythonJson(readFileSync(path, 'utf8')) as ModelIndex;
-  } catch (e) {
-    throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`, { cause: e });
-  }
+  return readJsonObject(path);
 }
 
 /** The [library, class] a component is declared with, or null when absent / null. */
@@ -102,13 +98,7 @@ export async function loadAdapter(dir: string, opts: ComponentLoadOptions, subfo
 export function loadScheduler(dir: string): Scheduler {
   const path = join(dir, 'scheduler', 'scheduler_config.json');
   if (!existsSync(path)) throw new ConfigError(`${path}: missing scheduler config`);
-  let raw: unknown;
-  try {
-    raw = parsePythonJson(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`, { cause: e });
-  }
-  return schedulerFromConfig(raw as Parameters<typeof schedulerFromConfig>[0]);
+  return schedulerFromConfig(readJsonObject(path) as Parameters<typeof schedulerFromConfig>[0]);
 }
 
 function runtime(opts: ModelRuntimeOptions): ModelRuntimeOptions {

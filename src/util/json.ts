@@ -3,6 +3,9 @@
  * `NaN`, `Infinity` and `-Infinity` (e.g. DPMSolverMultistep's `lambda_min_clipped`), which
  * JSON.parse rejects. They are accepted here, outside strings only.
  */
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '../errors.js';
+
 const MARK = '\u0000pyjson:';
 
 export function parsePythonJson(text: string): unknown {
@@ -36,4 +39,20 @@ export function parsePythonJson(text: string): unknown {
     }
     return value;
   });
+}
+
+/**
+ * A JSON object file (a config, `model_index.json`, a preprocessor config) as Python writes it: a
+ * ConfigError naming the file when it cannot be read, is not JSON, or is not an object.
+ */
+export function readJsonObject(path: string): Record<string, unknown> {
+  let raw: unknown;
+  try {
+    raw = parsePythonJson(readFileSync(path, 'utf8'));
+  } catch (e) {
+    const why = e instanceof SyntaxError ? 'not valid JSON' : 'cannot read it';
+    throw new ConfigError(`${path}: ${why} (${(e as Error).message})`, { cause: e });
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${path}: not a JSON object`);
+  return raw as Record<string, unknown>;
 }

@@ -3,10 +3,9 @@
  * diffusers' (convert.ts, with what the config says about the layout) and, around `bindStrict`, the
  * error that says the config does not fit the file.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, WeightLoadError } from '../../errors.js';
-import { parsePythonJson } from '../../util/json.js';
+import { readJsonObject } from '../../util/json.js';
 import type { Warn } from '../../util/config.js';
 import type { WeightSource } from '../../weights/source.js';
 import { parseAutoencoderKLConfig, type AutoencoderKLConfig } from '../autoencoder-kl-config.js';
@@ -86,14 +85,7 @@ export function assertRecognised(file: SingleFile): void {
 export function readComponentConfig<C>(folder: ConfigFolder, component: string, spec: ComponentSpec<C>, warn: Warn, subfolder?: string): C {
   const dir = componentConfigDir(folder, component, subfolder);
   const path = join(dir, 'config.json');
-  let raw: unknown;
-  try {
-    raw = parsePythonJson(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new ConfigError(`${path}: cannot read config (${(e as Error).message})`, { cause: e });
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${path}: not a JSON object`);
-  return spec.parse(raw as Record<string, unknown>, folder.bundled ? `${folder.origin} (${component})` : path, warn);
+  return spec.parse(readJsonObject(path), folder.bundled ? `${folder.origin} (${component})` : path, warn);
 }
 
 /** Config + converted weights of `name` from an opened file and a config folder (nothing bound yet). */
