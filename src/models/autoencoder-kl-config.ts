@@ -1,6 +1,6 @@
 /** AutoencoderKL's config.json keys with diffusers' defaults, and the subset this port runs. */
 import { ConfigError } from '../errors.js';
-import { parseConfig, type Camelize, type Warn } from '../util/config.js';
+import { parseConfig, requirePositiveInteger, type Camelize, type Warn } from '../util/config.js';
 
 const DEFAULTS = {
   in_channels: 3,
@@ -39,9 +39,7 @@ export function parseAutoencoderKLConfig(raw: Record<string, unknown>, origin: s
   }
   for (const t of c.downBlockTypes) if (t !== 'DownEncoderBlock2D') unsupported('down_block_types', t, ['DownEncoderBlock2D']);
   for (const t of c.upBlockTypes) if (t !== 'UpDecoderBlock2D') unsupported('up_block_types', t, ['UpDecoderBlock2D']);
-  const positiveInt = (key: string, v: number): void => {
-    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${origin}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
-  };
+  const positiveInt = (key: string, v: number): void => requirePositiveInteger(origin, key, v);
   positiveInt('in_channels', c.inChannels);
   positiveInt('out_channels', c.outChannels);
   positiveInt('latent_channels', c.latentChannels);

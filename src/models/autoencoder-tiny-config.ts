@@ -1,7 +1,7 @@
 /** AutoencoderTiny's (TAESD's) config.json keys with diffusers' defaults, and what this port checks up front. */
 import { ConfigError } from '../errors.js';
 import { TINY_ACTIVATIONS, TINY_UPSAMPLE_MODES, type TinyActivation, type TinyUpsample } from '../nn/autoencoder-tiny-blocks.js';
-import { parseConfig, type Camelize, type Warn } from '../util/config.js';
+import { parseConfig, requirePositiveInteger, type Camelize, type Warn } from '../util/config.js';
 
 const DEFAULTS = {
   in_channels: 3,
@@ -44,9 +44,7 @@ export interface AutoencoderTinyConfig extends Omit<RawTinyConfig, 'actFn' | 'up
  */
 export function parseAutoencoderTinyConfig(raw: Record<string, unknown>, origin: string, warn: Warn): AutoencoderTinyConfig {
   const c = parseConfig(raw, DEFAULTS, origin, warn);
-  const positiveInt = (key: string, v: number): void => {
-    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${origin}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
-  };
+  const positiveInt = (key: string, v: number): void => requirePositiveInteger(origin, key, v);
   positiveInt('in_channels', c.inChannels);
   positiveInt('out_channels', c.outChannels);
   positiveInt('latent_channels', c.latentChannels);

@@ -8,7 +8,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { clipActivation } from '../nn/clip-text-net.js';
-import { parseConfig, type Camelize, type Warn } from '../util/config.js';
+import { checkTransformerSizes, parseConfig, type Camelize, type Warn } from '../util/config.js';
 
 const DEFAULTS = {
   vocab_size: 49408,
@@ -112,12 +112,7 @@ export function parseCLIPTextConfig(raw: Record<string, unknown>, origin: string
     ['num_attention_heads', c.numAttentionHeads],
     ['max_position_embeddings', c.maxPositionEmbeddings],
   ];
-  for (const [key, v] of positive) {
-    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${origin}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  if (c.hiddenSize % c.numAttentionHeads !== 0) {
-    throw new ConfigError(`${origin}: hidden_size ${c.hiddenSize} is not divisible by num_attention_heads ${c.numAttentionHeads}`);
-  }
+  checkTransformerSizes(origin, positive, c.hiddenSize, c.numAttentionHeads);
   if (!(c.layerNormEps > 0)) throw new ConfigError(`${origin}: layer_norm_eps must be > 0, got ${c.layerNormEps}`);
   if (!Number.isInteger(c.eosTokenId)) {
     throw new ConfigError(`${origin}: eos_token_id must be an integer (pooling needs it), got ${JSON.stringify(c.eosTokenId)}`);

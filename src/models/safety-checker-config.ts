@@ -9,7 +9,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { clipActivation } from '../nn/clip-text-net.js';
-import { parseConfig, type Camelize, type Warn } from '../util/config.js';
+import { checkTransformerSizes, parseConfig, type Camelize, type Warn } from '../util/config.js';
 import { PRETRAINED_CONFIG_KEYS } from './clip-text-config.js';
 
 /** CLIPVisionConfig's keys with transformers' defaults (4.44). */
@@ -72,12 +72,7 @@ export function parseCLIPVisionConfig(raw: Readonly<Record<string, unknown>>, or
     ['image_size', c.imageSize],
     ['patch_size', c.patchSize],
   ];
-  for (const [key, v] of positive) {
-    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${origin}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  if (c.hiddenSize % c.numAttentionHeads !== 0) {
-    throw new ConfigError(`${origin}: hidden_size ${c.hiddenSize} is not divisible by num_attention_heads ${c.numAttentionHeads}`);
-  }
+  checkTransformerSizes(origin, positive, c.hiddenSize, c.numAttentionHeads);
   if (c.patchSize > c.imageSize) throw new ConfigError(`${origin}: patch_size ${c.patchSize} is larger than image_size ${c.imageSize}`);
   if (!(c.layerNormEps > 0)) throw new ConfigError(`${origin}: layer_norm_eps must be > 0, got ${c.layerNormEps}`);
   clipActivation(c, origin);

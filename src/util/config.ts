@@ -50,3 +50,14 @@ function compatible(def: unknown, v: unknown): boolean {
   // diffusers accepts a scalar or a per-block list for many keys.
   return (kd === 'number' && kv === 'array') || (kd === 'array' && kv === 'number') || (kd === 'array' && kv === 'string');
 }
+
+/** Throws a ConfigError naming the key unless `v` is a whole number ≥ 1 (sizes, counts, channels). */
+export function requirePositiveInteger(origin: string, key: string, v: unknown): void {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(`${origin}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+}
+
+/** A transformer's shape keys: each a positive integer, and the hidden size split evenly over the heads. */
+export function checkTransformerSizes(origin: string, sizes: readonly (readonly [string, number])[], hidden: number, heads: number): void {
+  for (const [key, v] of sizes) requirePositiveInteger(origin, key, v);
+  if (hidden % heads !== 0) throw new ConfigError(`${origin}: hidden_size ${hidden} is not divisible by num_attention_heads ${heads}`);
+}
