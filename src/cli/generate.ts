@@ -44,6 +44,7 @@ const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'config', value: 'ID|DIR', help: 'configs for a single-file --model (default: the bundled SD 1.5 / 2.1 / XL ones its keys point to)' },
   { name: 'controlnet', value: 'ID|DIR', help: `ControlNet-XS adapter (default ${DEFAULT_CONTROLNETS.sd}, or ${DEFAULT_CONTROLNETS.sdxl} for SDXL)` },
   { name: 'negative-prompt', short: 'n', value: 'TEXT', help: 'what not to draw' },
+  { name: 'embedding', value: 'FILE[:TOKEN]', help: 'textual inversion embedding (file, folder or Hub id; repeatable); TOKEN overrides the file\'s token' },
   { name: 'steps', short: 's', value: 'N', help: `denoising steps, 1 … ${MAX_STEPS} (default 30)` },
   { name: 'guidance-scale', short: 'g', value: 'G', help: 'classifier-free guidance, A1111\'s "CFG scale" (default 7.5; ≤ 1 turns it off)' },
   { name: 'embed-guidance-scale', help: 'LCM-distilled UNets: give --guidance-scale to the UNet as its guidance embedding, no CFG (off: diffusers\' behaviour)' },
@@ -83,6 +84,8 @@ export interface GenerateOptions {
   controlnet: string | undefined;
   canny: boolean;
   negativePrompt: string | undefined;
+  /** Textual inversion embeddings to load, in order (`--embedding FILE[:TOKEN]`). */
+  embeddings: readonly EmbeddingOption[];
   steps: number;
   guidanceScale: number;
   /** The pipelines' `embedGuidanceScale` (LCM UNets). */
@@ -110,6 +113,25 @@ export interface GenerateOptions {
   device: Device;
   out: string;
   json: boolean;
+}
+
+/** One `--embedding`: where the embedding is, and the token to register it under (default: the file's own). */
+export interface EmbeddingOption {
+  source: string;
+  token: string | undefined;
+}
+
+/**
+ * `FILE[:TOKEN]`: the last `:` starts a token unless what follows it looks like a path (a Windows drive,
+ * `C:\…`), so file names and Hub ids keep their own characters.
+ */
+export function parseEmbeddingOption(text: string): EmbeddingOption {
+  const at = text.lastIndexOf(':');
+  const tail = at < 0 ? '' : text.slice(at + 1);
+  if (at < 0 || /[\\/]/.test(tail)) return { source: text, token: undefined };
+  if (at === 0) throw new UsageError(`--embedding needs a file before ":${tail}"`);
+  if (tail === '') throw new UsageError(`--embedding "${text}" ends in ":" without a token (FILE or FILE:TOKEN)`);
+  return { source: text.slice(0, at), token: tail };
 }
 
 /** `cnxs generate --help` asked for the usage text instead of a generation. */
@@ -160,6 +182,7 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | ty
     controlnet: v.string('controlnet'),
     canny: v.flag('canny'),
     negativePrompt: v.string('negative-prompt'),
+    embeddings: v.strings('embedding').map(parseEmbeddingOption),
     steps: whole('steps', { min: 1, max: MAX_STEPS }) ?? 30,
     guidanceScale: num('guidance-scale', '7.5'),
     embedGuidanceScale: v.flag('embed-guidance-scale'),
@@ -314,6 +337,14 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     throw new UsageError(`--embed-guidance-scale needs an LCM-distilled UNet (time_cond_proj_dim in its config); ${o.model} has none`);
   }
   const { width, height } = chooseSize(o, control, pipe.sizeRules, notice('note'));
+  // Textual inversion: each file into the tokenizer(s) and text encoder(s); SDXL {clip_l, clip_g} files into both.
+  for (const e of o.embeddings) {
+    await pipe.loadTextualInversion(e.source, {
+      ...(e.token !== undefined ? { token: e.token } : {}),
+      ...(o.offline ? { localFilesOnly: true } : {}),
+      warn: notice('warning'),
+    });
+  }
   const loadSeconds = (performance.now() - t0) / 1000;
 
   // 4. Generate: one generator per image (seed + k), so every image reproduces from the seed in its file.

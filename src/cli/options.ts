@@ -22,6 +22,8 @@ export interface OptionSpec {
 export interface ParsedOptions {
   /** Values by long name; flags map to `true`. A repeated option keeps its last value. */
   values: Map<string, string | true>;
+  /** Every value of each value option, in command-line order (options meant to repeat, such as --embedding). */
+  all: Map<string, string[]>;
   positionals: string[];
 }
 
@@ -30,6 +32,11 @@ export function parseOptions(argv: readonly string[], specs: readonly OptionSpec
   const byName = new Map(specs.map((s) => [s.name, s]));
   const byShort = new Map(specs.flatMap((s) => (s.short ? [[s.short, s] as const] : [])));
   const values = new Map<string, string | true>();
+  const all = new Map<string, string[]>();
+  const set = (name: string, value: string) => {
+    values.set(name, value);
+    all.set(name, [...(all.get(name) ?? []), value]);
+  };
   const positionals: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
@@ -58,7 +65,7 @@ export function parseOptions(argv: readonly string[], specs: readonly OptionSpec
       continue;
     }
     if (inline !== undefined) {
-      values.set(spec.name, inline);
+      set(spec.name, inline);
       continue;
     }
     const next = argv[i + 1];
@@ -66,10 +73,10 @@ export function parseOptions(argv: readonly string[], specs: readonly OptionSpec
     if (next === undefined || next.startsWith('--') || (/^-[A-Za-z]$/.test(next) && byShort.has(next.slice(1)))) {
       throw new UsageError(`${command}: --${spec.name} needs a value (${spec.value})`);
     }
-    values.set(spec.name, next);
+    set(spec.name, next);
     i++;
   }
-  return { values, positionals };
+  return { values, all, positionals };
 }
 
 /** The help lines of a table: `  -p, --prompt TEXT   …`, aligned. */
@@ -86,6 +93,11 @@ export class OptionValues {
   string(name: string): string | undefined {
     const v = this.parsed.values.get(name);
     return typeof v === 'string' ? v : undefined;
+  }
+
+  /** Every value given for `name`, in order (none: empty). */
+  strings(name: string): readonly string[] {
+    return this.parsed.all.get(name) ?? [];
   }
 
   flag(name: string): boolean {

@@ -7,13 +7,13 @@ import type { GraphBuilder } from '../graph/builder.js';
 import { OnnxDataType } from '../graph/onnx-proto.js';
 import { InputError } from '../errors.js';
 import { CLIPTextNet } from '../nn/clip-text-net.js';
-import { Tensor, numel, type TensorLike } from '../tensor.js';
+import { Tensor, expectFloat32, numel, type TensorLike } from '../tensor.js';
 import { WeightSource, type BoundWeights, type WeightRef } from '../weights/source.js';
 import { parseCLIPTextConfig, type CLIPTextConfig } from './clip-text-config.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { clipSpec, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
 import type { SingleFile } from './single-file/open.js';
-import { TracedModel, type ModelRuntimeOptions } from './traced-model.js';
+import { TracedModel, assertFinite, type ModelRuntimeOptions } from './traced-model.js';
 
 /**
  * A buffer (arange of positions) that checkpoints saved before transformers 4.31 carry. It is not a
@@ -88,8 +88,20 @@ function bindNet(config: CLIPTextConfig, source: WeightSource, withProjection: b
   return { net, weights: dropPositionIds(source).bindStrict(net.parameters()) };
 }
 
+/** The graph input of textual inversion's token-embedding rows (ids vocabSize …), present once rows were set. */
+export const ADDED_TOKEN_EMBEDDINGS = 'added_token_embeddings';
+
 /** Shared graph and input handling of both CLIP text classes. */
 abstract class CLIPTextBase extends TracedModel {
+  /** Token-embedding rows past the checkpoint's table, [N, hiddenSize] (textual inversion); null: none. */
+  private addedRows: Tensor<'float32'> | null = null;
+  /**
+   * Whether the graph reads added rows: from the first rows set on, for this model's lifetime. The rows are
+   * an input, so loading and unloading more of them needs no new session; a model that never had any keeps
+   * the plain graph.
+   */
+  private readsAddedRows = false;
+
   protected constructor(
     readonly config: CLIPTextConfig,
     readonly net: CLIPTextNet,
@@ -101,12 +113,43 @@ abstract class CLIPTextBase extends TracedModel {
     super(weights, options);
   }
 
+  /** Rows of the token embedding table: the checkpoint's vocabSize plus the added ones (transformers' `get_input_embeddings().num_embeddings`). */
+  get numTokenEmbeddings(): number {
+    return this.config.vocabSize + (this.addedRows?.dims[0] ?? 0);
+  }
+
+  /** The token-embedding rows added past the checkpoint's table ([N, hiddenSize], ids vocabSize …), or null. */
+  get addedTokenEmbeddings(): Tensor<'float32'> | null {
+    return this.addedRows;
+  }
+
+  /**
+   * Grow the token embedding table by `rows` [N, hiddenSize] (float32, copied): ids vocabSize … vocabSize + N − 1
+   * read them (textual inversion). The checkpoint's table is never copied: the graph looks rows up in it and in
+   * these, which reach onnxruntime as an input. `null` (or N = 0) removes them. The first rows change the graph
+   * (a new input), so the next forward opens a new session; later changes do not.
+   */
+  setAddedTokenEmbeddings(rows: TensorLike | null): void {
+    let copy: Tensor<'float32'> | null = null;
+    if (rows !== null) {
+      const t = expectFloat32('added token embeddings', rows, [null, this.config.hiddenSize]);
+      assertFinite('added token embeddings', t);
+      if (t.dims[0]! > 0) copy = new Tensor('float32', Float32Array.from(t.data), t.dims);
+    }
+    this.addedRows = copy;
+    if (copy !== null && !this.readsAddedRows) {
+      this.readsAddedRows = true;
+      this.retrace();
+    }
+  }
+
   protected trace(op: GraphBuilder): void {
     const c = this.config;
     const F = OnnxDataType.FLOAT;
     const ids = op.input('input_ids', OnnxDataType.INT64, ['batch', 'sequence']);
     const mask = op.input('attention_mask', F, ['batch', 'sequence']);
-    const out = this.net.text_model.build(op, ids, mask);
+    const added = this.readsAddedRows ? op.input(ADDED_TOKEN_EMBEDDINGS, F, ['added_tokens', c.hiddenSize]) : null;
+    const out = this.net.text_model.build(op, ids, mask, added);
     op.output(out.lastHiddenState, 'last_hidden_state', F, ['batch', 'sequence', c.hiddenSize]);
     if (this.net.text_projection) {
       op.output(this.net.text_projection.build(op, out.pooled), 'text_embeds', F, ['batch', c.projectionDim]);
@@ -125,9 +168,12 @@ abstract class CLIPTextBase extends TracedModel {
     inputIds: TensorLike,
     options: CLIPTextForwardOptions,
   ): Promise<{ out: Record<string, Tensor>; hiddenStates?: Tensor<'float32'>[]; normedHiddenStates?: Tensor<'float32'>[] }> {
-    const ids = checkInputIds(inputIds, this.config);
+    const ids = checkInputIds(inputIds, this.config, this.numTokenEmbeddings);
     const mask = options.attentionMask === undefined ? onesMask(ids.dims) : checkAttentionMask(options.attentionMask, ids.dims);
-    const out = await this.run({ input_ids: ids, attention_mask: mask });
+    const feeds: Record<string, Tensor> = { input_ids: ids, attention_mask: mask };
+    // Without added rows the graph still needs one to gather from; no id reaches it (checked above).
+    if (this.readsAddedRows) feeds[ADDED_TOKEN_EMBEDDINGS] = this.addedRows ?? Tensor.zeros([1, this.config.hiddenSize]);
+    const out = await this.run(feeds);
     if (!options.outputHiddenStates) return { out };
     const n = this.config.numHiddenLayers;
     const hiddenStates = Array.from({ length: n + 1 }, (_, i) => out[`hidden_states.${i}`] as Tensor<'float32'>);
@@ -196,8 +242,8 @@ export class CLIPTextModelWithProjection extends CLIPTextBase {
   }
 }
 
-/** int64 [B, L] with 1 ≤ L ≤ max_position_embeddings and every id inside the vocabulary. */
-function checkInputIds(t: TensorLike, c: CLIPTextConfig): Tensor<'int64'> {
+/** int64 [B, L] with 1 ≤ L ≤ max_position_embeddings and every id below `rows` (the table with any added rows). */
+function checkInputIds(t: TensorLike, c: CLIPTextConfig, rows: number): Tensor<'int64'> {
   if (!(t.data instanceof BigInt64Array)) {
     throw new InputError(`inputIds must hold a BigInt64Array (int64 token ids), got ${t.data.constructor.name}`);
   }
@@ -211,11 +257,11 @@ function checkInputIds(t: TensorLike, c: CLIPTextConfig): Tensor<'int64'> {
   if (t.data.length !== numel(dims)) {
     throw new InputError(`inputIds holds ${t.data.length} values but dims [${dims.join(', ')}] need ${numel(dims)}`);
   }
-  const vocab = BigInt(c.vocabSize);
+  const vocab = BigInt(rows);
   for (let i = 0; i < t.data.length; i++) {
     const id = t.data[i]!;
     if (id < 0n || id >= vocab) {
-      throw new InputError(`inputIds[${Math.floor(i / dims[1]!)}][${i % dims[1]!}] = ${id} is outside the vocabulary [0, ${c.vocabSize})`);
+      throw new InputError(`inputIds[${Math.floor(i / dims[1]!)}][${i % dims[1]!}] = ${id} is outside the vocabulary [0, ${rows})`);
     }
   }
   return new Tensor('int64', t.data, dims);

@@ -75,6 +75,16 @@ export abstract class TracedModel {
     return this.session;
   }
 
+  /**
+   * The traced graph has changed (a new input, as a text encoder's textual-inversion rows): forget the
+   * session synchronously, so the next forward opens one on the new trace, and free the old one.
+   */
+  protected retrace(): void {
+    void this.release().catch(() => {
+      // The old session failed to open or to close: either way the next forward starts afresh.
+    });
+  }
+
   /** Free the onnxruntime session; the next forward creates a new one. */
   async release(): Promise<void> {
     const s = this.session;

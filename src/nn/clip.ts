@@ -31,6 +31,23 @@ export class Embedding extends Module {
     const b = op.at(this.path);
     return b.gather(b.param(this.weight), ids, { axis: 0 }); // [count, dim] rows at [...] → [..., dim]
   }
+
+  /**
+   * The table grown by `added` rows [N, dim] (textual inversion): ids ≥ count read `added[id − count]`.
+   * Two gathers and a select rather than Concat(table, added) → Gather: `added` is a graph input, so a
+   * Concat could not be folded and would copy the whole table (the checkpoint's external data) on every
+   * run; here only the looked-up rows move. `added` must hold at least one row (Gather needs a valid
+   * index even where the select discards it).
+   */
+  buildExtended(op: GraphBuilder, ids: Value, added: Value): Value {
+    const b = op.at(this.path);
+    const count = b.constant(BigInt64Array.of(BigInt(this.count)), [], 'count');
+    const zero = b.constant(BigInt64Array.of(0n), [], 'zero');
+    const isAdded = b.lessOrEqual(count, ids); // [...]: id ≥ count
+    const tableRows = b.gather(b.param(this.weight), b.where(isAdded, zero, ids), { axis: 0 }); // [..., dim]
+    const addedRows = b.gather(added, b.where(isAdded, b.sub(ids, count), zero), { axis: 0 }); // [..., dim]
+    return b.where(b.unsqueeze(isAdded, b.ints([-1])), addedRows, tableRows); // [..., 1] picks per id → [..., dim]
+  }
 }
 
 /** Token embedding plus the first L rows of the learned position table. */
@@ -44,10 +61,10 @@ export class CLIPTextEmbeddings extends Module {
     this.position_embedding = this.child('position_embedding', (p) => new Embedding(p, maxPositions, dim));
   }
 
-  /** ids int64 [B, L] → [B, L, D] */
-  build(op: GraphBuilder, ids: Value, seqLen: Value): Value {
+  /** ids int64 [B, L] → [B, L, D]; `addedTokens` [N, D]: rows for ids vocabSize… (textual inversion), or null */
+  build(op: GraphBuilder, ids: Value, seqLen: Value, addedTokens: Value | null = null): Value {
     const b = op.at(this.path);
-    const tokens = this.token_embedding.build(op, ids); // [B, L, D]
+    const tokens = addedTokens === null ? this.token_embedding.build(op, ids) : this.token_embedding.buildExtended(op, ids, addedTokens); // [B, L, D]
     const pos = b.slice(b.param(this.position_embedding.weight), b.ints([0]), seqLen, b.ints([0])); // [maxPositions, D] → [L, D]
     return b.add(tokens, pos); // [B, L, D] + [L, D]
   }
@@ -203,12 +220,15 @@ export class CLIPTextTransformer extends Module {
     return b.where(allowed, b.scalar(0), b.scalar(MASKED_SCORE)); // [B, 1, L, L]
   }
 
-  /** ids int64 [B, L], keyMask float32 [B, L] (1 = token, 0 = padding) */
-  build(op: GraphBuilder, ids: Value, keyMask: Value): CLIPTextTransformerOutputs {
+  /**
+   * ids int64 [B, L], keyMask float32 [B, L] (1 = token, 0 = padding); `addedTokens` [N, D]: token
+   * embedding rows for ids vocabSize … vocabSize + N − 1 (textual inversion), null for the plain table.
+   */
+  build(op: GraphBuilder, ids: Value, keyMask: Value, addedTokens: Value | null = null): CLIPTextTransformerOutputs {
     const b = op.at(this.path);
     const seqLen = b.slice(b.shape(ids), b.ints([1]), b.ints([2])); // [1]: L
     const bias = this.maskBias(op, seqLen, keyMask);
-    let h = this.embeddings.build(op, ids, seqLen);
+    let h = this.embeddings.build(op, ids, seqLen, addedTokens);
     const hiddenStates = [h];
     for (const layer of this.layers) {
       h = layer.build(op, h, bias);

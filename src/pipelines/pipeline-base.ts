@@ -6,6 +6,17 @@ import type { Tensor, TensorLike } from '../tensor.js';
 import type { SizeRules } from './image-size.js';
 import { ModelOffload } from './offload.js';
 import { prepareControlImage, type PrepareImageOptions } from './prepare.js';
+import {
+  loadTextualInversion,
+  maybeConvertPrompt,
+  unloadTextualInversion,
+  type LoadTextualInversionOptions,
+  type LoadedTextualInversion,
+  type TextEncoderPair,
+  type TextualInversionSource,
+  type UnloadTextualInversionOptions,
+} from './textual-inversion.js';
+import type { CLIPTokenizer } from '../tokenizer/index.js';
 
 export abstract class ControlNetXSPipelineBase {
   abstract unet: UNetControlNetXSModel;
@@ -48,6 +59,32 @@ export abstract class ControlNetXSPipelineBase {
   /** diffusers' `enable_model_cpu_offload`, for sessions: `offload.enabled = true`. */
   enableModelCpuOffload(): void {
     this.offload.enabled = true;
+  }
+
+  /** The tokenizer / text encoder pairs, in diffusers' order (text_encoder first): textual inversion's targets. */
+  protected abstract get textEncoderPairs(): readonly TextEncoderPair[];
+
+  /**
+   * diffusers' `load_textual_inversion`: learned token embeddings from a file (diffusers
+   * `learned_embeds.safetensors`/`.bin`, A1111 `.pt` or `.safetensors`), a folder, a Hub repo or tensors,
+   * into the tokenizer(s) and text encoder(s) — SDXL `{clip_l, clip_g}` files into both at once. Everything
+   * is checked first (named TextualInversionErrors), so a failed load changes nothing. See textual-inversion.ts.
+   */
+  async loadTextualInversion(
+    source: TextualInversionSource | readonly TextualInversionSource[],
+    options: LoadTextualInversionOptions = {},
+  ): Promise<LoadedTextualInversion[]> {
+    return loadTextualInversion(this.textEncoderPairs, source, options);
+  }
+
+  /** diffusers' `unload_textual_inversion`: the given tokens (default all loaded ones) out of the tokenizer(s) and text encoder(s). */
+  unloadTextualInversion(tokens?: string | readonly string[], options: UnloadTextualInversionOptions = {}): void {
+    unloadTextualInversion(this.textEncoderPairs, tokens, options);
+  }
+
+  /** diffusers' `maybe_convert_prompt`: multi-vector tokens T spelt out as "T T_1 … T_{n−1}" (plain substring replace, as there). */
+  maybeConvertPrompt<P extends string | readonly string[]>(prompt: P, tokenizer: CLIPTokenizer): P extends string ? string : string[] {
+    return maybeConvertPrompt(prompt, tokenizer);
   }
 
   /** diffusers' `prepare_image` (step 4): control image → [B·N(·2), 3, H, W] in [0, 1], rows repeated for the batch and for CFG. */

@@ -42,6 +42,7 @@ import {
 } from './safety-checker.js';
 import { ControlNetXSPipelineBase } from './pipeline-base.js';
 import { loadSingleFileParts, type SingleFilePipelineOptions } from './single-file.js';
+import type { TextEncoderPair } from './textual-inversion.js';
 import { SD_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDCallbackTensorName, type StepCallback } from './callbacks.js';
 
 export type { PipelineOutput } from './output.js';
@@ -186,6 +187,10 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
     );
   }
 
+  protected get textEncoderPairs(): readonly TextEncoderPair[] {
+    return [{ name: 'text_encoder', tokenizer: this.tokenizer, textEncoder: this.textEncoder }];
+  }
+
   /** The components, to build another pipeline without loading anything twice. */
   get components(): StableDiffusionControlNetXSComponents {
     const { vae, textEncoder, tokenizer, unet, controlnet, scheduler, safetyChecker, featureExtractor, requiresSafetyChecker } = this;
@@ -292,7 +297,7 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
     if (o.promptEmbeds) {
       promptEmbeds = expectFloat32('promptEmbeds', o.promptEmbeds, [null, null, null]);
     } else {
-      const ids = tokenizeTruncating(this.tokenizer, prompt!, { warn: this.warn });
+      const ids = tokenizeTruncating(this.tokenizer, this.maybeConvertPrompt(prompt!, this.tokenizer), { warn: this.warn });
       const out = await this.textEncoder.forward(ids, { outputHiddenStates: o.clipSkip !== undefined });
       promptEmbeds = o.clipSkip === undefined ? out.lastHiddenState : pickFromEnd(out.normedHiddenStates!, o.clipSkip + 1, 'clipSkip');
     }
@@ -303,7 +308,7 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
       if (o.negativePromptEmbeds) {
         negative = expectFloat32('negativePromptEmbeds', o.negativePromptEmbeds, [null, null, null]);
       } else {
-        const uncond = uncondTokens(prompt, o.negativePrompt, batchSize);
+        const uncond = this.maybeConvertPrompt(uncondTokens(prompt, o.negativePrompt, batchSize), this.tokenizer);
         const out = await this.textEncoder.forward(tokenizeTruncating(this.tokenizer, uncond, { maxLength: promptEmbeds.dims[1]! }));
         negative = out.lastHiddenState;
       }

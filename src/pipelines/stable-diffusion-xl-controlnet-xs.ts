@@ -35,6 +35,7 @@ import { defaultGenerator, pickFromEnd, prepareLatents, tokenizeTruncating } fro
 import { modelOptions, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import { ControlNetXSPipelineBase } from './pipeline-base.js';
 import { loadSingleFileParts, type SingleFileXLPipelineOptions } from './single-file.js';
+import type { TextEncoderPair } from './textual-inversion.js';
 import { SDXL_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDXLCallbackTensorName, type StepCallback } from './callbacks.js';
 
 export interface StableDiffusionXLControlNetXSComponents {
@@ -180,6 +181,13 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
     );
   }
 
+  protected get textEncoderPairs(): readonly TextEncoderPair[] {
+    return [
+      { name: 'text_encoder', tokenizer: this.tokenizer, textEncoder: this.textEncoder },
+      { name: 'text_encoder_2', tokenizer: this.tokenizer2, textEncoder: this.textEncoder2 },
+    ];
+  }
+
   get components(): StableDiffusionXLControlNetXSComponents {
     const { vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet, scheduler, forceZerosForEmptyPrompt } = this;
     return { vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet, scheduler, forceZerosForEmptyPrompt, featureExtractor: null };
@@ -311,7 +319,7 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
       const parts: Tensor<'float32'>[] = [];
       let pooledOut: Tensor<'float32'> | null = null;
       for (const [k, { tokenizer, encoder }] of encoders.entries()) {
-        const ids = tokenizeTruncating(tokenizer, k === 0 ? prompt! : prompt2, { warn: this.warn });
+        const ids = tokenizeTruncating(tokenizer, this.maybeConvertPrompt(k === 0 ? prompt! : prompt2, tokenizer), { warn: this.warn });
         const out = await encoder.forward(ids, { outputHiddenStates: true });
         if ('textEmbeds' in out) pooledOut = out.textEmbeds;
         parts.push(pickFromEnd(out.hiddenStates!, (args.clipSkip ?? 0) + 2, 'clipSkip'));
@@ -338,7 +346,7 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
       }
       const parts: Tensor<'float32'>[] = [];
       for (const [k, { tokenizer, encoder }] of encoders.entries()) {
-        const ids = tokenizeTruncating(tokenizer, uncond[k]!, { maxLength: promptEmbeds.dims[1]! });
+        const ids = tokenizeTruncating(tokenizer, this.maybeConvertPrompt(uncond[k]!, tokenizer), { maxLength: promptEmbeds.dims[1]! });
         const out = await encoder.forward(ids, { outputHiddenStates: true });
         if ('textEmbeds' in out) negativePooled = out.textEmbeds;
         parts.push(pickFromEnd(out.hiddenStates!, 2, 'clipSkip'));

@@ -13,7 +13,7 @@
 import { join } from 'node:path';
 import { ConfigError, InputError } from '../errors.js';
 import { Tensor } from '../tensor.js';
-import { AddedTokenSplitter } from './added-tokens.js';
+import { AddedTokenSplitter, type AddedToken } from './added-tokens.js';
 import { BytePairEncoder, fromByteSymbols, parseMerges, toByteSymbols } from './bpe.js';
 import { readTokenizerFiles, resolveTokenizerConfig, type CLIPTokenizerFiles } from './config.js';
 import { lowerWord, pyStrip, splitCleanWords } from './normalize.js';
@@ -94,16 +94,22 @@ export class CLIPTokenizer {
   readonly padTokenId: number | undefined;
 
   private readonly vocab: ReadonlyMap<string, number>;
-  private readonly idToToken: ReadonlyMap<number, string>;
+  /** Every id's token, runtime-added tokens included (see {@link addTokens}). */
+  private readonly idToToken: Map<number, string>;
   private readonly bpe: BytePairEncoder;
-  private readonly splitter: AddedTokenSplitter;
+  /** The config's added and special tokens; never changes. */
+  private readonly configAddedTokens: readonly AddedToken[];
+  /** Tokens added after loading ({@link addTokens}: textual inversion), in id order. */
+  private runtimeAddedTokens: AddedToken[] = [];
+  /** Splits the config's and the runtime-added tokens out of text; rebuilt when tokens are added or removed. */
+  private splitter: AddedTokenSplitter;
   private readonly unkTokenId: number | undefined;
   private readonly padToken: string | undefined;
   /** Strings and ids of BOS/EOS/UNK/PAD/additional special tokens. */
   private readonly specialTokens: ReadonlySet<string>;
   private readonly specialIds: ReadonlySet<number>;
   /** Added tokens that are not special tokens: decoded on their own, joined with spaces. */
-  private readonly looseAddedTokens: ReadonlySet<string>;
+  private readonly looseAddedTokens: Set<string>;
   private readonly cleanUpSpaces: boolean;
   /** Raw word (before lower-casing) → its token ids. Per instance. */
   private readonly wordCache = new Map<string, readonly number[]>();
@@ -115,6 +121,7 @@ export class CLIPTokenizer {
     this.bpe = new BytePairEncoder(parseMerges(files.merges));
     const cfg = resolveTokenizerConfig(files, this.vocab);
     this.modelMaxLength = cfg.modelMaxLength;
+    this.configAddedTokens = cfg.addedTokens;
     this.splitter = new AddedTokenSplitter(cfg.addedTokens);
     this.cleanUpSpaces = cfg.cleanUpTokenizationSpaces;
 
@@ -262,6 +269,117 @@ export class CLIPTokenizer {
     return sequences.map((s) => this.decode(s, options));
   }
 
+  /**
+   * transformers' `len(tokenizer)`: how many distinct tokens the vocabulary and the added tokens hold
+   * together. A token added next gets this id.
+   */
+  get length(): number {
+    let extra = 0;
+    for (const content of this.addedContents()) if (!this.vocab.has(content)) extra++;
+    return this.vocab.size + extra;
+  }
+
+  /** The id of one token (an added token's content, or a vocab.json entry such as `cat</w>`); undefined when unknown. */
+  tokenId(token: string): number | undefined {
+    return this.tokenToId(token);
+  }
+
+  /** transformers' `added_tokens_encoder`: every added token (special ones included) → its id. */
+  get addedTokensEncoder(): ReadonlyMap<string, number> {
+    const map = new Map<string, number>();
+    for (const t of [...this.configAddedTokens, ...this.runtimeAddedTokens]) map.set(t.content, t.id);
+    return map;
+  }
+
+  /** The tokens added since loading ({@link addTokens}), in id order. */
+  get runtimeTokens(): readonly string[] {
+    return this.runtimeAddedTokens.map((t) => t.content);
+  }
+
+  /**
+   * transformers' `add_tokens` for plain (non-special) tokens: each new token is split out of text before
+   * BPE from now on, matched exactly (case-sensitive), and gets the id {@link length} — or its vocab.json
+   * id when it is spelt like a vocabulary entry. Tokens that are already added tokens are skipped, empty
+   * strings ignored. Returns how many new ids were handed out.
+   */
+  addTokens(tokens: readonly string[]): number {
+    let added = 0;
+    for (const content of tokens) {
+      if (typeof content !== 'string') throw new InputError(`tokens must be strings, got ${typeof content}`);
+      if (content.length === 0 || this.splitter.get(content) !== undefined) continue;
+      const known = this.vocab.get(content);
+      const id = known ?? this.length;
+      if (known === undefined) added++;
+      this.runtimeAddedTokens.push({ id, content, special: false, lstrip: false, rstrip: false, singleWord: false });
+      this.idToToken.set(id, content);
+      this.looseAddedTokens.add(content);
+      this.rebuildSplitter();
+    }
+    return added;
+  }
+
+  /**
+   * Remove tokens added with {@link addTokens} (diffusers' `unload_textual_inversion` on the tokenizer).
+   * The remaining runtime tokens that had new ids are renumbered in order right after the loaded
+   * tokenizer's ids, so ids stay dense and the next token added gets `length` without a clash.
+   * Names that are not runtime-added tokens are an InputError; nothing is removed then.
+   */
+  removeTokens(tokens: readonly string[]): void {
+    const runtime = new Set(this.runtimeAddedTokens.map((t) => t.content));
+    const unknown = tokens.filter((t) => !runtime.has(t));
+    if (unknown.length) throw new InputError(`not tokens added to this tokenizer: ${unknown.map((t) => JSON.stringify(t)).join(', ')}`);
+    const drop = new Set(tokens);
+    for (const t of this.runtimeAddedTokens) {
+      if (!drop.has(t.content)) continue;
+      if (this.idToToken.get(t.id) === t.content) this.idToToken.delete(t.id);
+      if (this.vocab.has(t.content)) this.idToToken.set(t.id, t.content);
+      this.looseAddedTokens.delete(t.content);
+    }
+    const kept = this.runtimeAddedTokens.filter((t) => !drop.has(t.content));
+    this.runtimeAddedTokens = [];
+    this.rebuildSplitter();
+    // The first new id is the loaded tokenizer's length, now that every runtime token is out.
+    let next = this.length;
+    for (const t of kept) {
+      const fresh = this.vocab.has(t.content) ? t : { ...t, id: next++ };
+      if (fresh !== t && this.idToToken.get(t.id) === t.content) this.idToToken.delete(t.id);
+      this.idToToken.set(fresh.id, fresh.content);
+      this.runtimeAddedTokens.push(fresh);
+    }
+    this.rebuildSplitter();
+  }
+
+  /**
+   * transformers' `tokenize`: the token strings of `text` without BOS/EOS — added tokens as their content,
+   * everything else as BPE symbols (`photo</w>`).
+   */
+  tokenize(text: string): string[] {
+    if (typeof text !== 'string') throw new InputError(`text must be a string, got ${typeof text}`);
+    const tokens: string[] = [];
+    for (const piece of this.splitter.split(text)) {
+      if (piece.token !== undefined) {
+        tokens.push(piece.token.content);
+        continue;
+      }
+      for (const word of splitCleanWords(piece.text)) tokens.push(...this.wordTokens(word));
+    }
+    return tokens;
+  }
+
+  private *addedContents(): Iterable<string> {
+    const seen = new Set<string>();
+    for (const t of [...this.configAddedTokens, ...this.runtimeAddedTokens]) {
+      if (!seen.has(t.content)) yield t.content;
+      seen.add(t.content);
+    }
+  }
+
+  private rebuildSplitter(): void {
+    this.splitter = new AddedTokenSplitter([...this.configAddedTokens, ...this.runtimeAddedTokens]);
+    // A symbol's id is looked up among the added tokens first, so cached words may be stale now.
+    this.wordCache.clear();
+  }
+
   /** Token ids of `text` without BOS/EOS, truncation or padding. */
   private textToIds(text: string): number[] {
     const ids: number[] = [];
@@ -282,18 +400,24 @@ export class CLIPTokenizer {
     const cached = this.wordCache.get(word);
     if (cached !== undefined) return cached;
     const ids: number[] = [];
-    for (const match of lowerWord(word).matchAll(CLIP_PATTERN)) {
-      const piece = match[0];
-      const symbols = UNSPLIT.has(piece) ? [piece] : this.bpe.encode(toByteSymbols(piece));
-      for (const symbol of symbols) {
-        const id = this.tokenToId(symbol) ?? this.unkTokenId;
-        if (id === undefined) throw new InputError(`token ${JSON.stringify(symbol)} is not in the vocabulary and there is no unk_token`);
-        ids.push(id);
-      }
+    for (const symbol of this.wordTokens(word)) {
+      const id = this.tokenToId(symbol) ?? this.unkTokenId;
+      if (id === undefined) throw new InputError(`token ${JSON.stringify(symbol)} is not in the vocabulary and there is no unk_token`);
+      ids.push(id);
     }
     if (this.wordCache.size >= WORD_CACHE_LIMIT) this.wordCache.clear();
     this.wordCache.set(word, ids);
     return ids;
+  }
+
+  /** The BPE symbols of one whitespace-free word (CLIP's pre-tokenizer pieces, each byte-level BPE encoded). */
+  private wordTokens(word: string): string[] {
+    const symbols: string[] = [];
+    for (const match of lowerWord(word).matchAll(CLIP_PATTERN)) {
+      const piece = match[0];
+      symbols.push(...(UNSPLIT.has(piece) ? [piece] : this.bpe.encode(toByteSymbols(piece))));
+    }
+    return symbols;
   }
 
   private tokenToId(token: string): number | undefined {

@@ -89,12 +89,68 @@ export class TorchCheckpoint implements WeightFile {
   }
 }
 
+/**
+ * A torch file's whole pickled object — whatever containers hold its tensors (a textual-inversion `.pt`
+ * nests one under `string_to_param`; `torch.save(tensor)` pickles a bare tensor) — with each tensor
+ * found in it turned into a ref into the file on request. Checkpoints of weights use TorchCheckpoint.
+ */
+export class TorchObject implements WeightFile {
+  private readonly refs = new Map<string, WeightRef>();
+
+  constructor(
+    readonly path: string,
+    readonly realPath: string,
+    readonly format: TorchCheckpointFormat,
+    /** The unpickled object (dicts, lists, tuples, strings, numbers, tensors). */
+    readonly value: PyValue,
+    private readonly locate: (s: TorchStorage, tensorKey: string) => StorageRegion,
+  ) {}
+
+  /** `tensor`, found in `value`, as a ref into the file (validated against its storage); `key` names it. */
+  ref(tensor: TorchTensor, key: string): WeightRef {
+    const region = this.locate(tensor.storage, key);
+    const ref = weightRef(this, tensorInfo(key, tensor, region));
+    this.refs.set(key, ref);
+    return ref;
+  }
+
+  /** The stored region of a tensor made into a ref by `ref(…, name)`. */
+  readBytes(name: string): Uint8Array {
+    const ref = this.refs.get(name);
+    if (ref === undefined) throw new TorchCheckpointError(`${this.path}: no tensor "${name}" was located`);
+    return this.readRange(ref.info.fileOffset, ref.info.byteLength);
+  }
+
+  readRange(offset: number, length: number): Uint8Array {
+    return readFileRange(this.path, this.realPath, offset, length);
+  }
+}
+
 /** Open a torch checkpoint; only its pickle and directory are read (async twin of `loadTorchCheckpointSync`). */
 export async function loadTorchCheckpoint(path: string): Promise<TorchCheckpoint> {
   return loadTorchCheckpointSync(path);
 }
 
 export function loadTorchCheckpointSync(path: string): TorchCheckpoint {
+  const { realPath, format, value, locate } = parseTorchFile(path);
+  return build(path, realPath, format, value, locate);
+}
+
+/** Open any torch file as its pickled object; only its pickle and directory are read (never run). */
+export function loadTorchObjectSync(path: string): TorchObject {
+  const { realPath, format, value, locate } = parseTorchFile(path);
+  return new TorchObject(path, realPath, format, value, locate);
+}
+
+/** A torch file's pickle, parsed, and how its storages are found in the file. */
+interface ParsedTorchFile {
+  readonly realPath: string;
+  readonly format: TorchCheckpointFormat;
+  readonly value: PyValue;
+  readonly locate: (s: TorchStorage, tensorKey: string) => StorageRegion;
+}
+
+function parseTorchFile(path: string): ParsedTorchFile {
   let realPath: string;
   let file: FileReader;
   try {
@@ -118,7 +174,7 @@ export function loadTorchCheckpointSync(path: string): TorchCheckpoint {
 
 // ---- zip archives ----------------------------------------------------------------------
 
-function readZipCheckpoint(file: FileReader, realPath: string): TorchCheckpoint {
+function readZipCheckpoint(file: FileReader, realPath: string): ParsedTorchFile {
   const path = file.path;
   const entries = readZipDirectory(file);
   // torch names every record after the archive's folder; the pickle is <folder>/data.pkl.
@@ -157,7 +213,7 @@ function readZipCheckpoint(file: FileReader, realPath: string): TorchCheckpoint 
     }
     return { fileOffset: entry.dataOffset, numel: s.numel };
   };
-  return build(path, realPath, 'zip', value, locate);
+  return { realPath, format: 'zip', value, locate };
 }
 
 // ---- legacy files ----------------------------------------------------------------------
@@ -166,7 +222,7 @@ function readZipCheckpoint(file: FileReader, realPath: string): TorchCheckpoint 
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 const LEGACY_PROTOCOL = 1001;
 
-function readLegacyCheckpoint(file: FileReader, realPath: string): TorchCheckpoint {
+function readLegacyCheckpoint(file: FileReader, realPath: string): ParsedTorchFile {
   // The pickles come first and are small next to the storages after them: read a growing prefix.
   for (let length = Math.min(file.size, 1 << 22); ; length = Math.min(file.size, length * 4)) {
     const bytes = file.read(0, length, 'the legacy pickles');
@@ -178,7 +234,7 @@ function readLegacyCheckpoint(file: FileReader, realPath: string): TorchCheckpoi
   }
 }
 
-function parseLegacy(file: FileReader, realPath: string, bytes: Uint8Array): TorchCheckpoint {
+function parseLegacy(file: FileReader, realPath: string, bytes: Uint8Array): ParsedTorchFile {
   const path = file.path;
   const magic = parsePickle(bytes, 0, { where: path });
   if (magic.value !== LEGACY_MAGIC) {
@@ -243,7 +299,7 @@ function parseLegacy(file: FileReader, realPath: string, bytes: Uint8Array): Tor
     if (base === undefined) throw new TorchCheckpointError(`${path}: tensor "${tensorKey}" uses storage "${rootKey}", which the file does not hold`);
     return { fileOffset: base + (s.viewOf?.offset ?? 0) * DTYPE_BYTES[s.dtype], numel: s.numel };
   };
-  return build(path, realPath, 'legacy', main.value, locate);
+  return { realPath, format: 'legacy', value: main.value, locate };
 }
 
 // ---- shared ----------------------------------------------------------------------------
@@ -279,23 +335,26 @@ function build(
       others.set(`${at}${String(k)}`, v);
       continue;
     }
-    const region = locate(v.storage, k);
-    const info: TorchTensorInfo = {
-      key: k,
-      dtype: v.storage.dtype,
-      shape: v.shape,
-      strides: v.strides,
-      storageOffset: v.storageOffset,
-      storage: { key: v.storage.key, numel: region.numel, fileOffset: region.fileOffset },
-    };
+    const info = tensorInfo(k, v, locate(v.storage, k));
     tensors.set(k, info);
     refs.set(k, weightRef(file, info));
   }
   return file;
 }
 
+function tensorInfo(key: string, v: TorchTensor, region: StorageRegion): TorchTensorInfo {
+  return {
+    key,
+    dtype: v.storage.dtype,
+    shape: v.shape,
+    strides: v.strides,
+    storageOffset: v.storageOffset,
+    storage: { key: v.storage.key, numel: region.numel, fileOffset: region.fileOffset },
+  };
+}
+
 /** The stored region a tensor reads, and its view when that region is not the tensor in C order. */
-function weightRef(file: TorchCheckpoint, t: TorchTensorInfo): WeightRef {
+function weightRef(file: WeightFile, t: TorchTensorInfo): WeightRef {
   const eb = DTYPE_BYTES[t.dtype];
   const extent = stridedExtent(t.shape, t.strides, t.storageOffset);
   if (extent > t.storage.numel) {
