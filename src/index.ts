@@ -17,7 +17,7 @@ export {
 export { loadSafetensors, SafetensorsFile, type TensorInfo } from './weights/safetensors.js';
 export { WeightSource, weightShape, type WeightFile, type WeightRef, type WeightView } from './weights/source.js';
 export { readWeightBytes } from './weights/view.js';
-export { loadTorchCheckpoint, TorchCheckpoint, type TorchCheckpointFormat, type TorchTensorInfo } from './weights/torch-archive.js';
+export { loadTorchCheckpoint, loadTorchObjectSync, TorchCheckpoint, TorchObject, type TorchCheckpointFormat, type TorchTensorInfo } from './weights/torch-archive.js';
 export { ModelSession, type RuntimeOptions } from './runtime/session.js';
 export { GraphCache } from './runtime/graph-cache.js';
 export { CUDA_INSTALL_COMMAND, formatDeviceFallback, type DeviceFallback } from './runtime/device-fallback.js';
@@ -31,6 +31,7 @@ export { UNetControlNetXSModel, type UNetControlNetXSForwardArgs } from './model
 export type { UNetControlNetXSConfig } from './models/unet-controlnet-xs-config.js';
 export { FUSION_RENAMES, fusedKey } from './models/controlnet-xs-fusion.js';
 export {
+  ADDED_TOKEN_EMBEDDINGS,
   CLIPTextModel,
   CLIPTextModelWithProjection,
   type CLIPTextForwardOptions,
@@ -76,6 +77,19 @@ export type { PipelineStep } from './pipelines/denoise.js';
 export type { SingleFilePipelineOptions, SingleFileXLPipelineOptions } from './pipelines/single-file.js';
 export { NSFW_WARNING, type SafetyCheckResult, type SafetyCheckerLoadOptions } from './pipelines/safety-checker.js';
 export { guidanceScaleEmbedding } from './pipelines/guidance-embedding.js';
+export {
+  TextualInversionDimensionError,
+  TextualInversionError,
+  TextualInversionFormatError,
+  TextualInversionTokenError,
+  maybeConvertPrompt,
+  type LoadTextualInversionOptions,
+  type LoadedTextualInversion,
+  type TextEncoderPair,
+  type TextualInversionSource,
+  type TextualInversionTensors,
+  type UnloadTextualInversionOptions,
+} from './pipelines/textual-inversion.js';
 export { previewImages, type PreviewOptions } from './pipelines/preview.js';
 export type { PipelineVae } from './pipelines/components.js';
 export { SD_CALLBACK_TENSOR_INPUTS, SDXL_CALLBACK_TENSOR_INPUTS } from './pipelines/callbacks.js';
