@@ -32,6 +32,12 @@ export interface TraceOptions {
   attention: 'fused' | 'plain';
   /** 'fused': com.microsoft FusedMatMul on the untransposed weight; 'plain': MatMul on a transposed copy. */
   linear: 'fused' | 'plain';
+  /**
+   * diffusers' `fuse_qkv_projections`: each UNet attention computes q, k, v (self-attention) or k, v
+   * (cross-attention) with one matmul over its projections' weights concatenated in the root graph
+   * (which onnxruntime folds into one new initializer at load: a copy of those weights). Absent: separate.
+   */
+  fuseQkv?: boolean;
 }
 
 export const DEFAULT_TRACE_OPTIONS: TraceOptions = Object.freeze({ attention: 'fused', linear: 'fused' });
@@ -243,6 +249,26 @@ export class GraphBuilder extends Ops {
     if (cached) return cached;
     const v = this.weightPrep(p).transpose(this.param(p), { perm: [1, 0] }); // [out, in] → [in, out]
     this.ctx.paramCache.set(key, v);
+    return v;
+  }
+
+  /**
+   * Parameters concatenated along axis 0 once in the root graph, named `key` (a fused projection's weight,
+   * `…attn1.to_qkv.weight`: [Σ out, in]); `transposed` adds one Transpose after it ([in, Σ out], for MatMul).
+   * onnxruntime folds the result into a new initializer when the session opens.
+   */
+  paramConcat(specs: readonly ParameterSpec[], key: string, o: { transposed?: boolean } = {}): Value {
+    const cacheKey = o.transposed ? `${key}#T` : key;
+    const cached = this.ctx.paramCache.get(cacheKey);
+    if (cached) return cached;
+    const prep = new GraphBuilder(this.ctx, key, true, this.ctx.rootNodes);
+    let joined = this.ctx.paramCache.get(key);
+    if (!joined) {
+      joined = prep.concat(specs.map((p) => this.param(p)), { axis: 0 }); // [out₁, in] ‖ [out₂, in] ‖ … → [Σ out, in]
+      this.ctx.paramCache.set(key, joined);
+    }
+    const v = o.transposed ? prep.transpose(joined, { perm: [1, 0] }) : joined; // → [in, Σ out]
+    this.ctx.paramCache.set(cacheKey, v);
     return v;
   }
 

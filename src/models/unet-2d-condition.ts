@@ -10,8 +10,9 @@ import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
 import { UNET_SPEC, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
-import { TracedModel, assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
+import { assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
 import { parseUNet2DConditionConfig, type UNet2DConditionConfig } from './unet-2d-condition-config.js';
+import { UNetWithSwitches } from './unet-switches.js';
 
 export interface UNetForwardArgs {
   sample: TensorLike;
@@ -32,7 +33,7 @@ export interface UNetPretrainedOptions extends PretrainedOptions, ModelRuntimeOp
   dtype?: 'float32';
 }
 
-export class UNet2DConditionModel extends TracedModel {
+export class UNet2DConditionModel extends UNetWithSwitches {
   protected readonly graphName = 'UNet2DConditionModel';
 
   private constructor(
@@ -82,7 +83,8 @@ export class UNet2DConditionModel extends TracedModel {
         : null;
     // Only LCM UNets get the input, so every other graph stays as it was.
     const cond = c.timeCondProjDim === null ? null : op.input('timestep_cond', F, ['batch', c.timeCondProjDim]);
-    op.output(this.net.build(op, sample, t, context, added, cond), 'out_sample', F, ['batch', c.outChannels, 'height', 'width']);
+    const freeu = this.freeuInputs(op); // only while FreeU is on
+    op.output(this.net.build(op, sample, t, context, added, cond, freeu), 'out_sample', F, ['batch', c.outChannels, 'height', 'width']);
   }
 
   async forward(args: UNetForwardArgs): Promise<{ sample: Tensor<'float32'> }> {
@@ -92,10 +94,11 @@ export class UNet2DConditionModel extends TracedModel {
     const ehs = expectFloat32('encoderHiddenStates', args.encoderHiddenStates, [batch, null, null]);
     assertFinite('sample', sample);
     assertFinite('encoderHiddenStates', ehs);
-    const feeds: Record<string, TensorLike> = {
+    const feeds: Record<string, TensorLike | number> = {
       sample,
       timestep: timestepFeed(args.timestep, batch),
       encoder_hidden_states: ehs,
+      ...this.freeuFeeds(),
     };
     if (c.additionEmbedType === 'text_time') {
       if (!args.addedCondKwargs) throw new ConfigError('this UNet has addition_embed_type "text_time": pass addedCondKwargs { textEmbeds, timeIds }');

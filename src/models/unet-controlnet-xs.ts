@@ -18,9 +18,10 @@ import type { BoundWeights, WeightSource } from '../weights/source.js';
 import type { ControlNetXSAdapter } from './controlnet-xs-adapter.js';
 import { fuseWeights, fusedConfig } from './controlnet-xs-fusion.js';
 import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
-import { TracedModel, assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
+import { assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
 import { timestepCondFeed, type UNet2DConditionModel } from './unet-2d-condition.js';
 import { parseUNetControlNetXSConfig, type UNetControlNetXSConfig } from './unet-controlnet-xs-config.js';
+import { UNetWithSwitches } from './unet-switches.js';
 
 export interface UNetControlNetXSForwardArgs {
   sample: TensorLike;
@@ -42,7 +43,7 @@ export interface UNetControlNetXSForwardArgs {
   timestepCond?: TensorLike;
 }
 
-export class UNetControlNetXSModel extends TracedModel {
+export class UNetControlNetXSModel extends UNetWithSwitches {
   protected readonly graphName = 'UNetControlNetXSModel';
 
   private constructor(
@@ -104,7 +105,8 @@ export class UNetControlNetXSModel extends TracedModel {
     const gate = op.input('apply_control', OnnxDataType.BOOL, []);
     // Only LCM base UNets get the input, so every other graph stays as it was.
     const timestepCond = c.timeCondProjDim === null ? null : op.input('timestep_cond', F, ['batch', c.timeCondProjDim]);
-    op.output(this.net.build(op, { ...io, scale, timestepCond }, { gate }), 'out_sample', F, ['batch', 4, 'height', 'width']);
+    const freeu = this.freeuInputs(op); // only while FreeU is on
+    op.output(this.net.build(op, { ...io, scale, timestepCond, freeu }, { gate }), 'out_sample', F, ['batch', 4, 'height', 'width']);
   }
 
   async forward(args: UNetControlNetXSForwardArgs): Promise<{ sample: Tensor<'float32'> }> {
@@ -136,6 +138,7 @@ export class UNetControlNetXSModel extends TracedModel {
       controlnet_cond: cond,
       conditioning_scale: scale,
       apply_control: applyControl,
+      ...this.freeuFeeds(),
     };
     if (c.additionEmbedType === 'text_time') {
       if (!args.addedCondKwargs) throw new InputError('this model has addition_embed_type "text_time": pass addedCondKwargs { textEmbeds, timeIds }');

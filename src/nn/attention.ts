@@ -38,14 +38,38 @@ export class Attention extends Module {
     ];
   }
 
-  /** x [B, S, D], context [B, L, Dc] (or x itself) → [B, S, D] */
+  /**
+   * x [B, S, D], context [B, L, Dc] (or x itself) → [B, S, D]. With the trace option `fuseQkv` (diffusers'
+   * `fuse_qkv_projections`) self-attention computes q, k, v with one matmul (`to_qkv`), cross-attention
+   * k, v (`to_kv`; q still reads x alone).
+   */
   build(op: GraphBuilder, x: Value, context: Value | null): Value {
-    const kv = context ?? x;
-    const q = this.to_q.build(op, x); // [B, S, H·Dh]
-    const k = this.to_k.build(op, kv); // [B, L, H·Dh]
-    const v = this.to_v.build(op, kv); // [B, L, H·Dh]
+    let q: Value, k: Value, v: Value;
+    if (!op.options.fuseQkv) {
+      const kv = context ?? x;
+      q = this.to_q.build(op, x); // [B, S, H·Dh]
+      k = this.to_k.build(op, kv); // [B, L, H·Dh]
+      v = this.to_v.build(op, kv); // [B, L, H·Dh]
+    } else if (context === null) {
+      [q, k, v] = this.fusedProjection(op, 'to_qkv', [this.to_q, this.to_k, this.to_v], x) as [Value, Value, Value];
+    } else {
+      q = this.to_q.build(op, x);
+      [k, v] = this.fusedProjection(op, 'to_kv', [this.to_k, this.to_v], context) as [Value, Value];
+    }
     const o = multiHeadAttention(op.at(this.path), q, k, v, this.opts);
     return this.to_out[0].build(op, o);
+  }
+
+  /** Bias-free projections of one input as one matmul: [B, L, Din] → n × [B, L, H·Dh] */
+  private fusedProjection(op: GraphBuilder, name: string, parts: readonly Linear[], x: Value): Value[] {
+    const b = op.at(`${this.path}.${name}`);
+    const key = `${this.path}.${name}.weight`;
+    const weights = parts.map((p) => p.weight);
+    const y =
+      op.options.linear === 'fused'
+        ? b.fusedMatMul(x, b.paramConcat(weights, key), { transB: 1, alpha: 1 }) // x [.., Din] · W[n·H·Dh, Din]ᵀ
+        : b.matMul(x, b.paramConcat(weights, key, { transposed: true })); // x [.., Din] · Wᵀ[Din, n·H·Dh]
+    return b.split(y, { axis: -1, num_outputs: parts.length }); // [B, L, n·H·Dh] → n × [B, L, H·Dh]
   }
 }
 

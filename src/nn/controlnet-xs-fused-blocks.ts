@@ -21,6 +21,7 @@ import {
   zeroConv,
   type CtrlDownOptions,
 } from './controlnet-xs-blocks.js';
+import { FreeUBlock, type FreeUFactors } from './freeu.js';
 import type { Conv2d } from './layers.js';
 import { Module } from './module.js';
 import { Downsample2D, ResnetBlock2D, Upsample2D } from './resnet.js';
@@ -175,10 +176,13 @@ export class ControlNetXSCrossAttnUpBlock2D extends Module {
   readonly attentions: Transformer2DModel[] | null;
   readonly ctrl_to_base: Conv2d[];
   readonly upsamplers: Upsample2D | null;
+  /** Channels of the base features each resnet's skip is concatenated to (what FreeU's backbone factor scales). */
+  private readonly featureChannels: number[];
 
   constructor(path: string, o: FusedUpOptions) {
     super(path);
     const resnetIn = (i: number) => (i === 0 ? o.prevOutputChannels : o.outChannels);
+    this.featureChannels = Array.from({ length: UP_LAYERS }, (_, i) => resnetIn(i));
     this.ctrl_to_base = this.list('ctrl_to_base', UP_LAYERS, (p, i) => zeroConv(p, o.ctrlSkipChannels[i]!, resnetIn(i)));
     this.resnets = this.list('resnets', UP_LAYERS, (p, i) => {
       const skip = i === UP_LAYERS - 1 ? o.inChannels : o.outChannels;
@@ -189,14 +193,20 @@ export class ControlNetXSCrossAttnUpBlock2D extends Module {
     this.upsamplers = o.addUpsample ? this.child('upsamplers', (p) => new Upsample2D(p, o.outChannels, o.outChannels)) : null;
   }
 
-  /** Consumes the last UP_LAYERS skips of each stream (last first). */
-  build(op: GraphBuilder, h: Value, skipsBase: Value[], skipsCtrl: Value[], x: Exchange): Value {
+  /**
+   * Consumes the last UP_LAYERS skips of each stream (last first). With `freeu` (this block's FreeU factors)
+   * the base features, control already added, and the base skip go through FreeU before the resnet.
+   */
+  build(op: GraphBuilder, h: Value, skipsBase: Value[], skipsCtrl: Value[], x: Exchange, freeu: FreeUFactors | null = null): Value {
     const b = op.at(this.path);
+    // every skip of a block has the block's resolution: the first one sizes the Fourier window
+    const fu = freeu ? FreeUBlock.create(op, `${this.path}.freeu`, skipsBase[skipsBase.length - 1]!, freeu) : null;
     for (let i = 0; i < UP_LAYERS; i++) {
-      const sBase = skipsBase.pop()!;
+      let sBase = skipsBase.pop()!;
       const sCtrl = skipsCtrl.pop()!;
       const hIn = h;
       [h] = x.control(b, [hIn], (c) => [addCtrl(c.at(this.path), hIn, this.ctrl_to_base[i]!, sCtrl, x.scale)]) as [Value]; // add ctrl → base
+      if (fu) ({ h, skip: sBase } = fu.apply(h, this.featureChannels[i]!, sBase)); // FreeU after the control term
       h = this.resnets[i]!.build(op, concat(b, h, sBase), x.temb);
       if (this.attentions) h = this.attentions[i]!.build(op, h, x.context);
     }

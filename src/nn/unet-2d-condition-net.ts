@@ -6,6 +6,7 @@
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import { perBlock } from '../util/per-block.js';
 import { TimestepEmbedding, Timesteps, textTimeEmbedding } from './embeddings.js';
+import { freeuForBlock, type FreeUInputs } from './freeu.js';
 import { Conv2d, GroupNorm, silu } from './layers.js';
 import { Module } from './module.js';
 import { DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, type BlockAttention } from './unet-blocks.js';
@@ -174,6 +175,8 @@ export class UNet2DConditionNet extends Module {
     context: Value,
     added: { textEmbeds: Value; timeIds: Value } | null,
     timestepCond: Value | null = null,
+    /** FreeU's factors when FreeU is on (up blocks 0 and 1), else null. */
+    freeu: FreeUInputs | null = null,
   ): Value {
     const b = op.at('');
     const temb = this.timeEmbedding(op, t, added, timestepCond);
@@ -187,10 +190,10 @@ export class UNet2DConditionNet extends Module {
       skips.push(...r.skips);
     }
     h = this.mid_block.build(op, h, temb, context);
-    for (const up of this.up_blocks) {
+    this.up_blocks.forEach((up, i) => {
       const mine = skips.splice(skips.length - up.resnets.length);
-      h = up.build(op, h, mine, temb, context, skips[skips.length - 1]);
-    }
+      h = up.build(op, h, mine, temb, context, skips[skips.length - 1], freeuForBlock(freeu, i));
+    });
     h = silu(b, this.conv_norm_out.build(op, h));
     return this.conv_out.build(op, h);
   }

@@ -5,6 +5,7 @@
  */
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import { Transformer2DModel } from './attention.js';
+import { FreeUBlock, type FreeUFactors } from './freeu.js';
 import { Module } from './module.js';
 import { Downsample2D, ResnetBlock2D, Upsample2D } from './resnet.js';
 
@@ -134,10 +135,13 @@ export class UpBlock2D extends Module {
   readonly resnets: ResnetBlock2D[];
   readonly attentions: Transformer2DModel[] | null;
   readonly upsamplers: Upsample2D[] | null;
+  /** Channels of the features each resnet's skip is concatenated to (what FreeU's backbone factor scales). */
+  private readonly featureChannels: number[];
 
   constructor(path: string, o: UpBlockOptions) {
     super(path);
     const { attention } = o;
+    this.featureChannels = Array.from({ length: o.numLayers }, (_, i) => (i === 0 ? o.prevOutputChannels : o.outChannels));
     this.resnets = this.list('resnets', o.numLayers, (p, i) => {
       const skip = i === o.numLayers - 1 ? o.inChannels : o.outChannels;
       const resIn = i === 0 ? o.prevOutputChannels : o.outChannels;
@@ -151,13 +155,16 @@ export class UpBlock2D extends Module {
 
   /**
    * Consumes `skips` (last first); `sizeLike` is the next block's skip, whose spatial size the
-   * upsampler matches.
+   * upsampler matches. With `freeu` (this block's FreeU factors) each feature/skip pair goes through FreeU first.
    */
-  build(op: GraphBuilder, x: Value, skips: Value[], temb: Value, context: Value, sizeLike: Value | undefined): Value {
+  build(op: GraphBuilder, x: Value, skips: Value[], temb: Value, context: Value, sizeLike: Value | undefined, freeu: FreeUFactors | null = null): Value {
     const b = op.at(this.path);
+    // every skip of a block has the block's resolution: the first one sizes the Fourier window
+    const fu = freeu ? FreeUBlock.create(op, `${this.path}.freeu`, skips[skips.length - 1]!, freeu) : null;
     let h = x;
     this.resnets.forEach((resnet, i) => {
-      const skip = skips.pop()!;
+      let skip = skips.pop()!;
+      if (fu) ({ h, skip } = fu.apply(h, this.featureChannels[i]!, skip));
       h = resnet.build(op, b.concat([h, skip], { axis: 1 }), temb); // [B, C, H, W] ‖ [B, Cskip, H, W] → [B, C + Cskip, H, W]
       if (this.attentions) h = this.attentions[i]!.build(op, h, context);
     });

@@ -14,6 +14,7 @@ import {
   type Exchange,
 } from './controlnet-xs-fused-blocks.js';
 import { TimestepEmbedding, Timesteps, textTimeEmbedding } from './embeddings.js';
+import { freeuForBlock, type FreeUInputs } from './freeu.js';
 import { Conv2d, GroupNorm, silu } from './layers.js';
 import { Module } from './module.js';
 
@@ -171,6 +172,8 @@ export class UNetControlNetXSNet extends Module {
       scale: Value;
       /** `timestep_cond` [B, timeCondProjDim] of an LCM-distilled base UNet, else null. */
       timestepCond?: Value | null;
+      /** FreeU's factors when FreeU is on (up blocks 0 and 1), else null. */
+      freeu?: FreeUInputs | null;
     },
     control: { gate: Value } | 'on' | 'off',
   ): Value {
@@ -235,7 +238,10 @@ export class UNetControlNetXSNet extends Module {
     // 4. mid
     ({ hBase, hCtrl } = this.mid_block.build(op, hBase, hCtrl, x));
     // 5. up
-    for (const up of this.up_blocks) hBase = up.build(op, hBase, skipsBase, skipsCtrl, x);
+    const freeu = io.freeu ?? null;
+    this.up_blocks.forEach((up, i) => {
+      hBase = up.build(op, hBase, skipsBase, skipsCtrl, x, freeuForBlock(freeu, i));
+    });
     // 6. conv out
     hBase = silu(b, this.base_conv_norm_out.build(op, hBase));
     return this.base_conv_out.build(op, hBase);

@@ -2,6 +2,7 @@
 import type { VaeImageProcessor } from '../image/processor.js';
 import type { RGBImage } from '../image/rgb-image.js';
 import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
+import type { FreeUSettings } from '../models/unet-switches.js';
 import type { Tensor, TensorLike } from '../tensor.js';
 import type { SizeRules } from './image-size.js';
 import { ModelOffload } from './offload.js';
@@ -54,6 +55,35 @@ export abstract class ControlNetXSPipelineBase {
 
   disableVaeTiling(): void {
     this.vaeDecode.tiled = false;
+  }
+
+  /**
+   * diffusers' `enable_freeu(s1, s2, b1, b2)` on the fused ControlNet-XS model (`unet.enableFreeu`; diffusers'
+   * SDXL pipeline has only `pipe.unet.enable_freeu`, which this equals), e.g. { s1: 0.9, s2: 0.2, b1: 1.2, b2: 1.4 }
+   * for SD, { s1: 0.6, s2: 0.4, b1: 1.1, b2: 1.2 } for SDXL. Call it between generations: turning FreeU on or off
+   * reopens the UNet's session (new factors while it is on do not).
+   */
+  enableFreeu(settings: FreeUSettings): void {
+    this.unet.enableFreeu(settings);
+  }
+
+  /** diffusers' `disable_freeu`. */
+  disableFreeu(): void {
+    this.unet.disableFreeu();
+  }
+
+  /**
+   * diffusers' `fuse_qkv_projections`, for the fused ControlNet-XS model (`unet.fuseQkvProjections`): each
+   * attention's q/k/v (self) or k/v (cross) projections as one matmul. Unlike diffusers' pipeline method it
+   * leaves the VAE's one mid-block attention as it is. Reopens the UNet's session.
+   */
+  fuseQkvProjections(): void {
+    this.unet.fuseQkvProjections();
+  }
+
+  /** diffusers' `unfuse_qkv_projections`. */
+  unfuseQkvProjections(): void {
+    this.unet.unfuseQkvProjections();
   }
 
   /** diffusers' `enable_model_cpu_offload`, for sessions: `offload.enabled = true`. */
