@@ -28,6 +28,7 @@ export { UNet2DConditionModel, type UNetForwardArgs, type UNetPretrainedOptions 
 export type { UNet2DConditionConfig } from './models/unet-2d-condition-config.js';
 export { ControlNetXSAdapter, type ControlNetXSAdapterConfig } from './models/controlnet-xs-adapter.js';
 export { UNetControlNetXSModel, type UNetControlNetXSForwardArgs } from './models/unet-controlnet-xs.js';
+export { UNetWithSwitches, type FreeUSettings } from './models/unet-switches.js';
 export type { UNetControlNetXSConfig } from './models/unet-controlnet-xs-config.js';
 export { FUSION_RENAMES, fusedKey } from './models/controlnet-xs-fusion.js';
 export {
