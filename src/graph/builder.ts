@@ -9,8 +9,8 @@
  */
 import { OnnxDataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './onnx-proto.js';
 import { OPSETS, Ops, type NodeSpec } from './ops.js';
-import { WeightLoadError } from '../errors.js';
-import type { BoundWeights, ParameterSpec } from '../weights/source.js';
+import { ConfigError, WeightLoadError } from '../errors.js';
+import type { BoundWeights, ParameterSpec, WeightRef } from '../weights/source.js';
 import { DTYPE_BYTES as ELEMENT_BYTES, classifyStrided, product, stridedExtent } from '../weights/view.js';
 
 export { MS_OPSET, OPSET } from './ops.js';
@@ -53,6 +53,33 @@ export function traceDefaultsFor(executionProviders: readonly string[]): TraceOp
   return executionProviders[0] === 'webgpu' ? { attention: 'plain', linear: 'plain' } : DEFAULT_TRACE_OPTIONS;
 }
 
+/**
+ * One LoRA branch on a Linear or Conv2d layer: `up(down(x)) · scaling · s`, where s is the graph input
+ * `lora_scale_<adapter>` (a scalar), so adapter weights and the LoRA scale change without a new trace.
+ * `down`/`up` point into the LoRA file (external data, like every parameter).
+ */
+export interface LoraBranch {
+  /** Index of the adapter's scale input. */
+  readonly adapter: number;
+  /** [r, in] or [r, in, kh, kw] */
+  readonly down: WeightRef;
+  /** [out, r] or [out, r, 1, 1] */
+  readonly up: WeightRef;
+  /** alpha / rank, folded into the graph as a constant. */
+  readonly scaling: number;
+}
+
+/** The LoRA branches of one trace, by module path; `adapters` scale inputs are declared. */
+export interface LoraTrace {
+  readonly adapters: number;
+  readonly branches: ReadonlyMap<string, readonly LoraBranch[]>;
+}
+
+/** The LoRA scale input of adapter `i`. */
+export function loraScaleInput(i: number): string {
+  return `lora_scale_${i}`;
+}
+
 /** State shared by a root graph and its subgraphs: unique names and root-level initializers. */
 class TraceContext {
   private counter = 0;
@@ -60,9 +87,14 @@ class TraceContext {
   /** Weight-preparation nodes (casts, transposes), always placed in the root graph. */
   readonly rootNodes: NodeProto[] = [];
   readonly paramCache = new Map<string, Value>();
+  /** The LoRA scale inputs, by adapter index (declared on the root graph). */
+  readonly loraScales: Value[] = [];
+  /** Module paths whose LoRA branches were emitted: every branch must be, or the trace fails. */
+  readonly loraApplied = new Set<string>();
   constructor(
     readonly weights: BoundWeights | null,
     readonly options: TraceOptions,
+    readonly lora: LoraTrace | null,
   ) {}
 
   fresh(hint: string): string {
@@ -94,8 +126,10 @@ export class GraphBuilder extends Ops {
   }
 
   /** A new root graph. `weights` backs `param()`; pass null for graphs without parameters. */
-  static create(weights: BoundWeights | null, options: Partial<TraceOptions> = {}): GraphBuilder {
-    return new GraphBuilder(new TraceContext(weights, { ...DEFAULT_TRACE_OPTIONS, ...options }), '', true);
+  static create(weights: BoundWeights | null, options: Partial<TraceOptions> = {}, lora: LoraTrace | null = null): GraphBuilder {
+    const root = new GraphBuilder(new TraceContext(weights, { ...DEFAULT_TRACE_OPTIONS, ...options }, lora), '', true);
+    for (let i = 0; i < (lora?.adapters ?? 0); i++) root.ctx.loraScales.push(root.input(loraScaleInput(i), OnnxDataType.FLOAT, []));
+    return root;
   }
 
   get options(): TraceOptions {
@@ -124,6 +158,11 @@ export class GraphBuilder extends Ops {
   /** Finish a root graph into a model. */
   toModel(name: string): ModelProto {
     if (!this.isRoot) throw new Error('toModel() on a subgraph');
+    const skipped = [...(this.ctx.lora?.branches.keys() ?? [])].filter((path) => !this.ctx.loraApplied.has(path));
+    if (skipped.length > 0) {
+      // A layer computed some other way (fused QKV projections) would silently drop its LoRA.
+      throw new ConfigError(`${name}: LoRA layers not applied in this graph: ${skipped.slice(0, 8).join(', ')}${skipped.length > 8 ? ', …' : ''}`);
+    }
     const graph: GraphProto = {
       name,
       nodes: [...this.ctx.rootNodes, ...this.nodes],
@@ -242,6 +281,56 @@ export class GraphBuilder extends Ops {
     });
     return prep.gather(flat, index, { axis: 0 }); // [...shape]
   }
+  /**
+   * The LoRA branches of the layer at this builder's scope (a Linear or Conv2d that computed `y` from
+   * `x`), added to `y`: `y + Σ up(down(x)) · scaling · lora_scale_<adapter>`. The scale multiplies the
+   * rank-r intermediate (fewer elements than the output). Without branches `y` comes back unchanged, so
+   * graphs without LoRA are untouched.
+   */
+  lora(x: Value, y: Value, layer: { kind: 'linear' } | { kind: 'conv'; kernel: number; padding: number; stride: number }): Value {
+    const branches = this.ctx.lora?.branches.get(this.scope);
+    if (branches === undefined || branches.length === 0) return y;
+    this.ctx.loraApplied.add(this.scope);
+    let out = y;
+    for (const br of branches) {
+      const scaleIn = this.ctx.loraScales[br.adapter];
+      if (scaleIn === undefined) throw new ConfigError(`${this.scope}: LoRA adapter ${br.adapter} has no scale input`);
+      const key = `lora.${br.adapter}.${this.scope}`;
+      const down = this.loraWeight(`${key}.down`, br.down);
+      const up = this.loraWeight(`${key}.up`, br.up);
+      const s = this.mul(scaleIn, this.scalar(br.scaling)); // [] the branch's whole factor
+      let t: Value;
+      if (layer.kind === 'linear') {
+        const lin = (v: Value, w: Value) =>
+          this.ctx.options.linear === 'fused' ? this.fusedMatMul(v, w, { transB: 1, alpha: 1 }) : this.matMul(v, this.transpose(w, { perm: [1, 0] }));
+        t = this.mul(lin(x, down), s); // [..., in] → [..., r]
+        t = lin(t, up); // [..., r] → [..., out]
+      } else {
+        const { kernel: k, padding: p, stride: st } = layer;
+        t = this.conv(x, down, null, { kernel_shape: [k, k], pads: [p, p, p, p], strides: [st, st] }); // [B, in, H, W] → [B, r, H', W']
+        t = this.conv(this.mul(t, s), up, null, { kernel_shape: [1, 1], pads: [0, 0, 0, 0], strides: [1, 1] }); // → [B, out, H', W']
+      }
+      out = this.add(out, t);
+    }
+    return out;
+  }
+
+  /** A LoRA matrix as a float32 initializer pointing into its file (fp16/bf16 cast in the root graph). */
+  private loraWeight(key: string, ref: WeightRef): Value {
+    const cached = this.ctx.paramCache.get(key);
+    if (cached) return cached;
+    const dataType = DTYPE_BYTES[ref.info.dtype];
+    if (dataType === undefined || dataType === OnnxDataType.INT64 || ref.view !== undefined) {
+      throw new WeightLoadError(`${ref.file.path}: LoRA matrix "${ref.info.name}" (${ref.info.dtype}) cannot be a weight`);
+    }
+    const { fileOffset: offset, byteLength: length } = ref.info;
+    this.ctx.initializers.push({ name: key, dataType, dims: ref.info.shape, external: { location: externalLocation(ref.file.realPath), offset, length } });
+    let v = new Value(key);
+    if (dataType !== OnnxDataType.FLOAT) v = new GraphBuilder(this.ctx, key, true, this.ctx.rootNodes).cast(v, { to: OnnxDataType.FLOAT });
+    this.ctx.paramCache.set(key, v);
+    return v;
+  }
+
   /** A 2-D parameter transposed once in the root graph (Linear weights: [out,in] → [in,out]). */
   paramTransposed(p: ParameterSpec): Value {
     const key = `${p.key}#T`;

@@ -360,3 +360,21 @@ function floats(ref: WeightRef): Float64Array {
     default: throw new LoraFormatError(`LoRA matrix "${ref.info.name}" has dtype ${ref.info.dtype}, not a float`);
   }
 }
+
+/**
+ * The layers of `component` as a model takes them (module path, matrices, alpha / rank); `fused`: UNet
+ * modules renamed to the fused ControlNet-XS model's paths (a module with no place there is a LoraTargetError).
+ */
+export function loraModelLayers(
+  lora: LoraFile,
+  component: LoraComponent,
+  options: { fused?: boolean } = {},
+): { module: string; down: WeightRef; up: WeightRef; scaling: number }[] {
+  return lora.layers
+    .filter((l) => l.component === component)
+    .map((l) => {
+      const module = options.fused ? fusedLoraModule(l.module) : l.module;
+      if (module === null) throw new LoraTargetError(`${lora.path}: ${component}.${l.module} has no place in a ControlNet-XS model`);
+      return { module, down: l.down, up: l.up, scaling: l.alpha / l.rank };
+    });
+}

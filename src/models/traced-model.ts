@@ -3,12 +3,13 @@
  * `build` emits the nodes), and a lazily created onnxruntime session (through the runtime seam)
  * that the subclass's `forward(args)` runs.
  */
-import { GraphBuilder, traceDefaultsFor, type TraceOptions } from '../graph/builder.js';
+import { GraphBuilder, loraScaleInput, traceDefaultsFor, type LoraBranch, type LoraTrace, type TraceOptions } from '../graph/builder.js';
 import type { ModelProto } from '../graph/onnx-proto.js';
 import { InputError } from '../errors.js';
 import { ModelSession, type Feed, type RuntimeOptions } from '../runtime/session.js';
 import { Tensor, type TensorLike } from '../tensor.js';
-import type { BoundWeights } from '../weights/source.js';
+import { weightShape, type BoundWeights, type WeightRef } from '../weights/source.js';
+import { LoraTargetError } from './lora-file.js';
 
 export interface ModelRuntimeOptions {
   /** onnxruntime session settings (execution providers, threads, optimisation level). */
@@ -17,8 +18,18 @@ export interface ModelRuntimeOptions {
   trace?: Partial<TraceOptions>;
 }
 
+/** One LoRA layer on a model: the module path in this model's tree, the matrices, alpha / rank. */
+export interface ModelLoraLayer {
+  readonly module: string;
+  readonly down: WeightRef;
+  readonly up: WeightRef;
+  readonly scaling: number;
+}
+
 export abstract class TracedModel {
   private session: Promise<ModelSession> | null = null;
+  /** LoRA adapters in load order (the order of their scale inputs), with the scale each is fed. */
+  private readonly loras = new Map<string, { layers: readonly ModelLoraLayer[]; scale: number }>();
 
   protected constructor(
     readonly weights: BoundWeights,
@@ -43,7 +54,7 @@ export abstract class TracedModel {
 
   /** The ONNX model this class runs, built from the module tree (no weights read). */
   toOnnx(options: TraceOptions = this.traceOptions()): ModelProto {
-    const op = GraphBuilder.create(this.weights, options);
+    const op = GraphBuilder.create(this.weights, options, this.loraTrace());
     this.trace(op);
     return op.toModel(this.graphName);
   }
@@ -59,7 +70,78 @@ export abstract class TracedModel {
   }
 
   protected async run(feeds: Record<string, Feed>): Promise<Record<string, Tensor>> {
-    return (await this.ensureSession()).run(feeds);
+    const scales: Record<string, Feed> = {};
+    [...this.loras.values()].forEach((a, i) => (scales[loraScaleInput(i)] = a.scale));
+    return (await this.ensureSession()).run({ ...feeds, ...scales });
+  }
+
+  // ---- LoRA ------------------------------------------------------------------------------
+
+  /** The loaded LoRA adapters, in load order. */
+  get loraAdapterNames(): string[] {
+    return [...this.loras.keys()];
+  }
+
+  /** The modules adapter `name` touches (empty if it is not loaded). */
+  loraModules(name: string): string[] {
+    return (this.loras.get(name)?.layers ?? []).map((l) => l.module);
+  }
+
+  /**
+   * Add (or replace) LoRA adapter `name`: its branches join the graph, so the session is dropped and the
+   * next forward traces once. Every layer must sit on a Linear or Conv2d of this model whose weight its
+   * matrices fit (LoraTargetError otherwise, and nothing changes). Its scale starts at `scale`.
+   */
+  setLoraAdapter(name: string, layers: readonly ModelLoraLayer[], scale = 1): void {
+    this.checkLoraAdapter(name, layers);
+    if (!Number.isFinite(scale)) throw new InputError(`LoRA scale of "${name}" must be finite, got ${scale}`);
+    this.loras.delete(name);
+    this.loras.set(name, { layers, scale });
+    this.retrace();
+  }
+
+  /** The checks of `setLoraAdapter`, changing nothing (a pipeline checks every model before loading into any). */
+  checkLoraAdapter(name: string, layers: readonly ModelLoraLayer[]): void {
+    for (const l of layers) {
+      const key = `${l.module}.weight`;
+      if (!this.weights.has(key)) throw new LoraTargetError(`${this.graphName}: LoRA adapter "${name}": no layer ${l.module}`);
+      const w = weightShape(this.weights.get(key)), d = l.down.info.shape, u = l.up.info.shape;
+      const fits =
+        w.length === 2
+          ? d.length === 2 && d[1] === w[1] && u.length === 2 && u[0] === w[0]
+          : w.length === 4 && d.length === 4 && d[1] === w[1] && d[2] === w[2] && d[3] === w[3] && u.length === 4 && u[0] === w[0];
+      if (!fits) throw new LoraTargetError(`${this.graphName}: LoRA adapter "${name}": ${l.module}: down [${d.join(', ')}] / up [${u.join(', ')}] do not fit its weight [${w.join(', ')}]`);
+    }
+    this.checkLora(name, layers);
+  }
+
+  /** A subclass's veto on LoRA layers it would not apply (fused QKV projections); throws a LoraError. */
+  protected checkLora(_name: string, _layers: readonly ModelLoraLayer[]): void {}
+
+  /** Remove LoRA adapter `name` (no-op if absent); the next forward traces without it. */
+  deleteLoraAdapter(name: string): void {
+    if (this.loras.delete(name)) this.retrace();
+  }
+
+  /** The factor adapter `name`'s branches are fed (set_adapters weight × LoRA scale; 0 disables it): no new trace. */
+  setLoraScale(name: string, scale: number): void {
+    const a = this.loras.get(name);
+    if (a === undefined) throw new LoraTargetError(`${this.graphName}: no LoRA adapter "${name}"`);
+    if (!Number.isFinite(scale)) throw new InputError(`LoRA scale of "${name}" must be finite, got ${scale}`);
+    a.scale = scale;
+  }
+
+  private loraTrace(): LoraTrace | null {
+    if (this.loras.size === 0) return null;
+    const branches = new Map<string, LoraBranch[]>();
+    [...this.loras.values()].forEach((a, adapter) => {
+      for (const l of a.layers) {
+        const list = branches.get(l.module) ?? [];
+        list.push({ adapter, down: l.down, up: l.up, scaling: l.scaling });
+        branches.set(l.module, list);
+      }
+    });
+    return { adapters: this.loras.size, branches };
   }
 
   private ensureSession(): Promise<ModelSession> {

@@ -13,7 +13,11 @@ import type { GraphBuilder, TraceOptions } from '../graph/builder.js';
 import { InputError } from '../errors.js';
 import type { FreeUInputs } from '../nn/freeu.js';
 import type { BoundWeights } from '../weights/source.js';
-import { TracedModel, type ModelRuntimeOptions } from './traced-model.js';
+import { LoraError } from './lora-file.js';
+import { TracedModel, type ModelLoraLayer, type ModelRuntimeOptions } from './traced-model.js';
+
+/** Projections a fused QKV graph computes from concatenated weights, where a LoRA branch has no place. */
+const QKV_PROJECTION = /\.(to_q|to_k|to_v)$/;
 
 /** diffusers' `enable_freeu(s1, s2, b1, b2)`: skip factors s (Fourier filter), backbone factors b, for up blocks 0 and 1. */
 export interface FreeUSettings {
@@ -82,8 +86,19 @@ export abstract class UNetWithSwitches extends TracedModel {
    */
   fuseQkvProjections(): void {
     if (this.qkvFused) return;
+    const onQkv = this.loraAdapterNames.filter((n) => this.loraModules(n).some((m) => QKV_PROJECTION.test(m)));
+    if (onQkv.length > 0) {
+      throw new LoraError(`fuseQkvProjections: LoRA adapter(s) ${onQkv.map((n) => `"${n}"`).join(', ')} act on to_q/to_k/to_v, which fused projections would skip; unload them (or fuse later)`);
+    }
     this.qkvFused = true;
     this.retrace();
+  }
+
+  /** LoRA on to_q/to_k/to_v cannot join fused projections: refused rather than silently skipped. */
+  protected override checkLora(name: string, layers: readonly ModelLoraLayer[]): void {
+    if (this.qkvFused && layers.some((l) => QKV_PROJECTION.test(l.module))) {
+      throw new LoraError(`LoRA adapter "${name}" acts on to_q/to_k/to_v, but this model's QKV projections are fused; unfuseQkvProjections() first`);
+    }
   }
 
   /** diffusers' `unfuse_qkv_projections`: separate projections again. */

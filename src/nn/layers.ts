@@ -25,7 +25,8 @@ export class Conv2d extends Module {
     const k = this.opts.kernel;
     const p = this.opts.padding ?? 0;
     const s = this.opts.stride ?? 1;
-    return b.conv(x, b.param(this.weight), this.bias ? b.param(this.bias) : null, { kernel_shape: [k, k], pads: [p, p, p, p], strides: [s, s] });
+    const y = b.conv(x, b.param(this.weight), this.bias ? b.param(this.bias) : null, { kernel_shape: [k, k], pads: [p, p, p, p], strides: [s, s] });
+    return b.lora(x, y, { kind: 'conv', kernel: k, padding: p, stride: s }); // + LoRA branches, if loaded
   }
 }
 
@@ -55,7 +56,8 @@ export class Linear extends Module {
       op.options.linear === 'fused'
         ? b.fusedMatMul(x, b.param(this.weight), { transB: 1, alpha: 1 }) // x [..., in] · W[out, in]ᵀ
         : b.matMul(x, b.paramTransposed(this.weight)); // x [..., in] · Wᵀ[in, out]
-    return this.bias ? b.add(y, b.param(this.bias)) : y; // [..., out] + [out]
+    const biased = this.bias ? b.add(y, b.param(this.bias)) : y; // [..., out] + [out]
+    return b.lora(x, biased, { kind: 'linear' }); // + LoRA branches, if loaded
   }
 }
 

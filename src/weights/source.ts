@@ -131,6 +131,10 @@ export class WeightSource {
 export class BoundWeights {
   constructor(private readonly refs: ReadonlyMap<string, WeightRef>) {}
 
+  has(key: string): boolean {
+    return this.refs.has(key);
+  }
+
   get(key: string): WeightRef {
     const r = this.refs.get(key);
     if (r === undefined) throw new WeightLoadError(`no weight bound for "${key}"`);
