@@ -5,6 +5,8 @@ import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
 import type { FreeUSettings } from '../models/unet-switches.js';
 import type { Tensor, TensorLike } from '../tensor.js';
 import type { SizeRules } from './image-size.js';
+import { PipelineLora, type LoadLoraWeightsOptions, type LoraModels } from './lora.js';
+import type { LoraComponent } from '../models/lora-file.js';
 import { ModelOffload } from './offload.js';
 import { prepareControlImage, type PrepareImageOptions } from './prepare.js';
 import {
@@ -110,6 +112,65 @@ export abstract class ControlNetXSPipelineBase {
   /** diffusers' `unload_textual_inversion`: the given tokens (default all loaded ones) out of the tokenizer(s) and text encoder(s). */
   unloadTextualInversion(tokens?: string | readonly string[], options: UnloadTextualInversionOptions = {}): void {
     unloadTextualInversion(this.textEncoderPairs, tokens, options);
+  }
+
+  /** The models a LoRA reaches (the fused UNet and the text encoders), under diffusers' component names. */
+  protected abstract get loraModels(): LoraModels;
+
+  /** This pipeline's LoRA adapters (per instance: two pipelines sharing components still keep their own lists). */
+  private readonly lora = new PipelineLora(() => this.loraModels);
+
+  /**
+   * diffusers' `load_lora_weights`: a LoRA `.safetensors` (diffusers/PEFT or kohya/A1111 keys, LoCon conv layers,
+   * SDXL SGM names) from a file, a folder (`weightName`, default `pytorch_lora_weights.safetensors`) or a Hub
+   * repo, onto the UNet (base half of the fused model) and the text encoder(s). It becomes an active adapter
+   * with weight 1; returns its name (`adapterName`, default `default_<n>`). Everything is checked first
+   * (named LoraErrors), so a failed load changes nothing. The models it touches re-trace once.
+   */
+  async loadLoraWeights(source: string, options: LoadLoraWeightsOptions = {}): Promise<string> {
+    return this.lora.load(source, options);
+  }
+
+  /** diffusers' `set_adapters`: only these adapters run, each with its weight (one number for all; default 1). No re-trace. */
+  setAdapters(names: string | readonly string[], weights?: number | readonly number[]): void {
+    this.lora.setAdapters(names, weights);
+  }
+
+  /** diffusers' `get_active_adapters` (none while LoRA is disabled). */
+  getActiveAdapters(): string[] {
+    return this.lora.getActiveAdapters();
+  }
+
+  /** diffusers' `get_list_adapters`: component → its adapters. */
+  getListAdapters(): Partial<Record<LoraComponent, string[]>> {
+    return this.lora.getListAdapters();
+  }
+
+  /** diffusers' `disable_lora`: generate as without LoRA (the branches are fed 0; no re-trace). */
+  disableLora(): void {
+    this.lora.disable();
+  }
+
+  /** diffusers' `enable_lora`. */
+  enableLora(): void {
+    this.lora.enable();
+  }
+
+  /** diffusers' `delete_adapters`: the adapters out of every model (each re-traces once). */
+  async deleteAdapters(names: string | readonly string[]): Promise<void> {
+    this.lora.delete(names);
+    return Promise.resolve();
+  }
+
+  /** diffusers' `unload_lora_weights`: every adapter out. */
+  async unloadLoraWeights(): Promise<void> {
+    this.lora.unload();
+    return Promise.resolve();
+  }
+
+  /** Feed the LoRA branches for a run with `crossAttentionKwargs.scale` (default 1). */
+  protected applyLoraScale(scale: number | undefined): void {
+    this.lora.applyScale(scale ?? 1);
   }
 
   /** diffusers' `maybe_convert_prompt`: multi-vector tokens T spelt out as "T T_1 … T_{n−1}" (plain substring replace, as there). */

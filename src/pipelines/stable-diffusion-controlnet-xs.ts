@@ -42,6 +42,7 @@ import {
 } from './safety-checker.js';
 import { ControlNetXSPipelineBase } from './pipeline-base.js';
 import { loadSingleFileParts, type SingleFilePipelineOptions } from './single-file.js';
+import type { LoraModels } from './lora.js';
 import type { TextEncoderPair } from './textual-inversion.js';
 import { SD_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDCallbackTensorName, type StepCallback } from './callbacks.js';
 
@@ -84,6 +85,11 @@ export interface StableDiffusionControlNetXSCallArgs {
   controlGuidanceStart?: number;
   controlGuidanceEnd?: number;
   clipSkip?: number;
+  /**
+   * diffusers' `cross_attention_kwargs`; only `scale` is read: the LoRA scale of this run, applied to the
+   * UNet's and the text encoder(s)' LoRA layers alike, as the plain SD/SDXL pipelines do (default 1).
+   */
+  crossAttentionKwargs?: { scale?: number };
   /**
    * Beyond diffusers (whose ControlNet-XS pipelines never do this): for an LCM-distilled UNet
    * (`time_cond_proj_dim`), pass `guidanceScale` as its guidance embedding (w = guidanceScale − 1,
@@ -187,6 +193,10 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
     );
   }
 
+  protected get loraModels(): LoraModels {
+    return { unet: this.unet, textEncoders: [{ name: 'text_encoder', model: this.textEncoder }] };
+  }
+
   protected get textEncoderPairs(): readonly TextEncoderPair[] {
     return [{ name: 'text_encoder', tokenizer: this.tokenizer, textEncoder: this.textEncoder }];
   }
@@ -227,6 +237,7 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
     const image = await resolveControlImage(args.image);
     const call = resolveCall(args, image, { guidanceScale: 7.5, sizeRules: this.sizeRules, controlImageProcessor: this.controlImageProcessor });
     checkCallbackTensorInputs(args.callbackOnStepEndTensorInputs, StableDiffusionControlNetXSPipeline.callbackTensorInputs);
+    this.applyLoraScale(args.crossAttentionKwargs?.scale); // before the text encoders run
     const { numInferenceSteps, guidanceScale, numImagesPerPrompt, conditioningScale, start, end, outputType } = call;
 
     // 2. Define call parameters (and, opted in, the guidance embedding that replaces CFG)

@@ -35,6 +35,7 @@ import { defaultGenerator, pickFromEnd, prepareLatents, tokenizeTruncating } fro
 import { modelOptions, resolvePipelineDir, type PipelineLoadOptions } from './resolve.js';
 import { ControlNetXSPipelineBase } from './pipeline-base.js';
 import { loadSingleFileParts, type SingleFileXLPipelineOptions } from './single-file.js';
+import type { LoraModels } from './lora.js';
 import type { TextEncoderPair } from './textual-inversion.js';
 import { SDXL_CALLBACK_TENSOR_INPUTS, checkCallbackTensorInputs, type SDXLCallbackTensorName, type StepCallback } from './callbacks.js';
 
@@ -86,6 +87,11 @@ export interface StableDiffusionXLControlNetXSCallArgs {
   negativeCropsCoordsTopLeft?: Size;
   negativeTargetSize?: Size;
   clipSkip?: number;
+  /**
+   * diffusers' `cross_attention_kwargs`; only `scale` is read: the LoRA scale of this run, applied to the
+   * UNet's and the text encoder(s)' LoRA layers alike, as the plain SD/SDXL pipelines do (default 1).
+   */
+  crossAttentionKwargs?: { scale?: number };
   /**
    * Beyond diffusers: an LCM-distilled UNet (`time_cond_proj_dim`, e.g. LCM-SDXL) gets `guidanceScale`
    * as its guidance embedding instead of classifier-free guidance. As in the SD pipeline's
@@ -181,6 +187,10 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
     );
   }
 
+  protected get loraModels(): LoraModels {
+    return { unet: this.unet, textEncoders: [{ name: 'text_encoder', model: this.textEncoder }, { name: 'text_encoder_2', model: this.textEncoder2 }] };
+  }
+
   protected get textEncoderPairs(): readonly TextEncoderPair[] {
     return [
       { name: 'text_encoder', tokenizer: this.tokenizer, textEncoder: this.textEncoder },
@@ -216,6 +226,7 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
     const call = resolveCall(args, image, { guidanceScale: 5.0, sizeRules: this.sizeRules, controlImageProcessor: this.controlImageProcessor });
     checkCallbackTensorInputs(args.callbackOnStepEndTensorInputs, StableDiffusionXLControlNetXSPipeline.callbackTensorInputs);
     this.checkXLInputs(args);
+    this.applyLoraScale(args.crossAttentionKwargs?.scale); // before the text encoders run
     const { numInferenceSteps, guidanceScale, numImagesPerPrompt, conditioningScale, start, end, outputType } = call;
 
     // 2. Define call parameters (and, opted in, the guidance embedding that replaces CFG)

@@ -1,0 +1,143 @@
+/**
+ * LoRA on both ControlNet-XS pipelines against diffusers 0.33.1 (test/fixtures/adapters/lora, cases
+ * `pipe.sd.lora_*`, `pipe.sd.two_adapters`, `pipe.xl.lora_*`): loadLoraWeights from folders and files in
+ * every format, setAdapters weights, crossAttentionKwargs.scale on the UNet and the text encoders alike; the
+ * latents after every step and the images. Then the adapter bookkeeping and failed loads.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
+import { LoraError, LoraFormatError, LoraTargetError } from '../src/models/lora-file.js';
+import { StableDiffusionControlNetXSPipeline, type StableDiffusionControlNetXSCallArgs } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
+import { StableDiffusionXLControlNetXSPipeline, type StableDiffusionXLControlNetXSCallArgs } from '../src/pipelines/stable-diffusion-xl-controlnet-xs.js';
+import { schedulerFromConfig } from '../src/schedulers/index.js';
+import { Tensor } from '../src/tensor.js';
+import { writeSafetensors } from '../src/weights/write-safetensors.js';
+import { assertClose, fixture, maxAbsDiff, tempDir } from './helpers.js';
+import { callArgs, readCases, type PipelineCase } from './pipeline-cases.js';
+
+const DIR = fixture('adapters', 'lora');
+const SD = fixture('tiny-sd-cnxs');
+const XL = fixture('tiny-sdxl-cnxs');
+const { cases, read } = readCases(DIR);
+interface LoraRecipe { adapters: { path: string; weight_name: string; adapter_name: string }[]; adapter_weights: number[] | null; scale: number }
+const recipeOf = (c: PipelineCase) => (c as unknown as { recipe: { lora: LoraRecipe } }).recipe.lora;
+const pipelineCases = cases.filter((c) => (c as unknown as { kind: string }).kind === 'pipeline');
+const byName = (n: string) => pipelineCases.find((c) => c.name === n)!;
+/** The cases' paths are relative to the reference's adapters/ (`lora/sd/…`); the files sit in adapters/lora/. */
+const local = (p: string) => join(DIR, p.replace(/^lora\/?/, ''));
+
+type AnyPipeline = StableDiffusionControlNetXSPipeline | StableDiffusionXLControlNetXSPipeline;
+let sd: StableDiffusionControlNetXSPipeline, xl: StableDiffusionXLControlNetXSPipeline;
+before(async () => {
+  const sdCase = byName('pipe.sd.lora_a.s1'), xlCase = byName('pipe.xl.lora_kohya.s1');
+  const a = await StableDiffusionControlNetXSPipeline.fromPretrained(SD, { controlnet: await ControlNetXSAdapter.fromPretrained(join(SD, 'controlnet')) });
+  sd = new StableDiffusionControlNetXSPipeline({ ...a.components, scheduler: schedulerFromConfig(sdCase.scheduler.config) });
+  const b = await StableDiffusionXLControlNetXSPipeline.fromPretrained(XL, { controlnet: await ControlNetXSAdapter.fromPretrained(join(XL, 'controlnet')) });
+  xl = new StableDiffusionXLControlNetXSPipeline({ ...b.components, scheduler: schedulerFromConfig(xlCase.scheduler.config) });
+});
+after(async () => {
+  await Promise.all([sd.unet, sd.textEncoder, xl.unet, xl.textEncoder, xl.textEncoder2].map((m) => m.release()));
+});
+
+/** A case's call (the control images are the tiny models' own: control.png = tiny-sd-cnxs/pipeline/control.png, control_xl.png = tiny-sdxl-cnxs/pipeline/control.png). */
+function argsOf(c: PipelineCase): StableDiffusionControlNetXSCallArgs & StableDiffusionXLControlNetXSCallArgs {
+  const xlCase = c.name.startsWith('pipe.xl');
+  const root = join(xlCase ? XL : SD, 'pipeline');
+  return { ...callArgs<StableDiffusionControlNetXSCallArgs & StableDiffusionXLControlNetXSCallArgs>(c, root, read), image: join(root, 'control.png') };
+}
+
+async function runCase(p: AnyPipeline, c: PipelineCase, extra: object = {}): Promise<{ steps: Tensor<'float32'>[]; images: Tensor }> {
+  const steps: Tensor<'float32'>[] = [];
+  const out = await (p as StableDiffusionControlNetXSPipeline).run({
+    ...argsOf(c),
+    ...extra,
+    callbackOnStepEnd: (_p, _i, _t, { latents }) => void steps.push(latents),
+  });
+  return { steps, images: out.images as Tensor };
+}
+
+function assertCase(c: PipelineCase, got: { steps: Tensor<'float32'>[]; images: Tensor }): void {
+  const tolerance = (what: string, floor: number) => Math.max(floor, 20 * (c.max_abs_diff_fp32_vs_fp64[what] ?? 0));
+  const each = read(c.tensors['latents_after_each_step']!);
+  const per = each.data.length / each.dims[0]!;
+  assert.equal(got.steps.length, each.dims[0]);
+  got.steps.forEach((s, i) =>
+    assertClose(s, new Tensor('float32', (each.data as Float32Array).subarray(i * per, (i + 1) * per), each.dims.slice(1)), tolerance('latents_final', 1e-4), `${c.name}: latents after step ${i}`),
+  );
+  assertClose(got.images, read(c.tensors['images']!), tolerance('images', 1e-4), `${c.name}: images`);
+}
+
+describe('pipelines with LoRA equal diffusers', () => {
+  for (const c of pipelineCases) {
+    test(c.name, async () => {
+      const p: AnyPipeline = c.name.startsWith('pipe.xl') ? xl : sd;
+      const lora = recipeOf(c);
+      try {
+        for (const a of lora.adapters) {
+          // a folder with weightName (diffusers' call), or the file itself
+          const name = await p.loadLoraWeights(local(a.path), { weightName: a.weight_name, adapterName: a.adapter_name });
+          assert.equal(name, a.adapter_name);
+        }
+        if (lora.adapter_weights !== null) p.setAdapters(lora.adapters.map((a) => a.adapter_name), lora.adapter_weights);
+        assertCase(c, await runCase(p, c, lora.scale !== 1 ? { crossAttentionKwargs: { scale: lora.scale } } : {}));
+      } finally {
+        await p.unloadLoraWeights();
+      }
+    });
+  }
+});
+
+describe('adapters', () => {
+  test('bookkeeping, weights, scale, disable/enable and delete without re-loading', async () => {
+    const full = byName('pipe.sd.lora_a.s1'), half = byName('pipe.sd.lora_a.s0.5'), two = byName('pipe.sd.two_adapters');
+    try {
+      const base = await runCase(sd, full); // no LoRA yet
+      assert.equal(await sd.loadLoraWeights(join(DIR, 'sd', 'lora_a')), 'default_0');
+      assert.equal(await sd.loadLoraWeights(join(DIR, 'sd', 'locon_b_kohya.safetensors'), { adapterName: 'b' }), 'b');
+      assert.deepEqual(sd.getListAdapters(), { unet: ['default_0', 'b'], text_encoder: ['default_0'] });
+      assert.deepEqual(sd.getActiveAdapters(), ['default_0', 'b']);
+      sd.setAdapters(['default_0', 'b'], [0.7, 0.3]);
+      assertCase(two, await runCase(sd, two));
+      sd.setAdapters('default_0');
+      assert.deepEqual(sd.getActiveAdapters(), ['default_0']);
+      assertCase(full, await runCase(sd, full));
+      assertCase(half, await runCase(sd, half, { crossAttentionKwargs: { scale: 0.5 } }));
+      sd.disableLora();
+      assert.deepEqual(sd.getActiveAdapters(), []);
+      const off = await runCase(sd, full);
+      assert.ok(maxAbsDiff(off.images, base.images) < 1e-6, 'disabled = no LoRA');
+      sd.enableLora();
+      await sd.deleteAdapters('b');
+      assert.deepEqual(sd.getListAdapters(), { unet: ['default_0'], text_encoder: ['default_0'] });
+      assertCase(full, await runCase(sd, full));
+    } finally {
+      await sd.unloadLoraWeights();
+    }
+    assert.deepEqual(sd.getListAdapters(), {});
+  });
+
+  test('a failed load changes nothing and the pipeline still runs', async () => {
+    const c = byName('pipe.sd.lora_a.s1');
+    try {
+      // SDXL LoRA on the SD pipeline: text_encoder_2 layers and misfit UNet layers
+      await assert.rejects(sd.loadLoraWeights(join(DIR, 'sdxl', 'lora_xl_kohya.safetensors')), LoraTargetError);
+      const bad = join(tempDir(), 'bad.safetensors');
+      writeSafetensors(bad, [{ name: 'lora_unet_nope.lora_down.weight', dtype: 'F32', shape: [1, 1], bytes: () => new Uint8Array(4) }]);
+      await assert.rejects(sd.loadLoraWeights(bad), LoraFormatError);
+      await assert.rejects(sd.loadLoraWeights(join(DIR, 'sd')), /no LoRA file pytorch_lora_weights.safetensors/);
+      assert.deepEqual(sd.getListAdapters(), {});
+      assert.deepEqual(sd.unet.loraAdapterNames, []);
+      assert.deepEqual(sd.textEncoder.loraAdapterNames, []);
+      await sd.loadLoraWeights(join(DIR, 'sd', 'lora_a_kohya.safetensors'), { adapterName: 'a' });
+      await assert.rejects(sd.loadLoraWeights(join(DIR, 'sd', 'lora_a_kohya.safetensors'), { adapterName: 'a' }), (e) => e instanceof LoraError && /already in use/.test(e.message));
+      assert.throws(() => sd.setAdapters(['a', 'z']), (e) => e instanceof LoraError && /"z"/.test(e.message));
+      await assert.rejects(sd.deleteAdapters('z'), LoraError);
+      assert.deepEqual(sd.getActiveAdapters(), ['a']);
+      assertCase(c, await runCase(sd, c));
+    } finally {
+      await sd.unloadLoraWeights();
+    }
+  });
+});
