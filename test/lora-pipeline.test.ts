@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { LoraError, LoraFormatError, LoraTargetError } from '../src/models/lora-file.js';
@@ -14,6 +15,7 @@ import { StableDiffusionXLControlNetXSPipeline, type StableDiffusionXLControlNet
 import { schedulerFromConfig } from '../src/schedulers/index.js';
 import { Tensor } from '../src/tensor.js';
 import { writeSafetensors } from '../src/weights/write-safetensors.js';
+import { startHub } from './fake-hub.js';
 import { assertClose, fixture, maxAbsDiff, tempDir } from './helpers.js';
 import { callArgs, readCases, type PipelineCase } from './pipeline-cases.js';
 
@@ -23,8 +25,10 @@ const XL = fixture('tiny-sdxl-cnxs');
 const { cases, read } = readCases(DIR);
 interface LoraRecipe { adapters: { path: string; weight_name: string; adapter_name: string }[]; adapter_weights: number[] | null; scale: number }
 const recipeOf = (c: PipelineCase) => (c as unknown as { recipe: { lora: LoraRecipe } }).recipe.lora;
-const pipelineCases = cases.filter((c) => (c as unknown as { kind: string }).kind === 'pipeline');
-const byName = (n: string) => pipelineCases.find((c) => c.name === n)!;
+const all = cases.filter((c) => (c as unknown as { kind: string }).kind === 'pipeline');
+/** The combined LoRA + textual inversion + FreeU case has a test of its own. */
+const pipelineCases = all.filter((c) => !c.name.includes('+'));
+const byName = (n: string) => all.find((c) => c.name === n)!;
 /** The cases' paths are relative to the reference's adapters/ (`lora/sd/…`); the files sit in adapters/lora/. */
 const local = (p: string) => join(DIR, p.replace(/^lora\/?/, ''));
 
@@ -140,4 +144,41 @@ describe('adapters', () => {
       await sd.unloadLoraWeights();
     }
   });
+});
+
+test('pipe.sd.lora_a+ti+freeu: LoRA with textual inversion and FreeU', async () => {
+  const c = byName('pipe.sd.lora_a+ti+freeu');
+  const r = (c as unknown as { recipe: { ti: { path: string }[]; freeu: [number, number, number, number] } }).recipe;
+  try {
+    await sd.loadLoraWeights(join(DIR, 'sd', 'lora_a'), { adapterName: 'a' });
+    for (const t of r.ti) await sd.loadTextualInversion(join(fixture('adapters'), t.path));
+    const [s1, s2, b1, b2] = r.freeu;
+    sd.enableFreeu({ s1, s2, b1, b2 });
+    assertCase(c, await runCase(sd, c));
+  } finally {
+    sd.disableFreeu();
+    sd.unloadTextualInversion();
+    await sd.unloadLoraWeights();
+  }
+});
+
+test('from a Hub repo (subfolder, weightName)', { timeout: 60_000 }, async () => {
+  const repo = tempDir('cnxs-lora-repo-');
+  mkdirSync(join(repo, 'loras'));
+  copyFileSync(join(DIR, 'sd', 'lora_a', 'pytorch_lora_weights.safetensors'), join(repo, 'loras', 'pytorch_lora_weights.safetensors'));
+  copyFileSync(join(DIR, 'sd', 'lora_a_kohya.safetensors'), join(repo, 'a_kohya.safetensors'));
+  const hub = await startHub(repo);
+  const hubOptions = { endpoint: hub.endpoint, cacheDir: join(tempDir('cnxs-lora-cache-'), 'hub'), hubToken: false as const };
+  const c = byName('pipe.sd.lora_a.s1');
+  try {
+    await sd.loadLoraWeights('org/tiny-pipe', { ...hubOptions, subfolder: 'loras', adapterName: 'a' });
+    assertCase(c, await runCase(sd, c));
+    await sd.unloadLoraWeights();
+    await sd.loadLoraWeights('org/tiny-pipe', { ...hubOptions, weightName: 'a_kohya.safetensors' });
+    assertCase(c, await runCase(sd, c));
+    assert.ok(hub.log.some((l) => l.path.endsWith('/loras/pytorch_lora_weights.safetensors')));
+  } finally {
+    await sd.unloadLoraWeights();
+    await hub.stop();
+  }
 });
