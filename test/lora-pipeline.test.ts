@@ -26,8 +26,8 @@ const { cases, read } = readCases(DIR);
 interface LoraRecipe { adapters: { path: string; weight_name: string; adapter_name: string }[]; adapter_weights: number[] | null; scale: number }
 const recipeOf = (c: PipelineCase) => (c as unknown as { recipe: { lora: LoraRecipe } }).recipe.lora;
 const all = cases.filter((c) => (c as unknown as { kind: string }).kind === 'pipeline');
-/** The combined LoRA + textual inversion + FreeU case has a test of its own. */
-const pipelineCases = all.filter((c) => !c.name.includes('+'));
+/** The combined LoRA + textual inversion + FreeU case and the UNet-only (fuse_lora) cases have tests of their own. */
+const pipelineCases = all.filter((c) => !c.name.includes('+') && !c.name.endsWith('unet_only'));
 const byName = (n: string) => all.find((c) => c.name === n)!;
 /** The cases' paths are relative to the reference's adapters/ (`lora/sd/…`); the files sit in adapters/lora/. */
 const local = (p: string) => join(DIR, p.replace(/^lora\/?/, ''));
@@ -181,4 +181,59 @@ test('from a Hub repo (subfolder, weightName)', { timeout: 60_000 }, async () =>
     await sd.unloadLoraWeights();
     await hub.stop();
   }
+});
+
+describe('fuseLora / unfuseLora', () => {
+  for (const name of ['pipe.sd.lora_a.unet_only', 'pipe.xl.lora_kohya.unet_only']) {
+    test(`${name}: fuseLora({ components: ['unet'] }) then unloadLoraWeights()`, async () => {
+      const c = byName(name);
+      const p: AnyPipeline = name.startsWith('pipe.xl') ? xl : sd;
+      const a = recipeOf(c).adapters[0]!;
+      try {
+        await p.loadLoraWeights(local(a.path), { weightName: a.weight_name });
+        p.fuseLora({ components: ['unet'] });
+        await p.unloadLoraWeights(); // the text-encoder layers go unmerged; the UNet keeps the merged weights
+        assert.deepEqual(p.getListAdapters(), {});
+        assert.equal(p.unet.loraFused, true);
+        assertCase(c, await runCase(p, c));
+      } finally {
+        p.unfuseLora();
+        await p.unloadLoraWeights();
+      }
+      assert.equal(p.unet.loraFused, false);
+    });
+  }
+
+  test('two adapters fused with their weights, then fused QKV projections over the merged weights, then unfused', async () => {
+    const two = byName('pipe.sd.two_adapters'), full = byName('pipe.sd.lora_a.s1');
+    try {
+      await sd.loadLoraWeights(join(DIR, 'sd', 'lora_a'), { adapterName: 'a' });
+      await sd.loadLoraWeights(join(DIR, 'sd', 'locon_b_kohya.safetensors'), { adapterName: 'b' });
+      sd.setAdapters(['a', 'b'], [0.7, 0.3]);
+      sd.fuseLora();
+      assertCase(two, await runCase(sd, two, { crossAttentionKwargs: { scale: 0.5 } })); // fused layers ignore the scale, as diffusers'
+      await sd.unloadLoraWeights();
+      sd.fuseQkvProjections(); // no branches left: the concatenated projections read the merged weights
+      assertCase(two, await runCase(sd, two));
+      sd.unfuseQkvProjections();
+      sd.unfuseLora();
+      await sd.loadLoraWeights(join(DIR, 'sd', 'lora_a'), { adapterName: 'a' });
+      assertCase(full, await runCase(sd, full)); // original weights again, plus A as branches
+    } finally {
+      sd.unfuseQkvProjections();
+      sd.unfuseLora();
+      await sd.unloadLoraWeights();
+    }
+  });
+
+  test('bad fuse arguments change nothing', async () => {
+    try {
+      await sd.loadLoraWeights(join(DIR, 'sd', 'lora_a'), { adapterName: 'a' });
+      assert.throws(() => sd.fuseLora({ adapterNames: ['z'] }), LoraError);
+      assert.throws(() => sd.fuseLora({ components: ['text_encoder_2'] }), /this pipeline has unet, text_encoder/);
+      assert.equal(sd.unet.loraFused, false);
+    } finally {
+      await sd.unloadLoraWeights();
+    }
+  });
 });

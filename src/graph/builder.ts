@@ -69,10 +69,22 @@ export interface LoraBranch {
   readonly scaling: number;
 }
 
-/** The LoRA branches of one trace, by module path; `adapters` scale inputs are declared. */
+/** A LoRA merged into a weight (diffusers' fuse_lora): W + factor · up·down, computed in the root graph. */
+export interface LoraMerge {
+  readonly down: WeightRef;
+  readonly up: WeightRef;
+  /** alpha / rank × adapter weight × LoRA scale, fixed when fused. */
+  readonly factor: number;
+}
+
+/**
+ * The LoRA of one trace: branches by module path (`adapters` scale inputs are declared), and merges by
+ * weight key (`<module>.weight`).
+ */
 export interface LoraTrace {
   readonly adapters: number;
   readonly branches: ReadonlyMap<string, readonly LoraBranch[]>;
+  readonly merges?: ReadonlyMap<string, readonly LoraMerge[]>;
 }
 
 /** The LoRA scale input of adapter `i`. */
@@ -158,7 +170,8 @@ export class GraphBuilder extends Ops {
   /** Finish a root graph into a model. */
   toModel(name: string): ModelProto {
     if (!this.isRoot) throw new Error('toModel() on a subgraph');
-    const skipped = [...(this.ctx.lora?.branches.keys() ?? [])].filter((path) => !this.ctx.loraApplied.has(path));
+    const targets = [...(this.ctx.lora?.branches.keys() ?? []), ...(this.ctx.lora?.merges?.keys() ?? [])];
+    const skipped = targets.filter((path) => !this.ctx.loraApplied.has(path));
     if (skipped.length > 0) {
       // A layer computed some other way (fused QKV projections) would silently drop its LoRA.
       throw new ConfigError(`${name}: LoRA layers not applied in this graph: ${skipped.slice(0, 8).join(', ')}${skipped.length > 8 ? ', …' : ''}`);
@@ -255,8 +268,32 @@ export class GraphBuilder extends Ops {
       else v = this.gatherStrided(prep, stored(ref.info.shape, 0), p.key, view.shape, view.strides, view.offset);
     }
     if (dataType !== OnnxDataType.FLOAT) v = prep.cast(v, { to: OnnxDataType.FLOAT }); // fp16/bf16 → float32
+    v = this.mergeLora(prep, p, v);
     this.ctx.paramCache.set(p.key, v);
     return v;
+  }
+
+  /**
+   * Fused LoRA: W + Σ factor · up·down as weight preparation in the root graph, which onnxruntime folds into
+   * one initializer when the session opens (no cost per run). Conv: up [out, r, 1, 1] · down [r, in·kh·kw],
+   * reshaped back to [out, in, kh, kw]. Every use of the weight (plain, transposed, concatenated for fused
+   * QKV projections) reads the merged value.
+   */
+  private mergeLora(prep: GraphBuilder, p: ParameterSpec, w: Value): Value {
+    const merges = this.ctx.lora?.merges?.get(p.key);
+    if (merges === undefined || merges.length === 0) return w;
+    let out = w;
+    merges.forEach((m, i) => {
+      const key = `lora_merge.${i}.${p.key}`;
+      const up = this.loraWeight(`${key}.up`, m.up), down = this.loraWeight(`${key}.down`, m.down);
+      const r = m.down.info.shape[0]!;
+      const up2 = prep.reshape(up, this.constantRoot(BigInt64Array.of(BigInt(p.shape[0]!), BigInt(r)), [2], `${key}/up_shape`)); // [out, r]
+      const down2 = prep.reshape(down, this.constantRoot(BigInt64Array.of(BigInt(r), -1n), [2], `${key}/down_shape`)); // [r, in·kh·kw]
+      const delta = prep.reshape(prep.matMul(up2, down2), this.constantRoot(BigInt64Array.from(p.shape.map((d) => BigInt(d))), [p.shape.length], `${key}/shape`)); // → W's shape
+      out = prep.add(out, prep.mul(delta, prep.scalar(m.factor)));
+    });
+    this.ctx.loraApplied.add(p.key);
+    return out;
   }
 
   /**

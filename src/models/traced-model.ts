@@ -3,7 +3,7 @@
  * `build` emits the nodes), and a lazily created onnxruntime session (through the runtime seam)
  * that the subclass's `forward(args)` runs.
  */
-import { GraphBuilder, loraScaleInput, traceDefaultsFor, type LoraBranch, type LoraTrace, type TraceOptions } from '../graph/builder.js';
+import { GraphBuilder, loraScaleInput, traceDefaultsFor, type LoraBranch, type LoraMerge, type LoraTrace, type TraceOptions } from '../graph/builder.js';
 import type { ModelProto } from '../graph/onnx-proto.js';
 import { InputError } from '../errors.js';
 import { ModelSession, type Feed, type RuntimeOptions } from '../runtime/session.js';
@@ -30,6 +30,10 @@ export abstract class TracedModel {
   private session: Promise<ModelSession> | null = null;
   /** LoRA adapters in load order (the order of their scale inputs), with the scale each is fed. */
   private readonly loras = new Map<string, { layers: readonly ModelLoraLayer[]; scale: number }>();
+  /** Adapters merged into the weights (fuseLora): their branches no longer run. */
+  private readonly fusedAdapters = new Set<string>();
+  /** LoRA merged into weights, by weight key; kept when the adapter is deleted, as diffusers keeps fused weights. */
+  private readonly merges = new Map<string, LoraMerge[]>();
 
   protected constructor(
     readonly weights: BoundWeights,
@@ -82,8 +86,9 @@ export abstract class TracedModel {
     return [...this.loras.keys()];
   }
 
-  /** The modules adapter `name` touches (empty if it is not loaded). */
+  /** The modules adapter `name` runs branches on (empty if it is not loaded, or fused into the weights). */
   loraModules(name: string): string[] {
+    if (this.fusedAdapters.has(name)) return [];
     return (this.loras.get(name)?.layers ?? []).map((l) => l.module);
   }
 
@@ -118,9 +123,44 @@ export abstract class TracedModel {
   /** A subclass's veto on LoRA layers it would not apply (fused QKV projections); throws a LoraError. */
   protected checkLora(_name: string, _layers: readonly ModelLoraLayer[]): void {}
 
-  /** Remove LoRA adapter `name` (no-op if absent); the next forward traces without it. */
+  /** Remove LoRA adapter `name` (no-op if absent); the next forward traces without it. Weights it was fused into stay fused. */
   deleteLoraAdapter(name: string): void {
+    this.fusedAdapters.delete(name);
     if (this.loras.delete(name)) this.retrace();
+  }
+
+  /**
+   * diffusers' `fuse_lora` on this model: merge each named adapter into the weights with `factors[name]`
+   * (adapter weight × LoRA scale; its alpha / rank is added here). Its branches stop running; the merged
+   * weights are folded by onnxruntime when the session opens. Adapters not loaded here are skipped.
+   */
+  fuseLoraAdapters(factors: ReadonlyMap<string, number>): void {
+    let changed = false;
+    for (const [name, f] of factors) {
+      const a = this.loras.get(name);
+      if (a === undefined || this.fusedAdapters.has(name)) continue;
+      if (!Number.isFinite(f)) throw new InputError(`fuseLora: the factor of "${name}" must be finite, got ${f}`);
+      for (const l of a.layers) {
+        const key = `${l.module}.weight`;
+        this.merges.set(key, [...(this.merges.get(key) ?? []), { down: l.down, up: l.up, factor: l.scaling * f }]);
+      }
+      this.fusedAdapters.add(name);
+      changed = true;
+    }
+    if (changed) this.retrace();
+  }
+
+  /** diffusers' `unfuse_lora`: the original weights again; adapters still loaded run as branches again. */
+  unfuseLora(): void {
+    if (this.merges.size === 0 && this.fusedAdapters.size === 0) return;
+    this.merges.clear();
+    this.fusedAdapters.clear();
+    this.retrace();
+  }
+
+  /** Whether LoRA is merged into this model's weights. */
+  get loraFused(): boolean {
+    return this.merges.size > 0;
   }
 
   /** The factor adapter `name`'s branches are fed (set_adapters weight × LoRA scale; 0 disables it): no new trace. */
@@ -132,16 +172,17 @@ export abstract class TracedModel {
   }
 
   private loraTrace(): LoraTrace | null {
-    if (this.loras.size === 0) return null;
+    if (this.loras.size === 0 && this.merges.size === 0) return null;
     const branches = new Map<string, LoraBranch[]>();
-    [...this.loras.values()].forEach((a, adapter) => {
+    [...this.loras].forEach(([name, a], adapter) => {
+      if (this.fusedAdapters.has(name)) return; // merged into the weights instead
       for (const l of a.layers) {
         const list = branches.get(l.module) ?? [];
         list.push({ adapter, down: l.down, up: l.up, scaling: l.scaling });
         branches.set(l.module, list);
       }
     });
-    return { adapters: this.loras.size, branches };
+    return { adapters: this.loras.size, branches, merges: this.merges };
   }
 
   private ensureSession(): Promise<ModelSession> {

@@ -48,6 +48,15 @@ export interface LoadLoraWeightsOptions {
   warn?: (message: string) => void;
 }
 
+export interface FuseLoraOptions {
+  /** The components to merge into (default all: unet and the text encoders). */
+  components?: readonly LoraComponent[];
+  /** The LoRA scale merged in (default 1). */
+  loraScale?: number;
+  /** The adapters to merge (default the active ones). */
+  adapterNames?: readonly string[];
+}
+
 /** The models a pipeline's LoRA reaches, under diffusers' component names. */
 export interface LoraModels {
   readonly unet: TracedModel;
@@ -157,6 +166,34 @@ export class PipelineLora {
       this.weights.delete(n);
     }
     this.active = this.active.filter((n) => !list.includes(n));
+  }
+
+  /**
+   * diffusers' `fuse_lora`: merge the adapters (default the active ones) into the weights of `components`
+   * (default all), each with weight × `loraScale`. Their branches stop running there; unloading afterwards
+   * keeps the merged weights (diffusers' recipe for a permanently LoRA'd model).
+   */
+  fuse(o: FuseLoraOptions = {}): void {
+    const scale = o.loraScale ?? 1;
+    if (!Number.isFinite(scale)) throw new InputError(`fuseLora: loraScale must be finite, got ${scale}`);
+    const names = o.adapterNames === undefined ? this.active : [...o.adapterNames];
+    const missing = names.filter((n) => !this.adapters.has(n));
+    if (missing.length > 0) throw new LoraError(`fuseLora: no LoRA adapter(s) ${missing.map((n) => `"${n}"`).join(', ')}`);
+    const factors = new Map(names.map((n) => [n, (this.weights.get(n) ?? 1) * scale]));
+    for (const m of this.componentModels(o.components)) m.fuseLoraAdapters(factors);
+  }
+
+  /** diffusers' `unfuse_lora`: the original weights of `components` (default all) again. */
+  unfuse(o: { components?: readonly LoraComponent[] } = {}): void {
+    for (const m of this.componentModels(o.components)) m.unfuseLora();
+  }
+
+  private componentModels(components: readonly LoraComponent[] | undefined): TracedModel[] {
+    const { unet, textEncoders } = this.models();
+    const all: { name: LoraComponent; model: TracedModel }[] = [{ name: 'unet', model: unet }, ...textEncoders];
+    const unknown = (components ?? []).filter((c) => !all.some((a) => a.name === c));
+    if (unknown.length > 0) throw new InputError(`LoRA components ${unknown.join(', ')}: this pipeline has ${all.map((a) => a.name).join(', ')}`);
+    return all.filter((a) => components === undefined || components.includes(a.name)).map((a) => a.model);
   }
 
   /** diffusers' `unload_lora_weights`: every adapter out; LoRA enabled again for the next load. */

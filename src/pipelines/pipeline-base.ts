@@ -5,7 +5,7 @@ import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
 import type { FreeUSettings } from '../models/unet-switches.js';
 import type { Tensor, TensorLike } from '../tensor.js';
 import type { SizeRules } from './image-size.js';
-import { PipelineLora, type LoadLoraWeightsOptions, type LoraModels } from './lora.js';
+import { PipelineLora, type FuseLoraOptions, type LoadLoraWeightsOptions, type LoraModels } from './lora.js';
 import type { LoraComponent } from '../models/lora-file.js';
 import { ModelOffload } from './offload.js';
 import { prepareControlImage, type PrepareImageOptions } from './prepare.js';
@@ -160,6 +160,20 @@ export abstract class ControlNetXSPipelineBase {
   async deleteAdapters(names: string | readonly string[]): Promise<void> {
     this.lora.delete(names);
     return Promise.resolve();
+  }
+
+  /**
+   * diffusers' `fuse_lora({ components, loraScale, adapterNames })`: merge the (active) adapters into the weights
+   * — no LoRA cost per step; onnxruntime folds W + scale·up·down when the session reopens. `unloadLoraWeights()`
+   * afterwards keeps the merged weights.
+   */
+  fuseLora(options: FuseLoraOptions = {}): void {
+    this.lora.fuse(options);
+  }
+
+  /** diffusers' `unfuse_lora`: the original weights again (adapters still loaded run as branches). */
+  unfuseLora(options: { components?: readonly LoraComponent[] } = {}): void {
+    this.lora.unfuse(options);
   }
 
   /** diffusers' `unload_lora_weights`: every adapter out. */
