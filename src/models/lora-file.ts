@@ -325,12 +325,15 @@ export function checkLoraTargets(lora: LoraFile, component: LoraComponent, weigh
     const where = `${lora.path}: ${component}.${l.module}`;
     if (w === undefined) throw new LoraTargetError(`${where} is no layer of this ${component} (a LoRA for another model?)`);
     const d = l.down.info.shape, u = l.up.info.shape;
-    const fits =
-      w.length === 2
-        ? d.length === 2 && d[1] === w[1] && u[0] === w[0]
-        : w.length === 4 && d.length === 4 && d[1] === w[1] && d[2] === w[2] && d[3] === w[3] && u[0] === w[0];
-    if (!fits) throw new LoraTargetError(`${where}: down [${d.join(', ')}] / up [${u.join(', ')}] do not fit its weight [${w.join(', ')}]`);
+    if (!loraFits(w, d, u)) throw new LoraTargetError(`${where}: down [${d.join(', ')}] / up [${u.join(', ')}] do not fit its weight [${w.join(', ')}]`);
   }
+}
+
+/** Whether down / up matrices fit a Linear [out, in] or Conv2d [out, in, kh, kw] weight. */
+export function loraFits(w: readonly number[], down: readonly number[], up: readonly number[]): boolean {
+  return w.length === 2
+    ? down.length === 2 && down[1] === w[1] && up.length === 2 && up[0] === w[0]
+    : w.length === 4 && down.length === 4 && down[1] === w[1] && down[2] === w[2] && down[3] === w[3] && up.length === 4 && up[0] === w[0];
 }
 
 /** The layer's full-size delta `up · down · alpha / rank` in float64 ([out, in] or [out, in, kh, kw], row-major). */

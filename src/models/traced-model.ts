@@ -9,7 +9,7 @@ import { InputError } from '../errors.js';
 import { ModelSession, type Feed, type RuntimeOptions } from '../runtime/session.js';
 import { Tensor, type TensorLike } from '../tensor.js';
 import { weightShape, type BoundWeights, type WeightRef } from '../weights/source.js';
-import { LoraTargetError } from './lora-file.js';
+import { LoraTargetError, loraFits } from './lora-file.js';
 
 export interface ModelRuntimeOptions {
   /** onnxruntime session settings (execution providers, threads, optimisation level). */
@@ -111,11 +111,7 @@ export abstract class TracedModel {
       const key = `${l.module}.weight`;
       if (!this.weights.has(key)) throw new LoraTargetError(`${this.graphName}: LoRA adapter "${name}": no layer ${l.module}`);
       const w = weightShape(this.weights.get(key)), d = l.down.info.shape, u = l.up.info.shape;
-      const fits =
-        w.length === 2
-          ? d.length === 2 && d[1] === w[1] && u.length === 2 && u[0] === w[0]
-          : w.length === 4 && d.length === 4 && d[1] === w[1] && d[2] === w[2] && d[3] === w[3] && u.length === 4 && u[0] === w[0];
-      if (!fits) throw new LoraTargetError(`${this.graphName}: LoRA adapter "${name}": ${l.module}: down [${d.join(', ')}] / up [${u.join(', ')}] do not fit its weight [${w.join(', ')}]`);
+      if (!loraFits(w, d, u)) throw new LoraTargetError(`${this.graphName}: LoRA adapter "${name}": ${l.module}: down [${d.join(', ')}] / up [${u.join(', ')}] do not fit its weight [${w.join(', ')}]`);
     }
     this.checkLora(name, layers);
   }

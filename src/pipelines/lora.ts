@@ -135,8 +135,9 @@ export class PipelineLora {
     list.forEach((n, i) => this.weights.set(n, ws[i]!));
   }
 
+  /** The active adapters (as diffusers, also while LoRA is disabled: disabling does not change the list). */
   getActiveAdapters(): string[] {
-    return this.enabled ? [...this.active] : [];
+    return [...this.active];
   }
 
   /** diffusers' `get_list_adapters`: component → the adapters loaded into it. */

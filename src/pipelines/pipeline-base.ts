@@ -136,7 +136,7 @@ export abstract class ControlNetXSPipelineBase {
     this.lora.setAdapters(names, weights);
   }
 
-  /** diffusers' `get_active_adapters` (none while LoRA is disabled). */
+  /** diffusers' `get_active_adapters` (unchanged by disableLora, as there). */
   getActiveAdapters(): string[] {
     return this.lora.getActiveAdapters();
   }
