@@ -22,13 +22,32 @@ export { ModelSession, type RuntimeOptions } from './runtime/session.js';
 export { GraphCache } from './runtime/graph-cache.js';
 export { CUDA_INSTALL_COMMAND, formatDeviceFallback, type DeviceFallback } from './runtime/device-fallback.js';
 export type { TraceOptions } from './graph/builder.js';
-export type { ModelRuntimeOptions } from './models/traced-model.js';
+export type { ModelLoraLayer, ModelRuntimeOptions } from './models/traced-model.js';
 export type { PretrainedOptions } from './models/loading.js';
 export { UNet2DConditionModel, type UNetForwardArgs, type UNetPretrainedOptions } from './models/unet-2d-condition.js';
 export type { UNet2DConditionConfig } from './models/unet-2d-condition-config.js';
 export { ControlNetXSAdapter, type ControlNetXSAdapterConfig } from './models/controlnet-xs-adapter.js';
 export { UNetControlNetXSModel, type UNetControlNetXSForwardArgs } from './models/unet-controlnet-xs.js';
 export { UNetWithSwitches, type FreeUSettings } from './models/unet-switches.js';
+export {
+  LoraError,
+  LoraFormatError,
+  LoraTargetError,
+  checkLoraTargets,
+  diffusersKey,
+  fusedLoraModule,
+  kohyaModule,
+  loraDelta,
+  loraFits,
+  loraModelLayers,
+  parseLoraFile,
+  readLoraFile,
+  type LoraComponent,
+  type LoraFile,
+  type LoraFileFormat,
+  type LoraLayer,
+  type LoraParseOptions,
+} from './models/lora-file.js';
 export type { UNetControlNetXSConfig } from './models/unet-controlnet-xs-config.js';
 export { FUSION_RENAMES, fusedKey } from './models/controlnet-xs-fusion.js';
 export {
@@ -78,6 +97,7 @@ export type { PipelineStep } from './pipelines/denoise.js';
 export type { SingleFilePipelineOptions, SingleFileXLPipelineOptions } from './pipelines/single-file.js';
 export { NSFW_WARNING, type SafetyCheckResult, type SafetyCheckerLoadOptions } from './pipelines/safety-checker.js';
 export { guidanceScaleEmbedding } from './pipelines/guidance-embedding.js';
+export type { FuseLoraOptions, LoadLoraWeightsOptions } from './pipelines/lora.js';
 export {
   TextualInversionDimensionError,
   TextualInversionError,
