@@ -227,3 +227,34 @@ test('cnxs generate --device cuda without CUDA: one line that says why, what to 
   const plain = cli('generate', '--model', D, '--controlnet', join(D, 'controlnet'), '--control', join(D, 'pipeline', 'control.png'), '--prompt', 'x', '--steps', '1', '--seed', '0', '--out', join(dir, 'p.png'));
   assert.match(plain.stdout, /, 1 step \(DDIM\), [\d.]+ s on cpu\n$/);
 });
+
+test('cnxs generate --lora FILE:SCALE and A1111 <lora:NAME:SCALE> with --lora-dir give the same image; tags are checked before loading', async () => {
+  const dir = tempDir('cnxs-lora-');
+  const D = fixture('tiny-sd-cnxs');
+  const L = fixture('adapters', 'lora', 'sd');
+  const base = ['generate', '--model', D, '--controlnet', join(D, 'controlnet'), '--control', join(D, 'pipeline', 'control.png'), '--steps', '2', '--seed', '3'];
+  const flag = cli(...base, '--prompt', 'a photo of a bird', '--lora', `${join(L, 'lora_a_kohya.safetensors')}:0.7`, '--out', join(dir, 'flag.png'));
+  assert.equal(flag.status, 0, flag.stderr);
+  const tag = cli(...base, '--prompt', 'a photo of a bird <lora:lora_a_kohya:0.7>', '--lora-dir', L, '--out', join(dir, 'tag.png'));
+  assert.equal(tag.status, 0, tag.stderr);
+  const plain = cli(...base, '--prompt', 'a photo of a bird', '--out', join(dir, 'plain.png'));
+  assert.equal(plain.status, 0, plain.stderr);
+  const [f, t, p] = await Promise.all(['flag', 'tag', 'plain'].map(async (n) => (await loadImage(join(dir, `${n}.png`))).data));
+  assert.ok(f!.every((v, i) => v === t![i]), 'the tag is the flag: same adapter, same weight, same prompt once the tag is removed');
+  assert.ok(f!.some((v, i) => Math.abs(v - p![i]!) > 8), 'the LoRA changes the image');
+  assert.match(readPngText(readFileSync(join(dir, 'tag.png')))['parameters']!, /^a photo of a bird <lora:lora_a_kohya:0\.7>\n/);
+  assert.match(readPngText(readFileSync(join(dir, 'flag.png')))['parameters']!, /, LoRA: lora_a_kohya\.safetensors:0\.7$/);
+  // checked before anything loads: the model below does not exist
+  const early: [string[], RegExp][] = [
+    [['--prompt', 'x <lora:lora_a_kohya:0.5>'], /needs --lora-dir/],
+    [['--prompt', 'x <lora:nope:0.5>', '--lora-dir', L], /<lora:nope:0\.5>: no file .*nope\.safetensors/],
+    [['--prompt', 'x <lora:lora_a_kohya:0.5:0.3>', '--lora-dir', L], /separate text-encoder and UNet multipliers/],
+    [['--prompt', 'x', '--lora', join(dir, 'missing.safetensors')], /--lora .*missing\.safetensors: no such file/],
+    [['--prompt', 'x', '--lora-dir', join(dir, 'none')], /--lora-dir .*none: no such folder/],
+  ];
+  for (const [extra, message] of early) {
+    const r = cli('generate', '--model', join(dir, 'no-such-model'), '--control', join(D, 'pipeline', 'control.png'), ...extra, '--out', join(dir, 'x.png'));
+    assert.equal(r.status, 2, `${extra.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+  }
+});

@@ -4,10 +4,10 @@
  * progress on stderr (TTY only), a summary on stdout (`--json` for machines), A1111-style `parameters`
  * metadata in every PNG (each image with its own seed), atomic writes.
  */
-import { constants } from 'node:fs';
+import { constants, existsSync, statSync } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { dirname, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { ControlNetXSError } from '../errors.js';
 import { HubNotCachedError } from '../hub/errors.js';
 import { canny } from '../image/canny.js';
@@ -24,6 +24,7 @@ import { formatDeviceFallback, type DeviceFallback } from '../runtime/device-fal
 import { GraphCache } from '../runtime/graph-cache.js';
 import { SCHEDULER_ALIASES, findSchedulerAlias, schedulerLabel } from '../schedulers/aliases.js';
 import { schedulerClass } from '../schedulers/index.js';
+import { extractPromptLoras, parseLoraOption, type LoraOption } from './lora-options.js';
 import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
 import { ProgressBar } from './progress.js';
 import { UsageError, didYouMean, float, integer, seed as parseSeed } from './usage.js';
@@ -44,6 +45,8 @@ const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'config', value: 'ID|DIR', help: 'configs for a single-file --model (default: the bundled SD 1.5 / 2.1 / XL ones its keys point to)' },
   { name: 'controlnet', value: 'ID|DIR', help: `ControlNet-XS adapter (default ${DEFAULT_CONTROLNETS.sd}, or ${DEFAULT_CONTROLNETS.sdxl} for SDXL)` },
   { name: 'negative-prompt', short: 'n', value: 'TEXT', help: 'what not to draw' },
+  { name: 'lora', value: 'FILE[:SCALE]', help: 'LoRA .safetensors (or Hub id) with its weight (default 1); repeatable' },
+  { name: 'lora-dir', value: 'DIR', help: 'folder for A1111\'s <lora:NAME:SCALE> in --prompt (NAME.safetensors)' },
   { name: 'embedding', value: 'FILE[:TOKEN]', help: 'textual inversion embedding (file, folder or Hub id; repeatable); TOKEN overrides the file\'s token' },
   { name: 'steps', short: 's', value: 'N', help: `denoising steps, 1 … ${MAX_STEPS} (default 30)` },
   { name: 'guidance-scale', short: 'g', value: 'G', help: 'classifier-free guidance, A1111\'s "CFG scale" (default 7.5; ≤ 1 turns it off)' },
@@ -84,6 +87,10 @@ export interface GenerateOptions {
   controlnet: string | undefined;
   canny: boolean;
   negativePrompt: string | undefined;
+  /** LoRAs to load, in order: `--lora FILE[:SCALE]`, then the prompt's `<lora:NAME:SCALE>` tags. */
+  loras: readonly LoraOption[];
+  /** The prompt the text encoder gets: `prompt` without its `<lora:…>` tags (A1111 strips them too). */
+  pipelinePrompt: string;
   /** Textual inversion embeddings to load, in order (`--embedding FILE[:TOKEN]`). */
   embeddings: readonly EmbeddingOption[];
   steps: number;
@@ -175,8 +182,13 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | ty
   const s = seedText === undefined ? BigInt(Math.floor(Math.random() * 2 ** 32)) : parseSeed('seed', seedText);
   if (s + BigInt(numImages - 1) > 2n ** 64n - 1n) throw new UsageError(`--seed ${s} + --num-images ${numImages} runs past 2^64−1`);
   const graphCache = v.string('graph-cache');
+  const loraDir = v.string('lora-dir');
+  if (loraDir !== undefined && !(existsSync(loraDir) && statSync(loraDir).isDirectory())) throw new UsageError(`--lora-dir ${loraDir}: no such folder`);
+  const tagged = extractPromptLoras(prompt, loraDir);
   return {
     prompt,
+    pipelinePrompt: tagged.prompt,
+    loras: [...v.strings('lora').map(parseLoraOption), ...tagged.loras],
     control,
     model: v.string('model') ?? DEFAULT_MODEL,
     controlnet: v.string('controlnet'),
@@ -345,12 +357,20 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
       warn: notice('warning'),
     });
   }
+  // LoRAs: each its own adapter, weighted by its scale (A1111's multiplier).
+  if (o.loras.length) {
+    const names: string[] = [];
+    for (const [i, l] of o.loras.entries()) {
+      names.push(await pipe.loadLoraWeights(l.source, { adapterName: `lora_${i}`, ...(o.offline ? { localFilesOnly: true } : {}), warn: notice('warning') }));
+    }
+    pipe.setAdapters(names, o.loras.map((l) => l.scale));
+  }
   const loadSeconds = (performance.now() - t0) / 1000;
 
   // 4. Generate: one generator per image (seed + k), so every image reproduces from the seed in its file.
   const t1 = performance.now();
   const common = {
-    prompt: o.prompt,
+    prompt: o.pipelinePrompt,
     image: control,
     numInferenceSteps: o.steps,
     guidanceScale: o.guidanceScale,
@@ -427,6 +447,9 @@ export function a1111Parameters(
   ];
   if (o.controlStart !== 0 || o.controlEnd !== 1) fields.push(`Control window: ${o.controlStart}-${o.controlEnd}`);
   if (o.clipSkip !== undefined) fields.push(`Clip skip: ${o.clipSkip}`);
+  // `<lora:…>` tags stay in the prompt line above, as A1111 writes them; `--lora` files are named here
+  const flagged = o.loras.filter((l) => l.from.startsWith('--lora'));
+  if (flagged.length) fields.push(`LoRA: ${flagged.map((l) => `${basename(l.source)}:${l.scale}`).join(' ')}`);
   // Not an A1111 field: without it the CFG scale above would read as classifier-free guidance.
   if (o.embedGuidanceScale) fields.push('Guidance embedding: on');
   lines.push(fields.join(', '));
