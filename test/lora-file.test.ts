@@ -177,6 +177,14 @@ describe('bad files are named errors', () => {
   test('unknown kohya module', () => {
     assert.throws(() => readLoraFile(write(pair('lora_unet_down_blocks_0_attentions_0_norm'))), (e) => e instanceof LoraFormatError && /names no layer/.test(e.message));
   });
+  test('unknown keys are skipped and reported only when asked (onUnknownKey)', () => {
+    const path = write([...pair('lora_unet_down_blocks_0_attentions_0_norm'), ...pair('lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q')]);
+    assert.throws(() => readLoraFile(path, OPTIONS), /names no layer/);
+    const skipped: string[] = [];
+    const lora = readLoraFile(path, { ...OPTIONS, onUnknownKey: (k) => skipped.push(k) });
+    assert.deepEqual(skipped, ['lora_unet_down_blocks_0_attentions_0_norm.lora_down.weight', 'lora_unet_down_blocks_0_attentions_0_norm.lora_up.weight']);
+    assert.deepEqual(lora.layers.map((l) => l.module), ['down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q']);
+  });
   test('unknown prefix and suffix', () => {
     assert.throws(() => readLoraFile(write([['vae.decoder.lora_A.weight', [2, 4]]])), LoraFormatError);
     assert.throws(() => readLoraFile(write([['lora_unet_conv_in.lora_mid.weight', [2, 4]]])), LoraFormatError);

@@ -60,6 +60,11 @@ export interface LoraFile {
 export interface LoraParseOptions {
   /** The UNet's layers_per_block, needed only for SGM block names (SDXL kohya files). */
   readonly layersPerBlock?: number;
+  /**
+   * Skip keys that name no layer this library knows (reported here with the reason) instead of failing:
+   * the user's explicit choice for files with stray keys. Without it such a key is a LoraFormatError.
+   */
+  readonly onUnknownKey?: (key: string, reason: string) => void;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -265,16 +270,25 @@ export function parseLoraFile(file: SafetensorsFile, options: LoraParseOptions =
   // component + module → its parts, in file order
   const parts = new Map<string, { component: LoraComponent; module: string; down?: WeightRef; up?: WeightRef; alpha?: number; keys: string[] }>();
   const ref = (key: string): WeightRef => ({ file, info: file.info(key) });
-  for (const key of keys) {
-    let component: LoraComponent, module: string, role: 'down' | 'up' | 'alpha';
+  const place = (key: string): { component: LoraComponent; module: string; role: 'down' | 'up' | 'alpha' } => {
     if (format === 'kohya') {
       const m = /^(.*)\.(lora_down\.weight|lora_up\.weight|alpha)$/.exec(key);
       if (m === null) throw new LoraFormatError(`${file.path}: kohya key "${key}" ends in none of .lora_down.weight, .lora_up.weight, .alpha`);
-      ({ component, module } = kohyaModule(m[1]!, options));
-      role = m[2] === 'alpha' ? 'alpha' : m[2] === 'lora_down.weight' ? 'down' : 'up';
-    } else {
-      ({ component, module, role } = diffusersKey(key));
+      const role = m[2] === 'alpha' ? 'alpha' : m[2] === 'lora_down.weight' ? 'down' : 'up';
+      return { ...kohyaModule(m[1]!, options), role };
     }
+    return diffusersKey(key);
+  };
+  for (const key of keys) {
+    let placed: ReturnType<typeof place>;
+    try {
+      placed = place(key);
+    } catch (e) {
+      if (!(e instanceof LoraFormatError) || options.onUnknownKey === undefined) throw e;
+      options.onUnknownKey(key, e.message);
+      continue;
+    }
+    const { component, module, role } = placed;
     const id = `${component}.${module}`;
     const entry = parts.get(id) ?? { component, module, keys: [] };
     parts.set(id, entry);

@@ -46,6 +46,8 @@ export interface LoadLoraWeightsOptions {
   endpoint?: string;
   signal?: AbortSignal;
   warn?: (message: string) => void;
+  /** Skip keys that map to no layer (one warning lists them) instead of refusing the file: strict by default. */
+  ignoreUnknownKeys?: boolean;
 }
 
 export interface FuseLoraOptions {
@@ -100,7 +102,14 @@ export class PipelineLora {
     if (this.adapters.has(name)) throw new LoraError(`LoRA adapter name "${name}" is already in use; pass another adapterName or delete it first`);
     const path = await resolveLoraFile(source, o);
     if (!path.endsWith('.safetensors')) throw new LoraError(`${path}: only .safetensors LoRA files are read (convert a .bin/.ckpt LoRA first)`);
-    const lora = readLoraFile(path, { layersPerBlock: CNXS_LAYERS_PER_BLOCK });
+    const skipped: string[] = [];
+    const lora = readLoraFile(path, {
+      layersPerBlock: CNXS_LAYERS_PER_BLOCK,
+      ...(o.ignoreUnknownKeys ? { onUnknownKey: (key: string) => skipped.push(key) } : {}),
+    });
+    if (skipped.length > 0) {
+      (o.warn ?? console.warn)(`${path}: ignored ${skipped.length} key(s) that map to no layer (ignoreUnknownKeys): ${skipped.slice(0, 8).join(', ')}${skipped.length > 8 ? ', …' : ''}`);
+    }
     const { unet, textEncoders } = this.models();
     const plan: { component: LoraComponent; model: TracedModel; layers: ModelLoraLayer[] }[] = [];
     const unetLayers = loraModelLayers(lora, 'unet', { fused: true });
