@@ -28,7 +28,7 @@ interface Adapter { path: string; weight_name: string; adapter_name: string }
 interface ModuleCase {
   name: string;
   kind: string;
-  recipe: { base: 'sd' | 'sdxl'; lora?: { adapters: Adapter[]; adapter_weights: number[] | null; scale: number }; manual_merge_file?: string };
+  recipe: { base: 'sd' | 'sdxl'; lora?: { adapters: Adapter[]; adapter_weights: number[] | null; scale: number }; manual_merge_file?: string; freeu?: [number, number, number, number] };
   inputs: Record<string, string | number | boolean | Record<string, string>>;
   outputs: Record<string, string>;
   max_abs_diff_fp32_vs_fp64: Record<string, number>;
@@ -98,11 +98,15 @@ describe('UNets with LoRA equal diffusers', () => {
     test(c.name, async () => {
       const plain = c.kind === 'unet2d_forward';
       const m = plain ? sdUnet : c.recipe.base === 'sd' ? sdFused : xlFused;
+      const freeu = c.recipe.freeu;
       try {
         loadCase(m, c, 'unet', !plain);
+        // FreeU on top of the LoRA (unet_cnxs.sd.freeu+lora_a.s1): both in one graph
+        if (freeu) (m as UNetControlNetXSModel).enableFreeu({ s1: freeu[0], s2: freeu[1], b1: freeu[2], b2: freeu[3] });
         const { sample } = await (m as UNetControlNetXSModel).forward(forwardArgs(c));
         assertClose(sample, read(c.outputs['sample']!), tol(c, 'sample', 1e-4), c.name);
       } finally {
+        if (freeu) (m as UNetControlNetXSModel).disableFreeu();
         unloadAll(m);
       }
     });
