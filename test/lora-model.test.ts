@@ -28,7 +28,7 @@ interface Adapter { path: string; weight_name: string; adapter_name: string }
 interface ModuleCase {
   name: string;
   kind: string;
-  recipe: { base: 'sd' | 'sdxl'; lora?: { adapters: Adapter[]; adapter_weights: number[] | null; scale: number }; manual_merge_file?: string; freeu?: [number, number, number, number] };
+  recipe: { base: 'sd' | 'sdxl'; lora?: { adapters: Adapter[]; adapter_weights: number[] | null; scale: number } | null; manual_merge_file?: string; freeu?: [number, number, number, number] };
   inputs: Record<string, string | number | boolean | Record<string, string>>;
   outputs: Record<string, string>;
   max_abs_diff_fp32_vs_fp64: Record<string, number>;
@@ -67,7 +67,8 @@ function forwardArgs(c: ModuleCase): UNetControlNetXSForwardArgs {
 
 /** Load a case's adapters onto `model` (component's layers), each fed weight × scale, as diffusers' set_adapters + scale. */
 function loadCase(model: TracedModel, c: ModuleCase, component: LoraComponent, fused: boolean): void {
-  const lora = c.recipe.lora!;
+  const lora = c.recipe.lora;
+  if (!lora) return; // the `*.base` cases: the same model without any adapter
   lora.adapters.forEach((a, i) => {
     const layers = loraModelLayers(loraFile(a.path, a.weight_name), component, { fused });
     if (layers.length > 0) model.setLoraAdapter(a.adapter_name, layers, (lora.adapter_weights?.[i] ?? 1) * lora.scale);

@@ -24,7 +24,8 @@ const SD = fixture('tiny-sd-cnxs');
 const XL = fixture('tiny-sdxl-cnxs');
 const { cases, read } = readCases(DIR);
 interface LoraRecipe { adapters: { path: string; weight_name: string; adapter_name: string }[]; adapter_weights: number[] | null; scale: number }
-const recipeOf = (c: PipelineCase) => (c as unknown as { recipe: { lora: LoraRecipe } }).recipe.lora;
+/** A case's LoRA recipe; the `pipe.*.base` cases (no adapter: the reference for the effect sizes) have none. */
+const recipeOf = (c: PipelineCase): LoraRecipe => (c as unknown as { recipe: { lora?: LoraRecipe | null } }).recipe.lora ?? { adapters: [], adapter_weights: null, scale: 1 };
 const all = cases.filter((c) => (c as unknown as { kind: string }).kind === 'pipeline');
 /** The combined LoRA + textual inversion + FreeU case and the UNet-only (fuse_lora) cases have tests of their own. */
 const pipelineCases = all.filter((c) => !c.name.includes('+') && !c.name.endsWith('unet_only'));
