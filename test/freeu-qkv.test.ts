@@ -21,7 +21,7 @@ import { StableDiffusionXLControlNetXSPipeline, type StableDiffusionXLControlNet
 import { ModelSession } from '../src/runtime/session.js';
 import { schedulerFromConfig } from '../src/schedulers/index.js';
 import { Tensor } from '../src/tensor.js';
-import { allNodes, assertClose, fixture, maxAbsDiff } from './helpers.js';
+import { allNodes, assertClose, fixture, maxAbsDiff, unetCaseArgs } from './helpers.js';
 import { callArgs, readCases, type PipelineCase } from './pipeline-cases.js';
 
 const A = fixture('adapters', 'freeu-qkv');
@@ -45,29 +45,8 @@ const tol = (c: ModuleCase, what: string, floor: number) => Math.max(floor, 20 *
 const freeuOf = (f: readonly number[]): FreeUSettings => ({ s1: f[0]!, s2: f[1]!, b1: f[2]!, b2: f[3]! });
 const SD_FREEU = freeuOf([0.9, 0.2, 1.2, 1.4]);
 
-/** Rows of a batch-1 tensor repeated to `batch` (a stored controlnet_cond of batch 1 serves both CFG rows). */
-function repeatRows(t: Tensor, batch: number): Tensor {
-  if (t.dims[0] === batch) return t;
-  const d = t.data as Float32Array;
-  const out = new Float32Array(d.length * batch);
-  for (let i = 0; i < batch; i++) out.set(d, i * d.length);
-  return new Tensor('float32', out, [batch, ...t.dims.slice(1)]);
-}
-
-/** A module case's inputs as forward args. */
 function forwardArgs(c: ModuleCase): UNetControlNetXSForwardArgs {
-  const x = c.inputs;
-  const sample = read(x['sample'] as string);
-  const added = x['added_cond_kwargs'] as Record<string, string> | undefined;
-  return {
-    sample,
-    timestep: x['timestep'] as number,
-    encoderHiddenStates: read(x['encoder_hidden_states'] as string),
-    ...(x['controlnet_cond'] !== undefined ? { controlnetCond: repeatRows(read(x['controlnet_cond'] as string), sample.dims[0]!) } : {}),
-    ...(x['conditioning_scale'] !== undefined ? { conditioningScale: x['conditioning_scale'] as number } : {}),
-    ...(x['apply_control'] !== undefined ? { applyControl: x['apply_control'] as boolean } : {}),
-    ...(added ? { addedCondKwargs: { textEmbeds: read(added['text_embeds']!), timeIds: read(added['time_ids']!) } } : {}),
-  };
+  return unetCaseArgs(c.inputs, read);
 }
 
 /** Count `release` calls on a model (each switch that changes the graph drops the session once). */

@@ -10,7 +10,8 @@ import { dirname, join } from 'node:path';
 import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { OnnxDataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from '../src/graph/onnx-proto.js';
-import type { TensorLike } from '../src/tensor.js';
+import { Tensor, type TensorLike } from '../src/tensor.js';
+import type { UNetControlNetXSForwardArgs } from '../src/models/unet-controlnet-xs.js';
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 
@@ -108,4 +109,28 @@ export async function runNodeScript(
   const exit = await new Promise<number | null>((resolve) => child.on('close', resolve));
   clearTimeout(timer);
   return { exit, stdout, stderr };
+}
+
+/** Rows of a batch-1 tensor repeated to `batch` (a stored controlnet_cond of batch 1 serves both CFG rows). */
+export function repeatRows(t: Tensor, batch: number): Tensor {
+  if (t.dims[0] === batch) return t;
+  const d = t.data as Float32Array;
+  const out = new Float32Array(d.length * batch);
+  for (let i = 0; i < batch; i++) out.set(d, i * d.length);
+  return new Tensor('float32', out, [batch, ...t.dims.slice(1)]);
+}
+
+/** An adapters-reference module case's UNet inputs (tensor names read through `read`) as forward args. */
+export function unetCaseArgs(inputs: Readonly<Record<string, unknown>>, read: (name: string) => Tensor): UNetControlNetXSForwardArgs {
+  const sample = read(inputs['sample'] as string);
+  const added = inputs['added_cond_kwargs'] as Record<string, string> | undefined;
+  return {
+    sample,
+    timestep: inputs['timestep'] as number,
+    encoderHiddenStates: read(inputs['encoder_hidden_states'] as string),
+    ...(inputs['controlnet_cond'] !== undefined ? { controlnetCond: repeatRows(read(inputs['controlnet_cond'] as string), sample.dims[0]!) } : {}),
+    ...(inputs['conditioning_scale'] !== undefined ? { conditioningScale: inputs['conditioning_scale'] as number } : {}),
+    ...(inputs['apply_control'] !== undefined ? { applyControl: inputs['apply_control'] as boolean } : {}),
+    ...(added ? { addedCondKwargs: { textEmbeds: read(added['text_embeds']!), timeIds: read(added['time_ids']!) } } : {}),
+  };
 }

@@ -16,10 +16,9 @@ import { LoraError, LoraTargetError, loraModelLayers, readLoraFile, type LoraCom
 import type { TracedModel } from '../src/models/traced-model.js';
 import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
 import { UNetControlNetXSModel, type UNetControlNetXSForwardArgs } from '../src/models/unet-controlnet-xs.js';
-import { Tensor } from '../src/tensor.js';
 import { parsePythonJson } from '../src/util/json.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
-import { assertClose, fixture, maxAbsDiff } from './helpers.js';
+import { assertClose, fixture, maxAbsDiff, unetCaseArgs } from './helpers.js';
 
 const DIR = fixture('adapters', 'lora');
 const SD = fixture('tiny-sd-cnxs');
@@ -41,28 +40,8 @@ const tol = (c: ModuleCase, what: string, floor: number) => Math.max(floor, 20 *
 /** Both tiny UNets have layers_per_block 2 (SGM names in the SDXL kohya file need it). */
 const loraFile = (path: string, weightName: string) => readLoraFile(join(DIR, path.replace(/^lora\/?/, ''), weightName), { layersPerBlock: 2 });
 
-/** Rows of a batch-1 tensor repeated to `batch` (a stored controlnet_cond of batch 1 serves both CFG rows). */
-function repeatRows(t: Tensor, batch: number): Tensor {
-  if (t.dims[0] === batch) return t;
-  const d = t.data as Float32Array;
-  const out = new Float32Array(d.length * batch);
-  for (let i = 0; i < batch; i++) out.set(d, i * d.length);
-  return new Tensor('float32', out, [batch, ...t.dims.slice(1)]);
-}
-
 function forwardArgs(c: ModuleCase): UNetControlNetXSForwardArgs {
-  const x = c.inputs;
-  const sample = read(x['sample'] as string);
-  const added = x['added_cond_kwargs'] as Record<string, string> | undefined;
-  return {
-    sample,
-    timestep: x['timestep'] as number,
-    encoderHiddenStates: read(x['encoder_hidden_states'] as string),
-    ...(x['controlnet_cond'] !== undefined ? { controlnetCond: repeatRows(read(x['controlnet_cond'] as string), sample.dims[0]!) } : {}),
-    ...(x['conditioning_scale'] !== undefined ? { conditioningScale: x['conditioning_scale'] as number } : {}),
-    ...(x['apply_control'] !== undefined ? { applyControl: x['apply_control'] as boolean } : {}),
-    ...(added ? { addedCondKwargs: { textEmbeds: read(added['text_embeds']!), timeIds: read(added['time_ids']!) } } : {}),
-  };
+  return unetCaseArgs(c.inputs, read);
 }
 
 /** Load a case's adapters onto `model` (component's layers), each fed weight × scale, as diffusers' set_adapters + scale. */

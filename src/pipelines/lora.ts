@@ -18,8 +18,8 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError, MissingWeightsError } from '../errors.js';
-import { isRepoId } from '../hub/cache.js';
-import { hubDownload, type HubOptions } from '../hub/index.js';
+import { hubDownload } from '../hub/index.js';
+import { adapterHubOptions, requireRepoId } from './adapter-source.js';
 import { LoraError, LoraTargetError, loraModelLayers, readLoraFile, type LoraComponent } from '../models/lora-file.js';
 import type { ModelLoraLayer, TracedModel } from '../models/traced-model.js';
 
@@ -73,16 +73,8 @@ async function resolveLoraFile(source: string, o: LoadLoraWeightsOptions): Promi
     if (!existsSync(path)) throw new MissingWeightsError(`${source}: no LoRA file ${name}${o.subfolder ? ` in ${o.subfolder}` : ''} (pass weightName)`);
     return path;
   }
-  if (!isRepoId(source)) throw new MissingWeightsError(`${source}: neither a file, a folder nor a Hub repo id ("org/name")`);
-  const hub: HubOptions = {
-    ...(o.revision !== undefined ? { revision: o.revision } : {}),
-    ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir } : {}),
-    ...(o.localFilesOnly ? { localFilesOnly: true } : {}),
-    ...(o.hubToken !== undefined ? { token: o.hubToken } : {}),
-    ...(o.endpoint !== undefined ? { endpoint: o.endpoint } : {}),
-    ...(o.signal ? { signal: o.signal } : {}),
-    ...(o.warn ? { warn: o.warn } : {}),
-  };
+  requireRepoId(source);
+  const hub = adapterHubOptions(o);
   return hubDownload(source, o.subfolder ? `${o.subfolder}/${name}` : name, hub);
 }
 

@@ -25,8 +25,8 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ControlNetXSError, MissingWeightsError } from '../errors.js';
-import { isRepoId } from '../hub/cache.js';
-import { HubEntryNotFoundError, HubNotCachedError, hubDownload, type HubOptions } from '../hub/index.js';
+import { HubEntryNotFoundError, HubNotCachedError, hubDownload } from '../hub/index.js';
+import { adapterHubOptions, requireRepoId } from './adapter-source.js';
 import type { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
 import { Tensor, numel, type TensorLike } from '../tensor.js';
 import type { CLIPTokenizer } from '../tokenizer/index.js';
@@ -222,16 +222,8 @@ async function resolveFile(source: string, o: LoadTextualInversionOptions): Prom
     if (found === undefined) throw new MissingWeightsError(`${folder}: no textual-inversion file ${names.join(' or ')} in this folder (pass weightName)`);
     return found;
   }
-  if (!isRepoId(source)) throw new MissingWeightsError(`${source}: neither a file, a folder nor a Hub repo id ("org/name")`);
-  const hub: HubOptions = {
-    ...(o.revision !== undefined ? { revision: o.revision } : {}),
-    ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir } : {}),
-    ...(o.localFilesOnly ? { localFilesOnly: true } : {}),
-    ...(o.hubToken !== undefined ? { token: o.hubToken } : {}),
-    ...(o.endpoint !== undefined ? { endpoint: o.endpoint } : {}),
-    ...(o.signal ? { signal: o.signal } : {}),
-    ...(o.warn ? { warn: o.warn } : {}),
-  };
+  requireRepoId(source);
+  const hub = adapterHubOptions(o);
   let first: unknown;
   for (const name of names) {
     try {
