@@ -70,6 +70,21 @@ const VAE_RESNET: readonly (readonly [string, string])[] = [['nin_shortcut', 'co
  * First match wins, so the more specific pattern of a pair comes first (`.0.op` before `.0`, an
  * upsampler's `.1.conv` before the attention at `.1`: a SpatialTransformer has no `conv` child).
  */
+/**
+ * The VAE mid block, the same in the encoder and the decoder: two resnets and one attention whose LDM
+ * 1×1 convs (q, k, v, proj_out) are diffusers' linears (`squeeze_1x1`).
+ */
+function vaeMidBlock(side: 'encoder' | 'decoder'): KeyRule[] {
+  const attention: [string, string][] = [['q', 'to_q'], ['k', 'to_k'], ['v', 'to_v'], ['proj_out', 'to_out.0']];
+  return [
+    { ldm: `${side}.mid.block_1.*`, to: `${side}.mid_block.resnets.0.*`, inner: VAE_RESNET },
+    { ldm: `${side}.mid.block_2.*`, to: `${side}.mid_block.resnets.1.*`, inner: VAE_RESNET },
+    { ldm: `${side}.mid.attn_1.norm.*`, to: `${side}.mid_block.attentions.0.group_norm.*` },
+    ...attention.map(([l, d]): KeyRule => ({ ldm: `${side}.mid.attn_1.${l}.weight`, to: `${side}.mid_block.attentions.0.${d}.weight`, transform: 'squeeze_1x1' })),
+    ...attention.map(([l, d]): KeyRule => ({ ldm: `${side}.mid.attn_1.${l}.bias`, to: `${side}.mid_block.attentions.0.${d}.bias` })),
+  ];
+}
+
 export const KEY_RULES: Readonly<Record<KeyLayout, readonly KeyRule[]>> = {
   'ldm-unet': [
     { ldm: 'time_embed.0.*', to: 'time_embedding.linear_1.*' },
@@ -97,33 +112,13 @@ export const KEY_RULES: Readonly<Record<KeyLayout, readonly KeyRule[]>> = {
     { ldm: 'encoder.norm_out.*', to: 'encoder.conv_norm_out.*' },
     { ldm: 'encoder.down.{i}.block.{j}.*', to: 'encoder.down_blocks.{i}.resnets.{j}.*', inner: VAE_RESNET },
     { ldm: 'encoder.down.{i}.downsample.conv.*', to: 'encoder.down_blocks.{i}.downsamplers.0.conv.*' },
-    { ldm: 'encoder.mid.block_1.*', to: 'encoder.mid_block.resnets.0.*', inner: VAE_RESNET },
-    { ldm: 'encoder.mid.block_2.*', to: 'encoder.mid_block.resnets.1.*', inner: VAE_RESNET },
-    { ldm: 'encoder.mid.attn_1.norm.*', to: 'encoder.mid_block.attentions.0.group_norm.*' },
-    { ldm: 'encoder.mid.attn_1.q.weight', to: 'encoder.mid_block.attentions.0.to_q.weight', transform: 'squeeze_1x1' },
-    { ldm: 'encoder.mid.attn_1.k.weight', to: 'encoder.mid_block.attentions.0.to_k.weight', transform: 'squeeze_1x1' },
-    { ldm: 'encoder.mid.attn_1.v.weight', to: 'encoder.mid_block.attentions.0.to_v.weight', transform: 'squeeze_1x1' },
-    { ldm: 'encoder.mid.attn_1.proj_out.weight', to: 'encoder.mid_block.attentions.0.to_out.0.weight', transform: 'squeeze_1x1' },
-    { ldm: 'encoder.mid.attn_1.q.bias', to: 'encoder.mid_block.attentions.0.to_q.bias' },
-    { ldm: 'encoder.mid.attn_1.k.bias', to: 'encoder.mid_block.attentions.0.to_k.bias' },
-    { ldm: 'encoder.mid.attn_1.v.bias', to: 'encoder.mid_block.attentions.0.to_v.bias' },
-    { ldm: 'encoder.mid.attn_1.proj_out.bias', to: 'encoder.mid_block.attentions.0.to_out.0.bias' },
+    ...vaeMidBlock('encoder'),
     { ldm: 'decoder.conv_in.*', to: 'decoder.conv_in.*' },
     { ldm: 'decoder.conv_out.*', to: 'decoder.conv_out.*' },
     { ldm: 'decoder.norm_out.*', to: 'decoder.conv_norm_out.*' },
     { ldm: 'decoder.up.{i}.block.{j}.*', to: 'decoder.up_blocks.{b}.resnets.{j}.*', index: 'reversed', inner: VAE_RESNET },
     { ldm: 'decoder.up.{i}.upsample.conv.*', to: 'decoder.up_blocks.{b}.upsamplers.0.conv.*', index: 'reversed' },
-    { ldm: 'decoder.mid.block_1.*', to: 'decoder.mid_block.resnets.0.*', inner: VAE_RESNET },
-    { ldm: 'decoder.mid.block_2.*', to: 'decoder.mid_block.resnets.1.*', inner: VAE_RESNET },
-    { ldm: 'decoder.mid.attn_1.norm.*', to: 'decoder.mid_block.attentions.0.group_norm.*' },
-    { ldm: 'decoder.mid.attn_1.q.weight', to: 'decoder.mid_block.attentions.0.to_q.weight', transform: 'squeeze_1x1' },
-    { ldm: 'decoder.mid.attn_1.k.weight', to: 'decoder.mid_block.attentions.0.to_k.weight', transform: 'squeeze_1x1' },
-    { ldm: 'decoder.mid.attn_1.v.weight', to: 'decoder.mid_block.attentions.0.to_v.weight', transform: 'squeeze_1x1' },
-    { ldm: 'decoder.mid.attn_1.proj_out.weight', to: 'decoder.mid_block.attentions.0.to_out.0.weight', transform: 'squeeze_1x1' },
-    { ldm: 'decoder.mid.attn_1.q.bias', to: 'decoder.mid_block.attentions.0.to_q.bias' },
-    { ldm: 'decoder.mid.attn_1.k.bias', to: 'decoder.mid_block.attentions.0.to_k.bias' },
-    { ldm: 'decoder.mid.attn_1.v.bias', to: 'decoder.mid_block.attentions.0.to_v.bias' },
-    { ldm: 'decoder.mid.attn_1.proj_out.bias', to: 'decoder.mid_block.attentions.0.to_out.0.bias' },
+    ...vaeMidBlock('decoder'),
     { ldm: 'quant_conv.*', to: 'quant_conv.*' },
     { ldm: 'post_quant_conv.*', to: 'post_quant_conv.*' },
   ],
