@@ -22,10 +22,9 @@ import { loraModelLayers, readLoraFile } from '../src/models/lora-file.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
 import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
-import { Generator, randn } from '../src/random/index.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
 import { writeSafetensors, type TensorToWrite } from '../src/weights/write-safetensors.js';
-import { ensureRandomCheckpoint } from './random-checkpoint.js';
+import { ensureRandomCheckpoint, stepInputs } from './random-checkpoint.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({
@@ -100,13 +99,7 @@ if (values.child) {
   const mode = values.child as Mode;
   if (!MODES.includes(mode)) throw new Error(`--child ${MODES.join('|')}, got ${values.child}`);
   const size = Number(values.size);
-  const g = new Generator().manualSeed(1);
-  const args = {
-    sample: randn([2, 4, size, size], { generator: g }),
-    timestep: 500,
-    encoderHiddenStates: randn([2, 77, 1024], { generator: g }),
-    controlnetCond: randn([2, 3, size * 8, size * 8], { generator: g }),
-  };
+  const args = stepInputs(size);
   const m = await UNetControlNetXSModel.fromUnet(
     await UNet2DConditionModel.fromPretrained(join(dir, 'unet')),
     await ControlNetXSAdapter.fromPretrained(join(dir, 'controlnet')),

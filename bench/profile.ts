@@ -14,8 +14,7 @@ import { parseArgs } from 'node:util';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
 import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
-import { Generator, randn } from '../src/random/index.js';
-import { ensureRandomCheckpoint } from './random-checkpoint.js';
+import { ensureRandomCheckpoint, stepInputs } from './random-checkpoint.js';
 
 const { values } = parseArgs({
   options: {
@@ -71,13 +70,7 @@ function readProfile(folder: string): ProfileEvent[] {
 const dir = ensureRandomCheckpoint(values.out);
 const size = Number(values.size);
 const repeats = Number(values.repeats);
-const g = new Generator().manualSeed(1);
-const args = {
-  sample: randn([2, 4, size, size], { generator: g }),
-  timestep: 500,
-  encoderHiddenStates: randn([2, 77, 1024], { generator: g }),
-  controlnetCond: randn([2, 3, size * 8, size * 8], { generator: g }),
-};
+const args = stepInputs(size);
 
 /** Open a session with profiling into its own folder, run a warm-up and `repeats` measured forwards, parse. */
 async function profiled(open: (prefix: string) => Promise<{ run: () => Promise<unknown>; release: () => Promise<void> }>): Promise<RunProfile> {

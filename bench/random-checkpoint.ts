@@ -17,7 +17,8 @@ import { AutoencoderTinyNet } from '../src/nn/autoencoder-tiny-net.js';
 import { CLIPTextNet } from '../src/nn/clip-text-net.js';
 import { ControlNetXSAdapterNet } from '../src/nn/controlnet-xs-adapter-net.js';
 import { UNet2DConditionNet, unetLayout } from '../src/nn/unet-2d-condition-net.js';
-import { numel } from '../src/tensor.js';
+import { Generator, randn } from '../src/random/index.js';
+import { numel, type Tensor } from '../src/tensor.js';
 import type { ParameterSpec } from '../src/weights/source.js';
 import { writeSafetensors } from '../src/weights/write-safetensors.js';
 
@@ -105,4 +106,19 @@ export function ensureRandomCheckpoint(out: string): string {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   ensureRandomCheckpoint(process.argv[2] ?? join(HERE, 'out', 'sd21-random'));
+}
+
+/**
+ * The inputs of one UNet + ControlNet-XS step on the random SD 2.1-base checkpoint: batch 2 (CFG),
+ * `size`×`size` latents, the 77×1024 text states and a control image 8× the latents, drawn from seed 1
+ * so every benchmark times the same step.
+ */
+export function stepInputs(size: number): { sample: Tensor<'float32'>; timestep: number; encoderHiddenStates: Tensor<'float32'>; controlnetCond: Tensor<'float32'> } {
+  const g = new Generator().manualSeed(1);
+  return {
+    sample: randn([2, 4, size, size], { generator: g }),
+    timestep: 500,
+    encoderHiddenStates: randn([2, 77, 1024], { generator: g }),
+    controlnetCond: randn([2, 3, size * 8, size * 8], { generator: g }),
+  };
 }

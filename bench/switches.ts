@@ -13,8 +13,7 @@ import { parseArgs } from 'node:util';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
 import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
-import { Generator, randn } from '../src/random/index.js';
-import { ensureRandomCheckpoint } from './random-checkpoint.js';
+import { ensureRandomCheckpoint, stepInputs } from './random-checkpoint.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,13 +38,7 @@ const dir = ensureRandomCheckpoint(values.out);
 
 if (values.child) {
   const size = Number(values.size);
-  const g = new Generator().manualSeed(1);
-  const args = {
-    sample: randn([2, 4, size, size], { generator: g }),
-    timestep: 500,
-    encoderHiddenStates: randn([2, 77, 1024], { generator: g }),
-    controlnetCond: randn([2, 3, size * 8, size * 8], { generator: g }),
-  };
+  const args = stepInputs(size);
   const unet = await UNet2DConditionModel.fromPretrained(join(dir, 'unet'));
   const m = UNetControlNetXSModel.fuse(unet, await ControlNetXSAdapter.fromPretrained(join(dir, 'controlnet')));
   if (values.child === 'on' && values.switch === 'fuse-qkv') m.fuseQkvProjections();
