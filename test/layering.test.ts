@@ -33,9 +33,19 @@ const LAYERS = [
     mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models'],
   },
   {
+    name: 'generate',
+    paths: ['generate/'],
+    mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines'],
+  },
+  {
+    name: 'server',
+    paths: ['server/'],
+    mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines', 'generate'],
+  },
+  {
     name: 'cli',
     paths: ['cli/'],
-    mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines'],
+    mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines', 'generate', 'server'],
   },
   { name: 'public API', paths: ['index.ts'], mayImport: ['*'] },
 ] as const satisfies readonly { name: string; paths: readonly string[]; mayImport: readonly string[] }[];

@@ -7,6 +7,8 @@ import { ControlNetXSError } from '../errors.js';
 import { canny } from '../image/canny.js';
 import { loadImage } from '../image/load.js';
 import { GENERATE_USAGE, HELP, generate, parseGenerateArgs } from './generate.js';
+import { serveCommand } from './serve.js';
+import { workerCommand } from './worker.js';
 import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
 import { UsageError, didYouMean, float } from './usage.js';
 
@@ -23,7 +25,7 @@ OpenCV-exact Canny edges (the control images ControlNet-XS canny adapters expect
 
 ${optionsHelp(CANNY_OPTIONS)}`;
 
-const COMMANDS = ['generate', 'canny', 'help'];
+const COMMANDS = ['generate', 'canny', 'serve', 'worker', 'help'];
 
 const USAGE = `usage: cnxs <command> [options]
 
@@ -76,6 +78,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       case 'canny':
         await cannyCommand(rest);
         return 0;
+      case 'serve':
+        return await serveCommand(rest);
+      case 'worker':
+        return await workerCommand(rest);
       case undefined:
       case 'help':
       case '--help':
