@@ -30,9 +30,9 @@ export const OPSETS: readonly { domain: string; version: number }[] = [
 
 /** Every op type the typed layer emits. */
 export type OpType =
-  | 'Add' | 'And' | 'ArgMax' | 'Cast' | 'Concat' | 'Conv' | 'Cos' | 'Div' | 'Equal' | 'Expand' | 'FusedMatMul' | 'Gather'
+  | 'Add' | 'And' | 'ArgMax' | 'Cast' | 'Concat' | 'Conv' | 'ConvTranspose' | 'Cos' | 'Div' | 'Equal' | 'Expand' | 'FusedMatMul' | 'Gather'
   | 'GatherND' | 'Gelu' | 'Identity' | 'If' | 'InstanceNormalization' | 'LayerNormalization' | 'LessOrEqual'
-  | 'MatMul' | 'Max' | 'Mul' | 'MultiHeadAttention' | 'Pad' | 'Range' | 'ReduceL2' | 'Relu' | 'Reshape' | 'Resize' | 'Shape' | 'Sigmoid'
+  | 'MatMul' | 'Max' | 'MaxPool' | 'Mul' | 'MultiHeadAttention' | 'Pad' | 'Range' | 'ReduceL2' | 'Relu' | 'Reshape' | 'Resize' | 'Shape' | 'Sigmoid'
   | 'Sin' | 'Slice' | 'Softmax' | 'Softplus' | 'Split' | 'Squeeze' | 'Sub' | 'Tanh' | 'Transpose' | 'Unsqueeze' | 'Where';
 
 /** One node as the typed layer hands it to the graph. */
@@ -57,6 +57,29 @@ export interface ConvAttrs {
   kernel_shape?: readonly number[];
   /** Begins of every spatial axis, then ends. */
   pads?: readonly number[];
+  strides?: readonly number[];
+}
+
+export interface ConvTransposeAttrs {
+  auto_pad?: 'NOTSET' | 'SAME_UPPER' | 'SAME_LOWER' | 'VALID';
+  dilations?: readonly number[];
+  group?: number;
+  kernel_shape?: readonly number[];
+  output_padding?: readonly number[];
+  output_shape?: readonly number[];
+  /** Begins of every spatial axis, then ends. */
+  pads?: readonly number[];
+  strides?: readonly number[];
+}
+
+export interface MaxPoolAttrs {
+  auto_pad?: 'NOTSET' | 'SAME_UPPER' | 'SAME_LOWER' | 'VALID';
+  ceil_mode?: Bit;
+  dilations?: readonly number[];
+  kernel_shape: readonly number[];
+  /** Begins of every spatial axis, then ends. */
+  pads?: readonly number[];
+  storage_order?: Bit;
   strides?: readonly number[];
 }
 
@@ -308,6 +331,33 @@ export abstract class Ops {
       group: attrs.group,
       kernel_shape: attrs.kernel_shape,
       pads: attrs.pads,
+      strides: attrs.strides,
+    });
+  }
+
+  /** The weight is [Cin, Cout / group, kH, kW] (PyTorch's ConvTranspose2d layout). */
+  convTranspose(x: Value, w: Value, b: Value | null = null, attrs: ConvTransposeAttrs = {}): Value {
+    return this.node1('ConvTranspose', [x, w, b], {
+      auto_pad: attrs.auto_pad,
+      dilations: attrs.dilations,
+      group: attrs.group,
+      kernel_shape: attrs.kernel_shape,
+      output_padding: attrs.output_padding,
+      output_shape: attrs.output_shape,
+      pads: attrs.pads,
+      strides: attrs.strides,
+    });
+  }
+
+  /** Only the pooled values (the optional Indices output is not requested). */
+  maxPool(x: Value, attrs: MaxPoolAttrs): Value {
+    return this.node1('MaxPool', [x], {
+      auto_pad: attrs.auto_pad,
+      ceil_mode: attrs.ceil_mode,
+      dilations: attrs.dilations,
+      kernel_shape: attrs.kernel_shape,
+      pads: attrs.pads,
+      storage_order: attrs.storage_order,
       strides: attrs.strides,
     });
   }
