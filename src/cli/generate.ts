@@ -7,35 +7,33 @@
 import { constants, existsSync, statSync } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import { ControlNetXSError } from '../errors.js';
+import { checkModelSettings } from '../generate/checks.js';
+import { DEFAULT_CANNY, loadControlImage } from '../generate/control.js';
+import { SettingError, type SettingNames } from '../generate/errors.js';
+import { loadGenerationPipeline } from '../generate/load.js';
+import { a1111Parameters as parametersText, checkParameters, type ParameterInfo, type ParameterSettings } from '../generate/parameters.js';
+import { writePng } from '../generate/png.js';
+import { namedScheduler, samplerLabel } from '../generate/scheduler.js';
+import { imageSeeds } from '../generate/seeds.js';
+import { DEFAULT_MAX_PIXELS, MAX_NUM_IMAGES, MAX_STEPS } from '../generate/settings.js';
+import { chooseSize as chooseGenerationSize, type SizeSettings } from '../generate/size.js';
+import { generateImages } from '../generate/run.js';
 import { HubNotCachedError } from '../hub/errors.js';
-import { canny } from '../image/canny.js';
-import { loadImage } from '../image/load.js';
-import { checkPngText } from '../image/png-text.js';
-import type { RGBImage } from '../image/rgb-image.js';
-import { fitToAspect, roundSize, type ImageSize, type SizeRules } from '../pipelines/image-size.js';
-import { DEFAULT_CONTROLNETS, loadControlNetXSPipeline } from '../pipelines/load.js';
-import { DEVICES, type Device, type PipelineLoadOptions } from '../pipelines/resolve.js';
-import { NSFW_WARNING } from '../pipelines/safety-checker.js';
-import { StableDiffusionXLControlNetXSPipeline } from '../pipelines/stable-diffusion-xl-controlnet-xs.js';
-import { Generator } from '../random/index.js';
-import { formatDeviceFallback, type DeviceFallback } from '../runtime/device-fallback.js';
-import { GraphCache } from '../runtime/graph-cache.js';
-import { SCHEDULER_ALIASES, findSchedulerAlias, schedulerLabel } from '../schedulers/aliases.js';
-import { schedulerClass } from '../schedulers/index.js';
+import type { ImageSize, SizeRules } from '../pipelines/image-size.js';
+import { DEFAULT_CONTROLNETS } from '../pipelines/load.js';
+import { DEVICES, type Device } from '../pipelines/resolve.js';
+import { SCHEDULER_ALIASES, findSchedulerAlias } from '../schedulers/aliases.js';
 import { extractPromptLoras, parseLoraOption, type LoraOption } from './lora-options.js';
 import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
 import { ProgressBar } from './progress.js';
 import { UsageError, didYouMean, float, integer, seed as parseSeed } from './usage.js';
 
 export const DEFAULT_MODEL = 'stabilityai/stable-diffusion-2-1-base';
-/** The most pixels `--max-pixels` allows by default (2048 × 2048): past it memory grows beyond most machines. */
-export const DEFAULT_MAX_PIXELS = 2048 * 2048;
+export { DEFAULT_MAX_PIXELS };
 /** A1111's clip-skip slider range: 1 is the last layer (no skip), 2 the penultimate, … */
 const MAX_CLIP_SKIP = 12;
-/** diffusers' schedulers train on 1000 timesteps; more inference steps than that are refused. */
-const MAX_STEPS = 1000;
 
 const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'prompt', short: 'p', value: 'TEXT', help: 'what to draw (required)' },
@@ -178,7 +176,7 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | ty
     throw new UsageError(`--width ${width} --height ${height} is ${width * height} pixels, over --max-pixels ${maxPixels}`);
   }
   const seedText = v.string('seed');
-  const numImages = whole('num-images', { min: 1, max: 64 }) ?? 1;
+  const numImages = whole('num-images', { min: 1, max: MAX_NUM_IMAGES }) ?? 1;
   const s = seedText === undefined ? BigInt(Math.floor(Math.random() * 2 ** 32)) : parseSeed('seed', seedText);
   if (s + BigInt(numImages - 1) > 2n ** 64n - 1n) throw new UsageError(`--seed ${s} + --num-images ${numImages} runs past 2^64−1`);
   const graphCache = v.string('graph-cache');
@@ -252,26 +250,26 @@ async function checkOutputs(paths: readonly string[]): Promise<void> {
   }
 }
 
+/** How the CLI spells a setting: `maxPixels` → `--max-pixels`. */
+const optionName: SettingNames = (setting) => `--${setting.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+/** A SettingError from the shared generation code, in CLI words (a UsageError: exit 2). */
+function inCliWords<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof SettingError) throw new UsageError(e.reword(optionName), { cause: e });
+    throw e;
+  }
+}
+
 /**
  * The size to generate: `--width/--height` as given, or derived from the control image's aspect
  * ratio and the model's resolution; rounded to the model's multiple (with a notice when that
  * changes a given size) and held to `--max-pixels`.
  */
-export function chooseSize(o: Pick<GenerateOptions, 'width' | 'height' | 'maxPixels'>, control: ImageSize, rules: SizeRules, note: (m: string) => void): ImageSize {
-  let size: ImageSize;
-  if (o.width !== undefined && o.height !== undefined) size = { width: o.width, height: o.height };
-  else if (o.width !== undefined) size = { width: o.width, height: (o.width * control.height) / control.width };
-  else if (o.height !== undefined) size = { width: (o.height * control.width) / control.height, height: o.height };
-  else size = fitToAspect(control, rules);
-  const rounded = roundSize(size, rules);
-  const changed = (o.width !== undefined && rounded.width !== o.width) || (o.height !== undefined && rounded.height !== o.height);
-  if (changed) {
-    note(`${o.width ?? '…'}×${o.height ?? '…'} px is not a multiple of ${rules.multiple} px for this model; generating ${rounded.width}×${rounded.height}`);
-  }
-  if (rounded.width * rounded.height > o.maxPixels) {
-    throw new UsageError(`${rounded.width}×${rounded.height} px is over --max-pixels ${o.maxPixels}; ask for a smaller --width/--height or raise --max-pixels`);
-  }
-  return rounded;
+export function chooseSize(o: SizeSettings, control: ImageSize, rules: SizeRules, note: (m: string) => void): ImageSize {
+  return inCliWords(() => chooseGenerationSize(o, control, rules, note));
 }
 
 export interface GenerateIO {
@@ -286,68 +284,40 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
   if (o.config !== undefined && !(await isFile(o.model))) {
     throw new UsageError(`--config applies to a single-file --model (.safetensors / .ckpt); ${o.model} is not a file`);
   }
-  const seeds = Array.from({ length: o.numImages }, (_, k) => o.seed + BigInt(k));
-  checkPngText({ parameters: a1111Parameters(o, { sampler: 'x', seed: o.seed, width: 0, height: 0, controlnet: '' }) });
+  const seeds = imageSeeds(o.seed, o.numImages);
+  checkParameters(parameterSettings(o));
   const bar = new ProgressBar(io.stderr, Boolean(io.stderr.isTTY));
   const notice = (kind: 'warning' | 'note') => (m: string) => {
     bar.done();
     io.stderr.write(`cnxs: ${kind}: ${m}\n`);
   };
-  let control: RGBImage = await loadImage(o.control);
-  if (o.canny) control = canny(control, { low: 100, high: 200 });
+  const control = await loadControlImage(o.control, o.canny ? { canny: DEFAULT_CANNY } : {});
 
-  // 2. The pipeline (downloads on first use). One graph cache and one fallback report for all its models, so an
-  // unwritable cache or a missing GPU is one line, not one per model.
-  const fallbacks = new Set<string>();
-  const onDeviceFallback = (f: DeviceFallback) => {
-    const line = formatDeviceFallback({ ...f, model: '' });
-    if (!fallbacks.has(line)) notice('warning')(line);
-    fallbacks.add(line);
-  };
-  const load: PipelineLoadOptions = {
-    ...(o.variant ? { variant: o.variant } : {}),
-    ...(o.revision ? { revision: o.revision } : {}),
-    ...(o.offline ? { localFilesOnly: true } : {}),
-    runtime: { onDeviceFallback, ...(o.graphCache ? { graphCache: new GraphCache(o.graphCache) } : {}) },
-    ...(o.device !== 'cpu' ? { device: o.device } : {}),
-    onDownloadProgress: (p) => bar.update(`downloading ${p.file}`, p.loaded, p.total),
-    // diffusers' flagged-image warning names no image: the line after the generation says which
-    warn: (m) => {
-      if (m !== NSFW_WARNING) notice('warning')(m);
-    },
-  };
+  // 2. The pipeline (downloads on first use).
   const t0 = performance.now();
-  const { pipeline: pipe, controlnet } = await loadControlNetXSPipeline(o.model, {
-    ...load,
-    ...(o.controlnet ? { controlnet: o.controlnet } : {}),
-    ...(o.config ? { config: o.config } : {}),
-    ...(o.safetyChecker ? {} : { safetyChecker: null }),
-  }).catch(
-    (e: unknown) => {
-      // the library says `localFilesOnly`; the user typed --offline
-      if (e instanceof HubNotCachedError) throw new ControlNetXSError(e.message.replace('localFilesOnly is set', '--offline is set'));
-      throw e;
-    },
-  );
+  const { pipeline: pipe, controlnetName } = await loadGenerationPipeline({
+    model: o.model,
+    controlnet: o.controlnet,
+    config: o.config,
+    variant: o.variant,
+    revision: o.revision,
+    offline: o.offline,
+    graphCacheDir: o.graphCache,
+    device: o.device,
+    safetyChecker: o.safetyChecker,
+    warn: notice('warning'),
+    onDownloadProgress: (p) => bar.update(`downloading ${p.file}`, p.loaded, p.total),
+  }).catch((e: unknown) => {
+    // the library says `localFilesOnly`; the user typed --offline
+    if (e instanceof HubNotCachedError) throw new ControlNetXSError(e.message.replace('localFilesOnly is set', '--offline is set'));
+    throw e;
+  });
   bar.done();
   pipe.enableModelCpuOffload(); // one generation per process: each session closes after its stage (lower peak memory)
-  if (o.scheduler) {
-    const alias = SCHEDULER_ALIASES[o.scheduler]!;
-    pipe.scheduler = schedulerClass(alias.className).fromConfig({ ...pipe.scheduler.config, ...alias.overrides });
-  }
-  const sampler = schedulerLabel(pipe.scheduler.config);
+  if (o.scheduler) pipe.scheduler = namedScheduler(pipe.scheduler, o.scheduler);
+  const sampler = samplerLabel(pipe.scheduler);
   // 3. What only the model's configs can say, still before any generation work.
-  const trainSteps = pipe.scheduler.numTrainTimesteps;
-  if (o.steps > trainSteps) throw new UsageError(`--steps ${o.steps} is more than this model's scheduler was trained on (${trainSteps})`);
-  // SD reads hidden_states[-clip_skip−1] of layers+1 states; SDXL's penultimate-layer default is one deeper already
-  const layers = pipe.textEncoder.config.numHiddenLayers;
-  const maxClipSkip = pipe instanceof StableDiffusionXLControlNetXSPipeline ? layers : layers + 1;
-  if (o.clipSkip !== undefined && o.clipSkip > maxClipSkip) {
-    throw new UsageError(`--clip-skip ${o.clipSkip} is too deep: this text encoder has ${layers} layers, so at most ${maxClipSkip}`);
-  }
-  if (o.embedGuidanceScale && pipe.unet.config.timeCondProjDim === null) {
-    throw new UsageError(`--embed-guidance-scale needs an LCM-distilled UNet (time_cond_proj_dim in its config); ${o.model} has none`);
-  }
+  inCliWords(() => checkModelSettings(pipe, o, o.model));
   const { width, height } = chooseSize(o, control, pipe.sizeRules, notice('note'));
   // Textual inversion: each file into the tokenizer(s) and text encoder(s); SDXL {clip_l, clip_g} files into both.
   for (const e of o.embeddings) {
@@ -369,25 +339,12 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
 
   // 4. Generate: one generator per image (seed + k), so every image reproduces from the seed in its file.
   const t1 = performance.now();
-  const common = {
-    prompt: o.pipelinePrompt,
-    image: control,
-    numInferenceSteps: o.steps,
-    guidanceScale: o.guidanceScale,
-    ...(o.embedGuidanceScale ? { embedGuidanceScale: true } : {}),
-    numImagesPerPrompt: o.numImages,
-    generator: seeds.map((s) => new Generator().manualSeed(s)),
-    controlnetConditioningScale: o.controlScale,
-    controlGuidanceStart: o.controlStart,
-    controlGuidanceEnd: o.controlEnd,
-    width,
-    height,
-    outputType: 'pil' as const,
-    onProgress: (p: { step: number; total: number }) => bar.update('denoising', p.step, p.total),
-    ...(o.negativePrompt !== undefined ? { negativePrompt: o.negativePrompt } : {}),
-    ...(o.clipSkip !== undefined && o.clipSkip > 1 ? { clipSkip: o.clipSkip - 1 } : {}),
-  };
-  const { images, nsfwContentDetected } = pipe instanceof StableDiffusionXLControlNetXSPipeline ? await pipe.run(common) : await pipe.run(common);
+  const { images, nsfwContentDetected } = await generateImages(pipe, o, {
+    control,
+    size: { width, height },
+    seeds,
+    onStep: (s) => bar.update('denoising', s.index + 1, s.total),
+  });
   bar.done();
   const flagged = paths.filter((_, i) => nsfwContentDetected?.[i] === true);
   if (flagged.length) {
@@ -396,10 +353,8 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
   const seconds = (performance.now() - t1) / 1000;
   // where the UNet actually ran (the device asked for, or the CPU after a fallback)
   const device = await pipe.unet.executionProvider();
-  const controlnetName = controlnet ?? o.controlnet ?? '';
   for (const [i, img] of images.entries()) {
-    const parameters = a1111Parameters(o, { sampler, seed: seeds[i]!, width, height, controlnet: controlnetName });
-    await img.save(paths[i]!, { pngText: { parameters } });
+    await writePng(paths[i]!, img, a1111Parameters(o, { sampler, seed: seeds[i]!, width, height, controlnet: controlnetName }));
   }
 
   const summary = {
@@ -428,30 +383,12 @@ function jsonSeed(s: bigint): number | string {
   return s <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(s) : s.toString();
 }
 
+/** The settings the `parameters` text records: `--lora` files are named in it (prompt tags stay in the prompt). */
+function parameterSettings(o: GenerateOptions): ParameterSettings {
+  return { ...o, loraFiles: o.loras.filter((l) => l.from.startsWith('--lora')) };
+}
+
 /** The `parameters` text A1111 writes into its PNGs (every field one that `cnxs generate` reads back). */
-export function a1111Parameters(
-  o: GenerateOptions,
-  info: { sampler: string; seed: bigint; width: number; height: number; controlnet: string },
-): string {
-  const lines = [o.prompt];
-  if (o.negativePrompt) lines.push(`Negative prompt: ${o.negativePrompt}`);
-  const fields = [
-    `Steps: ${o.steps}`,
-    `Sampler: ${info.sampler}`,
-    `CFG scale: ${o.guidanceScale}`,
-    `Seed: ${info.seed}`,
-    `Size: ${info.width}x${info.height}`,
-    `Model: ${o.model}`,
-    `ControlNet-XS: ${info.controlnet}`,
-    `Control scale: ${o.controlScale}`,
-  ];
-  if (o.controlStart !== 0 || o.controlEnd !== 1) fields.push(`Control window: ${o.controlStart}-${o.controlEnd}`);
-  if (o.clipSkip !== undefined) fields.push(`Clip skip: ${o.clipSkip}`);
-  // `<lora:…>` tags stay in the prompt line above, as A1111 writes them; `--lora` files are named here
-  const flagged = o.loras.filter((l) => l.from.startsWith('--lora'));
-  if (flagged.length) fields.push(`LoRA: ${flagged.map((l) => `${basename(l.source)}:${l.scale}`).join(' ')}`);
-  // Not an A1111 field: without it the CFG scale above would read as classifier-free guidance.
-  if (o.embedGuidanceScale) fields.push('Guidance embedding: on');
-  lines.push(fields.join(', '));
-  return lines.join('\n');
+export function a1111Parameters(o: GenerateOptions, info: ParameterInfo): string {
+  return parametersText(parameterSettings(o), info);
 }
