@@ -33,7 +33,7 @@ export type OpType =
   | 'Add' | 'And' | 'ArgMax' | 'Cast' | 'Concat' | 'Conv' | 'ConvTranspose' | 'Cos' | 'Div' | 'Equal' | 'Expand' | 'FusedMatMul' | 'Gather'
   | 'GatherND' | 'Gelu' | 'Identity' | 'If' | 'InstanceNormalization' | 'LayerNormalization' | 'LessOrEqual'
   | 'MatMul' | 'Max' | 'MaxPool' | 'Mul' | 'MultiHeadAttention' | 'Pad' | 'Range' | 'ReduceL2' | 'Relu' | 'Reshape' | 'Resize' | 'Shape' | 'Sigmoid'
-  | 'Sin' | 'Slice' | 'Softmax' | 'Softplus' | 'Split' | 'Squeeze' | 'Sub' | 'Tanh' | 'Transpose' | 'Unsqueeze' | 'Where';
+  | 'Sin' | 'Slice' | 'Softmax' | 'Softplus' | 'Split' | 'Sqrt' | 'Squeeze' | 'Sub' | 'Tanh' | 'Transpose' | 'Unsqueeze' | 'Where';
 
 /** One node as the typed layer hands it to the graph. */
 export interface NodeSpec {
@@ -201,6 +201,10 @@ export abstract class Ops {
 
   sigmoid(x: Value): Value {
     return this.node1('Sigmoid', [x]);
+  }
+
+  sqrt(x: Value): Value {
+    return this.node1('Sqrt', [x]);
   }
 
   relu(x: Value): Value {
