@@ -19,6 +19,7 @@ function main() {
   const generateButton = element('generate', HTMLButtonElement);
   const cancelButton = element('cancel', HTMLButtonElement);
 
+  element('key-form', HTMLFormElement).addEventListener('submit', (e) => e.preventDefault());
   keyInput.value = storedKey();
   keyInput.addEventListener('input', () => {
     storeKey(keyInput.value.trim());
