@@ -15,39 +15,41 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../src');
 /** Layers, lowest first, with what each may import besides itself (the table in docs/architecture.md). */
 const LAYERS = [
   { name: 'core', paths: ['tensor.ts', 'errors.ts'], mayImport: [] },
-  { name: 'util', paths: ['util/'], mayImport: ['core'] },
-  { name: 'weights', paths: ['weights/'], mayImport: ['core', 'util'] },
+  // The file and runtime seam that differs between the Node and browser builds (files.ts / files.browser.ts).
+  { name: 'platform', paths: ['platform/'], mayImport: ['core'] },
+  { name: 'util', paths: ['util/'], mayImport: ['core', 'platform'] },
+  { name: 'weights', paths: ['weights/'], mayImport: ['core', 'platform', 'util'] },
   { name: 'random', paths: ['random/'], mayImport: ['core', 'util'] },
-  { name: 'tokenizer', paths: ['tokenizer/'], mayImport: ['core', 'util'] },
-  { name: 'image', paths: ['image/'], mayImport: ['core', 'util'] },
-  { name: 'hub', paths: ['hub/'], mayImport: ['core', 'util'] },
+  { name: 'tokenizer', paths: ['tokenizer/'], mayImport: ['core', 'platform', 'util'] },
+  { name: 'image', paths: ['image/'], mayImport: ['core', 'platform', 'util'] },
+  { name: 'hub', paths: ['hub/'], mayImport: ['core', 'platform', 'util'] },
   { name: 'graph', paths: ['graph/'], mayImport: ['core', 'util', 'weights'] },
-  { name: 'runtime', paths: ['runtime/'], mayImport: ['core', 'util', 'graph'] },
+  { name: 'runtime', paths: ['runtime/'], mayImport: ['core', 'platform', 'util', 'graph'] },
   // Module trees are pure structure: no configs, no I/O, nothing that runs.
   { name: 'nn', paths: ['nn/'], mayImport: ['core', 'util', 'weights', 'graph'] },
   { name: 'schedulers', paths: ['schedulers/'], mayImport: ['core', 'util', 'random'] },
-  { name: 'models', paths: ['models/'], mayImport: ['core', 'util', 'weights', 'random', 'hub', 'graph', 'runtime', 'nn'] },
+  { name: 'models', paths: ['models/'], mayImport: ['core', 'platform', 'util', 'weights', 'random', 'hub', 'graph', 'runtime', 'nn'] },
   {
     name: 'pipelines',
     paths: ['pipelines/'],
-    mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models'],
+    mayImport: ['core', 'platform', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models'],
   },
   {
     name: 'generate',
     paths: ['generate/'],
-    mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines'],
+    mayImport: ['core', 'platform', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines'],
   },
   {
     name: 'server',
     paths: ['server/'],
-    mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines', 'generate'],
+    mayImport: ['core', 'platform', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines', 'generate'],
   },
   {
     name: 'cli',
     paths: ['cli/'],
-    mayImport: ['core', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines', 'generate', 'server'],
+    mayImport: ['core', 'platform', 'util', 'weights', 'random', 'tokenizer', 'image', 'hub', 'graph', 'runtime', 'schedulers', 'models', 'pipelines', 'generate', 'server'],
   },
-  { name: 'public API', paths: ['index.ts'], mayImport: ['*'] },
+  { name: 'public API', paths: ['index.ts', 'web/'], mayImport: ['*'] },
 ] as const satisfies readonly { name: string; paths: readonly string[]; mayImport: readonly string[] }[];
 
 type Layer = (typeof LAYERS)[number];

@@ -209,7 +209,7 @@ describe('bundled default configs (offline single-file loading)', () => {
     };
     for (const [bundle, e] of Object.entries(expect) as [BundledConfig, (typeof expect)[BundledConfig]][]) {
       const dir = join(BUNDLED_CONFIG_ROOT, bundle);
-      const scheduler = loadScheduler(dir);
+      const scheduler = await loadScheduler(dir);
       assert.equal(scheduler.config['_class_name'], e.scheduler, bundle);
       assert.equal(scheduler.config['prediction_type'], e.prediction, bundle);
       const toks = await Promise.all(['tokenizer', 'tokenizer_2'].slice(0, e.pads.length).map((sub) => loadConfigTokenizer(bundledFolder(bundle), sub)));

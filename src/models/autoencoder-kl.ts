@@ -10,7 +10,7 @@ import { randnTensor, type Generator } from '../random/index.js';
 import { expectFloat32, Tensor, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { parseAutoencoderKLConfig, vaeTileSizes, type AutoencoderKLConfig } from './autoencoder-kl-config.js';
-import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, loadConfigJson, type PretrainedOptions } from './loading.js';
 import { VAE_SPEC, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
 import { assertFinite, type ModelRuntimeOptions } from './traced-model.js';
 import { TwoPartVae, VaePart, perItem } from './vae-parts.js';
@@ -126,7 +126,7 @@ export class AutoencoderKL extends TwoPartVae {
       throw new ConfigError(`dtype "${String(options.dtype)}" is not supported; computation runs in float32`);
     }
     const folder = await resolveModelFolder(dir, options);
-    const config = parseAutoencoderKLConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
+    const config = parseAutoencoderKLConfig(await loadConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
     return AutoencoderKL.fromSource(config, source, options);
   }

@@ -14,7 +14,7 @@ import type { VaeRunOptions } from './autoencoder-kl.js';
 import { TwoPartVae, VaePart, perItem } from './vae-parts.js';
 import { parseAutoencoderTinyConfig, type AutoencoderTinyConfig } from './autoencoder-tiny-config.js';
 import { tinyTiledDecode, tinyTiledEncode, type TinyTiling } from './autoencoder-tiny-tiling.js';
-import { openWeights, readConfigJson, resolveModelFolder, type PretrainedOptions } from './loading.js';
+import { openWeights, loadConfigJson, resolveModelFolder, type PretrainedOptions } from './loading.js';
 import { assertFinite, type ModelRuntimeOptions } from './traced-model.js';
 
 export interface AutoencoderTinyPretrainedOptions extends PretrainedOptions, ModelRuntimeOptions {
@@ -58,7 +58,7 @@ export class AutoencoderTiny extends TwoPartVae {
       throw new ConfigError(`dtype "${String(options.dtype)}" is not supported; computation runs in float32`);
     }
     const folder = await resolveModelFolder(dir, options);
-    const config = parseAutoencoderTinyConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
+    const config = parseAutoencoderTinyConfig(await loadConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
     return AutoencoderTiny.fromSource(config, source, options);
   }

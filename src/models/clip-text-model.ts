@@ -10,7 +10,7 @@ import { CLIPTextNet } from '../nn/clip-text-net.js';
 import { Tensor, expectFloat32, numel, type TensorLike } from '../tensor.js';
 import { WeightSource, type BoundWeights, type WeightRef } from '../weights/source.js';
 import { parseCLIPTextConfig, type CLIPTextConfig } from './clip-text-config.js';
-import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, loadConfigJson, type PretrainedOptions } from './loading.js';
 import { clipSpec, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
 import type { SingleFile } from './single-file/open.js';
 import { TracedModel, assertFinite, type ModelRuntimeOptions } from './traced-model.js';
@@ -77,7 +77,7 @@ export function dropPositionIds(source: WeightSource): WeightSource {
 
 async function loadPretrained(dir: string, options: CLIPTextPretrainedOptions): Promise<{ config: CLIPTextConfig; source: WeightSource }> {
   const folder = await resolveModelFolder(dir, options);
-  const config = parseCLIPTextConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
+  const config = parseCLIPTextConfig(await loadConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
   const source = await openWeights(folder, 'model', options.variant);
   return { config, source };
 }

@@ -7,7 +7,7 @@ import { ConfigError } from '../errors.js';
 import { ControlNetXSAdapterNet } from '../nn/controlnet-xs-adapter-net.js';
 import type { WeightSource } from '../weights/source.js';
 import { parseConfig, type Camelize, type Warn } from '../util/config.js';
-import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, loadConfigJson, type PretrainedOptions } from './loading.js';
 
 const DEFAULTS = {
   conditioning_channels: 3,
@@ -52,7 +52,7 @@ export class ControlNetXSAdapter {
   static async fromPretrained(dir: string, options: PretrainedOptions = {}): Promise<ControlNetXSAdapter> {
     const folder = await resolveModelFolder(dir, options);
     const origin = `${folder}/config.json`;
-    const config = parseAdapterConfig(readConfigJson(folder), origin, options.warn ?? console.warn);
+    const config = parseAdapterConfig(await loadConfigJson(folder), origin, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
     return ControlNetXSAdapter.fromSource(config, source);
   }

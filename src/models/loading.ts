@@ -3,9 +3,8 @@
  * without them; single file, variant, or shards listed in an index), as diffusers' and
  * transformers' `from_pretrained` do.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { readJsonObject } from '../util/json.js';
+import { fileExists, folderExists, joinPath, readTextFile } from '../platform/files.js';
+import { loadJsonObject, readJsonObject } from '../util/json.js';
 import { ConfigError, MissingWeightsError, WeightLoadError } from '../errors.js';
 import { loadSafetensors, type SafetensorsFile } from '../weights/safetensors.js';
 import { loadTorchCheckpoint, type TorchCheckpoint } from '../weights/torch-archive.js';
@@ -46,22 +45,28 @@ export function hubOptionsFrom(o: PretrainedOptions & { signal?: AbortSignal }):
 
 /** A local model folder (plus subfolder), or a Hub repo id resolved into the Python-compatible cache. */
 export async function resolveModelFolder(dir: string, o: PretrainedOptions): Promise<string> {
-  if (existsSync(dir) || !/^[\w.-]+\/[\w.-]+$/.test(dir)) return modelFolder(dir, o.subfolder);
+  if ((await folderExists(dir)) || (await fileExists(dir)) || !/^[\w.-]+\/[\w.-]+$/.test(dir)) return modelFolder(dir, o.subfolder);
   return modelFolder(await resolvePretrained(dir, { ...hubOptionsFrom(o), files: 'model', ...(o.subfolder ? { subfolder: o.subfolder } : {}) }));
 }
 
-export function modelFolder(dir: string, subfolder?: string): string {
-  const folder = subfolder ? join(dir, subfolder) : dir;
-  if (!existsSync(folder) || !statSync(folder).isDirectory()) {
+export async function modelFolder(dir: string, subfolder?: string): Promise<string> {
+  const folder = subfolder ? joinPath(dir, subfolder) : dir;
+  if (!(await folderExists(folder))) {
     throw new ConfigError(`${folder}: not a model folder (it does not exist or is not a directory)`);
   }
   return folder;
 }
 
+/** A folder's config.json, read now (local folders only; `loadConfigJson` reads through the platform's file seam). */
 export function readConfigJson(folder: string): Record<string, unknown> {
-  const path = join(folder, 'config.json');
-  if (!existsSync(path)) throw new ConfigError(`${path}: missing config.json`);
-  return readJsonObject(path);
+  return readJsonObject(joinPath(folder, 'config.json'));
+}
+
+/** A folder's config.json: a local file in Node, a URL in the browser. */
+export async function loadConfigJson(folder: string): Promise<Record<string, unknown>> {
+  const path = joinPath(folder, 'config.json');
+  if (!(await fileExists(path))) throw new ConfigError(`${path}: missing config.json`);
+  return loadJsonObject(path);
 }
 
 /**
@@ -94,20 +99,21 @@ async function openFormat(
   load: (path: string) => Promise<SafetensorsFile | TorchCheckpoint>,
 ): Promise<WeightSource | null> {
   const stem = variant ? `${baseName}.${variant}` : baseName;
-  const single = join(folder, `${stem}.${ext}`);
+  const single = joinPath(folder, `${stem}.${ext}`);
   // Sharded variants are indexed as `<base>.<ext>.index.<variant>.json` (diffusers and transformers).
   const indexNames = variant ? [`${baseName}.${ext}.index.${variant}.json`, `${stem}.${ext}.index.json`] : [`${baseName}.${ext}.index.json`];
-  const index = indexNames.map((n) => join(folder, n)).find((p) => existsSync(p));
-  if (existsSync(single)) return WeightSource.fromFiles([await load(single)], single);
+  if (await fileExists(single)) return WeightSource.fromFiles([await load(single)], single);
+  let index: string | undefined;
+  for (const name of indexNames) if (index === undefined && (await fileExists(joinPath(folder, name)))) index = joinPath(folder, name);
   if (index === undefined) return null;
   let map: Record<string, string>;
   try {
-    map = (JSON.parse(readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+    map = (JSON.parse(await readTextFile(index)) as { weight_map: Record<string, string> }).weight_map;
   } catch (e) {
     throw new WeightLoadError(`${index}: not a valid shard index (${(e as Error).message})`, { cause: e });
   }
   const shards = [...new Set(Object.values(map))].sort();
-  const files = await Promise.all(shards.map((s) => load(join(folder, s))));
+  const files = await Promise.all(shards.map((s) => load(joinPath(folder, s))));
   const source = WeightSource.fromFiles(files, index);
   const listed = new Set(Object.keys(map));
   const stray = source.keys().filter((k) => !listed.has(k));

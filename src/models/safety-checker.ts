@@ -10,7 +10,7 @@ import { InputError } from '../errors.js';
 import { CONCEPT_COUNT, SPECIAL_CARE_COUNT, StableDiffusionSafetyCheckerNet } from '../nn/safety-checker-net.js';
 import { Tensor, expectFloat32, numel, type TensorLike } from '../tensor.js';
 import { WeightSource, type BoundWeights, type WeightRef } from '../weights/source.js';
-import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, loadConfigJson, type PretrainedOptions } from './loading.js';
 import { parseSafetyCheckerConfig, type SafetyCheckerConfig } from './safety-checker-config.js';
 import { TracedModel, type ModelRuntimeOptions } from './traced-model.js';
 
@@ -118,7 +118,7 @@ export class StableDiffusionSafetyChecker extends TracedModel {
 
   static async fromPretrained(dir: string, options: SafetyCheckerPretrainedOptions = {}): Promise<StableDiffusionSafetyChecker> {
     const folder = await resolveModelFolder(dir, options);
-    const config = parseSafetyCheckerConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
+    const config = parseSafetyCheckerConfig(await loadConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'model', options.variant);
     return StableDiffusionSafetyChecker.fromSource(config, source, options);
   }

@@ -8,7 +8,7 @@ import { ConfigError, InputError } from '../errors.js';
 import { UNet2DConditionNet, unetLayout } from '../nn/unet-2d-condition-net.js';
 import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
-import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, loadConfigJson, type PretrainedOptions } from './loading.js';
 import { UNET_SPEC, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
 import { assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
 import { parseUNet2DConditionConfig, type UNet2DConditionConfig } from './unet-2d-condition-config.js';
@@ -52,7 +52,7 @@ export class UNet2DConditionModel extends UNetWithSwitches {
       throw new ConfigError(`dtype "${String(options.dtype)}" is not supported; computation runs in float32`);
     }
     const folder = await resolveModelFolder(dir, options);
-    const config = parseUNet2DConditionConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
+    const config = parseUNet2DConditionConfig(await loadConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
     return UNet2DConditionModel.fromSource(config, source, options);
   }

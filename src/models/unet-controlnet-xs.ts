@@ -17,7 +17,7 @@ import { perBlock } from '../util/per-block.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
 import type { ControlNetXSAdapter } from './controlnet-xs-adapter.js';
 import { fuseWeights, fusedConfig } from './controlnet-xs-fusion.js';
-import { resolveModelFolder, openWeights, readConfigJson, type PretrainedOptions } from './loading.js';
+import { resolveModelFolder, openWeights, loadConfigJson, type PretrainedOptions } from './loading.js';
 import { assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
 import { timestepCondFeed, type UNet2DConditionModel } from './unet-2d-condition.js';
 import { parseUNetControlNetXSConfig, type UNetControlNetXSConfig } from './unet-controlnet-xs-config.js';
@@ -75,7 +75,7 @@ export class UNetControlNetXSModel extends UNetWithSwitches {
   /** Load a saved fused model (`UNetControlNetXSModel.save_pretrained` output). */
   static async fromPretrained(dir: string, options: PretrainedOptions & ModelRuntimeOptions = {}): Promise<UNetControlNetXSModel> {
     const folder = await resolveModelFolder(dir, options);
-    const config = parseUNetControlNetXSConfig(readConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
+    const config = parseUNetControlNetXSConfig(await loadConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
     const g = config.ctrlMaxNormNumGroups;
     const groups = { down: config.downBlockTypes.map(() => g), mid: g };

@@ -3,8 +3,8 @@
  * component's library and class; each lives in the subfolder of the same name.
  */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { readJsonObject } from '../util/json.js';
+import { fileExists, joinPath } from '../platform/files.js';
+import { loadJsonObject, readJsonObject } from '../util/json.js';
 import { ConfigError, InputError, MissingWeightsError } from '../errors.js';
 import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { AutoencoderTiny } from '../models/autoencoder-tiny.js';
@@ -18,10 +18,18 @@ import { CLIPTokenizer } from '../tokenizer/index.js';
 
 export type ModelIndex = Record<string, unknown> & { _class_name?: string };
 
+/** A local pipeline folder's `model_index.json`, read now (`loadModelIndex` reads through the platform's file seam). */
 export function readModelIndex(dir: string): ModelIndex {
-  const path = join(dir, 'model_index.json');
+  const path = joinPath(dir, 'model_index.json');
   if (!existsSync(path)) throw new ConfigError(`${dir}: not a diffusers pipeline folder (no model_index.json)`);
   return readJsonObject(path);
+}
+
+/** A pipeline folder's `model_index.json`: a local file in Node, a URL in the browser. */
+export async function loadModelIndex(dir: string): Promise<ModelIndex> {
+  const path = joinPath(dir, 'model_index.json');
+  if (!(await fileExists(path))) throw new ConfigError(`${dir}: not a diffusers pipeline folder (no model_index.json)`);
+  return loadJsonObject(path);
 }
 
 /** The [library, class] a component is declared with, or null when absent / null. */
@@ -57,7 +65,7 @@ export type PipelineVae = AutoencoderKL | AutoencoderTiny;
 
 /** `vae/` as the class model_index.json names: AutoencoderKL (also when unnamed) or AutoencoderTiny. */
 export async function loadVae(dir: string, opts: ComponentLoadOptions): Promise<PipelineVae> {
-  const cls = existsSync(join(dir, 'model_index.json')) ? componentClass(readModelIndex(dir), 'vae') : null;
+  const cls = (await fileExists(joinPath(dir, 'model_index.json'))) ? componentClass(await loadModelIndex(dir), 'vae') : null;
   const model = { subfolder: 'vae', warn: opts.warn, ...runtime(opts) };
   if (cls === 'AutoencoderTiny') return withVariant('vae', opts, (variant) => AutoencoderTiny.fromPretrained(dir, { ...model, ...(variant ? { variant } : {}) }));
   if (cls !== null && cls !== 'AutoencoderKL') throw new ConfigError(`${dir}/model_index.json: vae class "${cls}" is not supported (AutoencoderKL or AutoencoderTiny)`);
@@ -95,10 +103,10 @@ export async function loadAdapter(dir: string, opts: ComponentLoadOptions, subfo
   );
 }
 
-export function loadScheduler(dir: string): Scheduler {
-  const path = join(dir, 'scheduler', 'scheduler_config.json');
-  if (!existsSync(path)) throw new ConfigError(`${path}: missing scheduler config`);
-  return schedulerFromConfig(readJsonObject(path) as Parameters<typeof schedulerFromConfig>[0]);
+export async function loadScheduler(dir: string): Promise<Scheduler> {
+  const path = joinPath(dir, 'scheduler', 'scheduler_config.json');
+  if (!(await fileExists(path))) throw new ConfigError(`${path}: missing scheduler config`);
+  return schedulerFromConfig((await loadJsonObject(path)) as Parameters<typeof schedulerFromConfig>[0]);
 }
 
 function runtime(opts: ModelRuntimeOptions): ModelRuntimeOptions {

@@ -1,5 +1,4 @@
 /** Steps 3, 4 and 6 both pipelines share: prompt tokens, the control image and the initial latents. */
-import { randomBytes } from 'node:crypto';
 import { InputError } from '../errors.js';
 import type { VaeImageProcessor } from '../image/processor.js';
 import type { RGBImage } from '../image/rgb-image.js';
@@ -79,5 +78,5 @@ export function prepareLatents(shape: number[], generator: Generator | Generator
 
 /** A generator seeded from the OS when the caller gave none (diffusers then uses torch's global RNG). */
 export function defaultGenerator(): Generator {
-  return new Generator().manualSeed(randomBytes(8).readBigUInt64LE(0));
+  return new Generator().manualSeed(crypto.getRandomValues(new BigUint64Array(1))[0]!); // Web Crypto: Node and browsers alike
 }

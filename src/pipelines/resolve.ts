@@ -5,7 +5,9 @@ import type { RuntimeOptions } from '../runtime/session.js';
 import type { TraceOptions } from '../graph/builder.js';
 import type { ModelRuntimeOptions } from '../models/traced-model.js';
 
-export type Device = 'cpu' | 'cuda' | 'webgpu';
+/** 'wasm' is the browser build's CPU (onnxruntime-web's WebAssembly backend); Node runs it on the CPU provider with a notice. */
+export type Device = 'cpu' | 'cuda' | 'webgpu' | 'wasm';
+/** The devices the Node command line offers. */
 export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
 
 export interface PipelineLoadOptions {
@@ -13,7 +15,7 @@ export interface PipelineLoadOptions {
   variant?: string;
   /** Compute dtype; float32 (fp16 checkpoints are cast in-graph). */
   dtype?: 'float32';
-  /** Shorthand for the execution provider: 'cpu' (default), 'cuda', 'webgpu'. */
+  /** Shorthand for the execution provider: 'cpu' (default), 'cuda', 'webgpu'; in the browser 'wasm' or 'webgpu'. */
   device?: Device;
   revision?: string;
   cacheDir?: string;

@@ -139,7 +139,7 @@ export async function loadSingleFileParts(path: string, kind: SingleFileKind, op
     options.tokenizer ?? loadConfigTokenizer(folder, 'tokenizer'),
     kind === 'sdxl' ? (options.tokenizer2 ?? loadConfigTokenizer(folder, 'tokenizer_2')) : undefined,
   ]);
-  const scheduler = options.scheduler ?? loadScheduler(folder.dir);
+  const scheduler = options.scheduler ?? (await loadScheduler(folder.dir));
   const controlnet =
     options.controlnet ??
     (await loadAdapter(folder.dir, { ...(options.variant ? { variant: options.variant } : {}), warn }));

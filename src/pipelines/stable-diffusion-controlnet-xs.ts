@@ -24,7 +24,7 @@ import {
   loadTokenizer,
   loadUnet,
   loadVae,
-  readModelIndex,
+  loadModelIndex,
   type PipelineVae,
 } from './components.js';
 import { denoise, loopHooks, type PipelineStep } from './denoise.js';
@@ -165,7 +165,7 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
     const warn = options.warn ?? console.warn;
     // A checker passed in (or null) replaces the repo's, whose folder is then not downloaded (as diffusers).
     const dir = await resolvePipelineDir(idOrDir, options, options.safetyChecker === undefined ? [] : ['safety_checker']);
-    const index = readModelIndex(dir);
+    const index = await loadModelIndex(dir);
     const opts = { ...modelOptions(options), warn };
     const safety = await loadSafetyComponents(dir, index, options, opts);
     const [vae, textEncoder, tokenizer, unet, controlnet] = await Promise.all([
@@ -175,7 +175,7 @@ export class StableDiffusionControlNetXSPipeline extends ControlNetXSPipelineBas
       loadUnet(dir, index, opts),
       options.controlnet ?? (componentClass(index, 'controlnet') !== null ? loadAdapter(dir, opts) : Promise.resolve(null)),
     ]);
-    const scheduler = loadScheduler(dir);
+    const scheduler = await loadScheduler(dir);
     return new StableDiffusionControlNetXSPipeline({ vae, textEncoder, tokenizer, unet, controlnet, scheduler, ...safety }, { warn });
   }
 

@@ -24,7 +24,7 @@ import {
   loadTokenizer,
   loadUnet,
   loadVae,
-  readModelIndex,
+  loadModelIndex,
   type PipelineVae,
 } from './components.js';
 import { denoise, loopHooks, type PipelineStep } from './denoise.js';
@@ -154,7 +154,7 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
   ): Promise<StableDiffusionXLControlNetXSPipeline> {
     const warn = options.warn ?? console.warn;
     const dir = await resolvePipelineDir(idOrDir, options);
-    const index = readModelIndex(dir);
+    const index = await loadModelIndex(dir);
     const opts = { ...modelOptions(options), warn };
     const [vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet] = await Promise.all([
       options.vae ?? loadVae(dir, opts),
@@ -167,7 +167,7 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
     ]);
     const forceZerosForEmptyPrompt = index['force_zeros_for_empty_prompt'] !== false;
     return new StableDiffusionXLControlNetXSPipeline(
-      { vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet, scheduler: loadScheduler(dir), forceZerosForEmptyPrompt },
+      { vae, textEncoder, textEncoder2, tokenizer, tokenizer2, unet, controlnet, scheduler: await loadScheduler(dir), forceZerosForEmptyPrompt },
       { warn },
     );
   }

@@ -61,7 +61,7 @@ export function describeStartFailure(provider: string, error: unknown, binaryDir
     const why = adapter[1]!.trim();
     return {
       reason: why === '' || /^no supported adapters$/i.test(why) ? 'no WebGPU adapter found' : `no WebGPU adapter (${why})`,
-      ...(process.platform === 'linux' ? { hint: "WebGPU runs on Vulkan here: it needs libvulkan.so.1 and the GPU's Vulkan driver" } : {}),
+      ...(typeof process !== 'undefined' && process.platform === 'linux' ? { hint: "WebGPU runs on Vulkan here: it needs libvulkan.so.1 and the GPU's Vulkan driver" } : {}),
       detail,
     };
   }

@@ -6,8 +6,21 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type * as Ort from 'onnxruntime-node';
+import { EXTERNAL_DATA_FOLDER } from '../graph/builder.js';
+import type { ModelProto } from '../graph/onnx-proto.js';
 
 export type Onnxruntime = typeof Ort;
+
+/**
+ * How a session finds the weights its initializers point at (external data): the model to serialise
+ * (the browser renames the locations), session config entries, and the files' bytes where
+ * onnxruntime cannot read them itself (onnxruntime-web's `externalData`).
+ */
+export interface WeightFiles {
+  model: ModelProto;
+  extraSession: Record<string, string>;
+  externalData?: { path: string; data: Uint8Array }[];
+}
 
 /**
  * onnxruntime-node, ready for sessions: its usage telemetry off unless the user asked for it, and its
@@ -38,4 +51,14 @@ export function onnxruntimeBinaryDir(): string | null {
   } catch {
     return null;
   }
+}
+
+/** The execution providers this onnxruntime build has. */
+export function supportedBackends(ort: Onnxruntime): string[] {
+  return ort.listSupportedBackends().map((b) => b.name);
+}
+
+/** onnxruntime-node reads the weights from disk itself: locations are absolute paths under `/`. */
+export async function weightFiles(model: ModelProto): Promise<WeightFiles> {
+  return { model, extraSession: { model_external_initializers_file_folder_path: EXTERNAL_DATA_FOLDER } };
 }

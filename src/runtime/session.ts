@@ -7,13 +7,12 @@
 import { join } from 'node:path';
 import type * as Ort from 'onnxruntime-node';
 import { InputError, RuntimeError } from '../errors.js';
-import { EXTERNAL_DATA_FOLDER } from '../graph/builder.js';
 import { OnnxDataType, encodeModel, type ModelProto, type ValueInfoProto } from '../graph/onnx-proto.js';
 import { Tensor, type AnyTypedArray, type DType, type TensorLike } from '../tensor.js';
 import { describeStartFailure, formatDeviceFallback, type DeviceFallback } from './device-fallback.js';
 import { CACHED_DATA, CACHED_MODEL, GraphCache, graphCacheKey } from './graph-cache.js';
 import { firstLine } from './messages.js';
-import { loadOnnxruntime, onnxruntimeBinaryDir, type Onnxruntime } from './onnxruntime.js';
+import { loadOnnxruntime, onnxruntimeBinaryDir, supportedBackends, weightFiles, type Onnxruntime } from './onnxruntime.js';
 
 export interface RuntimeOptions {
   /** onnxruntime execution providers in order of preference; default `['cpu']`. */
@@ -94,7 +93,7 @@ export class ModelSession {
     const ort = await loadOnnxruntime();
     const name = model.graph.name;
     const requested = options.executionProviders ?? ['cpu'];
-    const built = ort.listSupportedBackends().map((b) => b.name);
+    const built = supportedBackends(ort);
     // onnxruntime would drop a provider it does not know with a console line of its own and quietly run on the CPU.
     const fallbacks: Omit<DeviceFallback, 'running'>[] = requested
       .filter((p) => !built.includes(p))
@@ -140,7 +139,8 @@ export class ModelSession {
     executionProviders: string[],
     options: RuntimeOptions,
   ): Promise<{ session: Ort.InferenceSession; fromCache: boolean }> {
-    const bytes = encodeModel(model);
+    const files = await weightFiles(model);
+    const bytes = encodeModel(files.model);
     const opts: SessionOptionsFor = (providers, extraSession = {}) => ({
       executionProviders: providers,
       graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
@@ -152,7 +152,8 @@ export class ModelSession {
       ...(options.profileFilePrefix ? { enableProfiling: true, profileFilePrefix: options.profileFilePrefix } : {}),
       ...(options.enableCpuMemArena !== undefined ? { enableCpuMemArena: options.enableCpuMemArena } : {}),
       ...(options.enableMemPattern !== undefined ? { enableMemPattern: options.enableMemPattern } : {}),
-      extra: { session: { model_external_initializers_file_folder_path: EXTERNAL_DATA_FOLDER, ...extraSession } },
+      extra: { session: { ...files.extraSession, ...extraSession } },
+      ...(files.externalData ? { externalData: files.externalData } : {}),
     });
     // Only CPU graphs are cached: a WebGPU session's saved graph did not load again (onnxruntime 1.30 wrote
     // the same name twice inside an If branch), and other providers' saved graphs are untested.

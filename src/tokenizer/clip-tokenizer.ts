@@ -10,7 +10,7 @@
  * const { inputIds } = tok.call(prompts, { padding: 'max_length', maxLength: tok.modelMaxLength, truncation: true });
  * ```
  */
-import { join } from 'node:path';
+import { joinPath as join } from '../platform/files.js';
 import { ConfigError, InputError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { AddedTokenSplitter, type AddedToken } from './added-tokens.js';

@@ -11,8 +11,7 @@
  * - Every special token becomes an added token too (so it is split out of text before BPE), with its vocab
  *   id, or a fresh id after the vocabulary when the vocabulary lacks it.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { fileExists, joinPath as join, readTextFile } from '../platform/files.js';
 import { ConfigError } from '../errors.js';
 import type { AddedToken } from './added-tokens.js';
 
@@ -213,13 +212,15 @@ function parseTokenSpec(value: unknown, where: string, defaults: { special: bool
 }
 
 async function readText(path: string, opts: { required: boolean }): Promise<string | undefined> {
+  // Asked first, so a missing optional file costs no error (in the browser: one cached 404).
+  if (!(await fileExists(path))) {
+    if (!opts.required) return undefined;
+    throw new ConfigError(`tokenizer file ${path} is missing`);
+  }
   try {
-    return await readFile(path, 'utf8');
+    return await readTextFile(path);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && !opts.required) return undefined;
-    const why = code === 'ENOENT' ? 'missing' : 'unreadable';
-    throw new ConfigError(`tokenizer file ${path} is ${why}`, { cause: err });
+    throw new ConfigError(`tokenizer file ${path} is unreadable`, { cause: err });
   }
 }
 

@@ -4,7 +4,8 @@
  * JSON.parse rejects. They are accepted here, outside strings only.
  */
 import { readFileSync } from 'node:fs';
-import { ConfigError } from '../errors.js';
+import { ConfigError, ControlNetXSError } from '../errors.js';
+import { readTextFile } from '../platform/files.js';
 
 const MARK = '\u0000pyjson:';
 
@@ -46,12 +47,33 @@ export function parsePythonJson(text: string): unknown {
  * ConfigError naming the file when it cannot be read, is not JSON, or is not an object.
  */
 export function readJsonObject(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`${path}: cannot read it (${(e as Error).message})`, { cause: e });
+  }
+  return jsonObject(path, text);
+}
+
+/** `readJsonObject` through the platform's file seam (a local file in Node, a URL in the browser). */
+export async function loadJsonObject(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readTextFile(path);
+  } catch (e) {
+    if (e instanceof ControlNetXSError) throw e;
+    throw new ConfigError(`${path}: cannot read it (${(e as Error).message})`, { cause: e });
+  }
+  return jsonObject(path, text);
+}
+
+function jsonObject(path: string, text: string): Record<string, unknown> {
   let raw: unknown;
   try {
-    raw = parsePythonJson(readFileSync(path, 'utf8'));
+    raw = parsePythonJson(text);
   } catch (e) {
-    const why = e instanceof SyntaxError ? 'not valid JSON' : 'cannot read it';
-    throw new ConfigError(`${path}: ${why} (${(e as Error).message})`, { cause: e });
+    throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`, { cause: e });
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${path}: not a JSON object`);
   return raw as Record<string, unknown>;

@@ -7,7 +7,8 @@
  * tensors) or onnxruntime maps them as external data.
  */
 import { closeSync, fstatSync, openSync, readSync, realpathSync } from 'node:fs';
-import { SafetensorsError } from '../errors.js';
+import { ControlNetXSError, SafetensorsError } from '../errors.js';
+import { readFileRange as readPlatformRange, statFile } from '../platform/files.js';
 import { Tensor, numel } from '../tensor.js';
 import { readFileRange, type WeightFile } from './weight-file.js';
 
@@ -121,11 +122,32 @@ export class SafetensorsFile implements WeightFile {
 }
 
 /**
- * Read and validate a safetensors header. The file's data stays on disk. Only the header is read
- * (kilobytes), so the work is done synchronously underneath.
+ * Read and validate a safetensors header. The file's data stays where it is (on disk, or in the
+ * browser's Cache Storage); only the header is read (kilobytes), through the platform's file seam.
  */
 export async function loadSafetensors(path: string): Promise<SafetensorsFile> {
-  return loadSafetensorsSync(path);
+  let real: string;
+  let size: number;
+  try {
+    ({ realPath: real, size } = await statFile(path));
+  } catch (e) {
+    if (e instanceof ControlNetXSError) throw e;
+    throw new SafetensorsError(`${path}: cannot open safetensors file (${(e as Error).message})`, { cause: e });
+  }
+  const head = size < 8 ? new Uint8Array(0) : await readPlatformRange(real, 0, 8);
+  if (head.length !== 8) throw new SafetensorsError(`${path}: file is ${size} bytes, too short for a safetensors header`);
+  const headerLen = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
+  checkHeaderLength(path, headerLen, size);
+  const n = Number(headerLen);
+  const hbuf = await readPlatformRange(real, 8, n);
+  if (hbuf.length !== n) throw new SafetensorsError(`${path}: header truncated`);
+  return parseHeader(path, real, new TextDecoder().decode(hbuf), 8 + n, size);
+}
+
+function checkHeaderLength(path: string, headerLen: bigint, size: number): void {
+  if (headerLen > BigInt(size - 8) || headerLen > BigInt(MAX_HEADER_BYTES)) {
+    throw new SafetensorsError(`${path}: header length ${headerLen} does not fit in a ${size}-byte file`);
+  }
 }
 
 /** Synchronous twin of `loadSafetensors`, for tests and tools. */
@@ -145,9 +167,7 @@ export function loadSafetensorsSync(path: string): SafetensorsFile {
       throw new SafetensorsError(`${path}: file is ${size} bytes, too short for a safetensors header`);
     }
     const headerLen = head.readBigUInt64LE(0);
-    if (headerLen > BigInt(size - 8) || headerLen > BigInt(MAX_HEADER_BYTES)) {
-      throw new SafetensorsError(`${path}: header length ${headerLen} does not fit in a ${size}-byte file`);
-    }
+    checkHeaderLength(path, headerLen, size);
     const n = Number(headerLen);
     const hbuf = Buffer.alloc(n);
     if (readSync(fd, hbuf, 0, n, 8) !== n) throw new SafetensorsError(`${path}: header truncated`);
