@@ -1,0 +1,101 @@
+/**
+ * The browser tests' harness: a node:http static server (Range requests, switchable routes, a
+ * download that breaks halfway) and Debian's Chromium driven by playwright-core with a fresh profile.
+ * Never downloads a browser; everything started here is stopped by the returned `close()`.
+ */
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { extname, join, normalize, sep } from 'node:path';
+import { chromium, type BrowserContext } from 'playwright-core';
+
+export const CHROMIUM = '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const TYPES: Record<string, string> = {
+  '.js': 'text/javascript',
+  '.mjs': 'text/javascript',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.png': 'image/png',
+  '.html': 'text/html',
+  '.txt': 'text/plain',
+};
+
+export interface StaticServer {
+  url: string;
+  /** Per mount prefix: whether it answers (off → 503, as a server that went away). */
+  enabled: Map<string, boolean>;
+  /** URL paths whose body stops after this many bytes (Content-Length still announces the whole file). */
+  cutAfter: Map<string, number>;
+  /** Every path requested, in order. */
+  log: string[];
+  close(): Promise<void>;
+}
+
+/** Serve `mounts` (URL prefix → folder) and `/` as an empty page, on 127.0.0.1 (a secure context: Cache Storage works). */
+export async function startStaticServer(mounts: Record<string, string>): Promise<StaticServer> {
+  const enabled = new Map(Object.keys(mounts).map((k) => [k, true]));
+  const cutAfter = new Map<string, number>();
+  const log: string[] = [];
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    log.push(path);
+    if (path === '/') return send(res, 200, 'text/html', '<!doctype html><meta charset="utf-8"><title>cnxs web test</title>');
+    const prefix = Object.keys(mounts).find((p) => path.startsWith(`${p}/`));
+    if (prefix === undefined) return send(res, 404, 'text/plain', 'not found');
+    if (!enabled.get(prefix)) return send(res, 503, 'text/plain', 'switched off');
+    const root = mounts[prefix]!;
+    const file = normalize(join(root, path.slice(prefix.length)));
+    if (!file.startsWith(root + sep) || !existsSync(file) || !statSync(file).isFile()) return send(res, 404, 'text/plain', 'not found');
+    const size = statSync(file).size;
+    const headers = { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'accept-ranges': 'bytes', 'cache-control': 'no-store' };
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    if (range) {
+      const start = Number(range[1]);
+      const end = range[2] ? Math.min(Number(range[2]), size - 1) : size - 1;
+      res.writeHead(206, { ...headers, 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}` });
+      return void createReadStream(file, { start, end }).pipe(res);
+    }
+    res.writeHead(200, { ...headers, 'content-length': size });
+    const cut = cutAfter.get(path);
+    if (cut === undefined) return void createReadStream(file).pipe(res);
+    // Half the body, then the connection drops: the client sees a body shorter than announced.
+    createReadStream(file, { start: 0, end: cut - 1 }).on('end', () => res.socket?.destroy()).pipe(res, { end: false });
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    enabled,
+    cutAfter,
+    log,
+    close: () =>
+      new Promise<void>((ok) => {
+        server.closeAllConnections();
+        server.close(() => ok());
+      }),
+  };
+}
+
+function send(res: ServerResponse, status: number, type: string, body: string): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** Chromium with a fresh profile (its own Cache Storage), the given extra flags, and the page's console lines collected. */
+export async function launchChromium(userDataDir: string, extraArgs: string[] = []): Promise<{ context: BrowserContext; console: string[] }> {
+  const context = await chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...extraArgs] });
+  const console: string[] = [];
+  context.on('console', (m) => console.push(`${m.type()}: ${m.text()}`));
+  return { context, console };
+}
