@@ -6,6 +6,8 @@
  */
 import { ConfigError } from '../errors.js';
 import type { Tensor, TensorLike } from '../tensor.js';
+import { DepthAnythingForDepthEstimation } from './depth-anything.js';
+import { DPTForDepthEstimation } from './dpt.js';
 import { readConfigJson, resolveModelFolder, type PretrainedOptions } from './loading.js';
 import type { ModelRuntimeOptions } from './traced-model.js';
 
@@ -38,7 +40,14 @@ export async function loadDepthEstimationModel(source: string, options: DepthEst
   const origin = `${folder}/config.json`;
   const raw = readConfigJson(folder);
   const type = depthModelType(raw, origin);
-  throw new ConfigError(`${origin}: model_type "${type}" is not implemented yet`);
+  const opened = withoutSubfolder(options);
+  return type === 'dpt' ? DPTForDepthEstimation.fromPretrained(folder, opened) : DepthAnythingForDepthEstimation.fromPretrained(folder, opened);
+}
+
+/** `folder` already includes the subfolder. */
+function withoutSubfolder(options: DepthEstimationPretrainedOptions): DepthEstimationPretrainedOptions {
+  const { subfolder: _s, ...rest } = options;
+  return rest;
 }
 
 /** config.json's model type, if it is a depth model this port runs (ConfigError naming the file and type otherwise). */

@@ -1,0 +1,67 @@
+/**
+ * transformers' DepthAnythingForDepthEstimation (depth-anything/Depth-Anything-V2-*-hf, V1 too) on
+ * its folder layout: `config.json` + `model.safetensors`. One traced graph, `pixel_values`
+ * [B, C, H, W] → `predicted_depth` [B, ⌊H/p⌋·p, ⌊W/p⌋·p]; any size of at least one patch, as
+ * transformers (the processor makes it a multiple of the patch; other sizes lose the remainder).
+ */
+import { InputError } from '../errors.js';
+import type { GraphBuilder } from '../graph/builder.js';
+import { OnnxDataType } from '../graph/onnx-proto.js';
+import { DepthAnythingNet } from '../nn/depth-anything-net.js';
+import { expectFloat32, type Tensor, type TensorLike } from '../tensor.js';
+import type { BoundWeights, WeightSource } from '../weights/source.js';
+import { parseDepthAnythingConfig, type DepthAnythingConfig } from './depth-anything-config.js';
+import type { DepthEstimationModel, DepthEstimationPretrainedOptions } from './depth-estimation.js';
+import { openWeights, readConfigJson, resolveModelFolder } from './loading.js';
+import { assertFinite, TracedModel, type ModelRuntimeOptions } from './traced-model.js';
+
+export class DepthAnythingForDepthEstimation extends TracedModel implements DepthEstimationModel {
+  protected readonly graphName = 'DepthAnythingForDepthEstimation';
+
+  private constructor(
+    readonly config: DepthAnythingConfig,
+    readonly net: DepthAnythingNet,
+    readonly source: WeightSource,
+    weights: BoundWeights,
+    options: ModelRuntimeOptions,
+  ) {
+    super(weights, options);
+  }
+
+  static async fromPretrained(dirOrHubId: string, options: DepthEstimationPretrainedOptions = {}): Promise<DepthAnythingForDepthEstimation> {
+    const folder = await resolveModelFolder(dirOrHubId, options);
+    const origin = `${folder}/config.json`;
+    const config = parseDepthAnythingConfig(readConfigJson(folder), origin, options.warn ?? console.warn);
+    const net = new DepthAnythingNet(config, origin); // config errors before any weight is opened
+    const source = await openWeights(folder, 'model', options.variant);
+    return new DepthAnythingForDepthEstimation(config, net, source, source.bindStrict(net.parameters()), options);
+  }
+
+  /** Build from a parsed config and a weight source; binding is strict (missing, unused, mis-shaped keys fail). */
+  static fromSource(config: DepthAnythingConfig, source: WeightSource, options: ModelRuntimeOptions = {}): DepthAnythingForDepthEstimation {
+    const net = new DepthAnythingNet(config, source.origin);
+    return new DepthAnythingForDepthEstimation(config, net, source, source.bindStrict(net.parameters()), options);
+  }
+
+  protected trace(op: GraphBuilder): void {
+    const F = OnnxDataType.FLOAT;
+    const pixels = op.input('pixel_values', F, ['batch', this.config.backbone.numChannels, 'height', 'width']);
+    op.output(this.net.build(op, pixels), 'predicted_depth', F, ['batch', 'depth_height', 'depth_width']);
+  }
+
+  /** An input must cover at least one patch; throws an InputError naming the size otherwise. */
+  checkInputSize(height: number, width: number): void {
+    const p = this.config.patchSize;
+    if (height < p || width < p) throw new InputError(`pixel_values is ${height}×${width}, smaller than one ${p}×${p} patch`);
+  }
+
+  /** pixel_values float32 [B, C, H, W] → predicted_depth float32 [B, ⌊H/p⌋·p, ⌊W/p⌋·p] (transformers' `predicted_depth`). */
+  async forward(pixelValues: TensorLike): Promise<Tensor<'float32'>> {
+    const x = expectFloat32('pixel_values', pixelValues, [null, this.config.backbone.numChannels, null, null]);
+    if (x.dims[0]! < 1) throw new InputError('pixel_values must hold at least one image');
+    this.checkInputSize(x.dims[2]!, x.dims[3]!);
+    assertFinite('pixel_values', x);
+    const out = await this.run({ pixel_values: x });
+    return out['predicted_depth'] as Tensor<'float32'>;
+  }
+}
