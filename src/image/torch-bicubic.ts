@@ -88,7 +88,6 @@ export function interpolateBicubic(
     if (!Number.isInteger(v) || v < 1) throw new InputError(`bicubic interpolation: ${what} must be a positive integer, got ${v}`);
   }
   if (src.length !== inW * inH) throw new InputError(`bicubic interpolation: a ${inW}x${inH} plane needs ${inW * inH} values, got ${src.length}`);
-  const f = Math.fround;
   const xs = axisTaps(inW, outW);
   const ys = axisTaps(inH, outH);
 
