@@ -55,6 +55,13 @@ export class DepthAnythingForDepthEstimation extends TracedModel implements Dept
     if (height < p || width < p) throw new InputError(`pixel_values is ${height}×${width}, smaller than one ${p}×${p} patch`);
   }
 
+  /** [h', w'] of predicted_depth for a `height` × `width` input: the head resizes to the patch grid × the patch size. */
+  predictedDepthSize(height: number, width: number): [number, number] {
+    this.checkInputSize(height, width);
+    const p = this.config.patchSize;
+    return [Math.floor(height / p) * p, Math.floor(width / p) * p];
+  }
+
   /** pixel_values float32 [B, C, H, W] → predicted_depth float32 [B, ⌊H/p⌋·p, ⌊W/p⌋·p] (transformers' `predicted_depth`). */
   async forward(pixelValues: TensorLike): Promise<Tensor<'float32'>> {
     const x = expectFloat32('pixel_values', pixelValues, [null, this.config.backbone.numChannels, null, null]);

@@ -22,6 +22,14 @@ export interface DepthEstimationModelConfig {
 
 export interface DepthEstimationModel {
   readonly config: DepthEstimationModelConfig;
+  /**
+   * Throws an InputError naming the size if the model cannot take a `height` × `width` input
+   * (DPT-hybrid: only its image_size; plain-ViT DPT: a square patch grid; every model: at least one patch).
+   * Both built-in classes have it (optional so stand-in models need not); `forward` checks it too.
+   */
+  checkInputSize?(height: number, width: number): void;
+  /** [h', w'] of predicted_depth for a `height` × `width` input (DPT: the fusion chain's size; Depth Anything: ⌊H/p⌋·p × ⌊W/p⌋·p). */
+  predictedDepthSize?(height: number, width: number): [number, number];
   /** pixel_values float32 [1, 3, h, w] (the image processor's output) → predicted_depth float32 [1, h', w']. */
   forward(pixelValues: TensorLike): Promise<Tensor<'float32'>>;
   /** Free the onnxruntime session; the next forward opens a new one. */

@@ -75,6 +75,22 @@ export class DPTForDepthEstimation extends TracedModel implements DepthEstimatio
     }
   }
 
+  /**
+   * [h', w'] of predicted_depth for an input of `height` × `width` (checked as forward checks it): the
+   * last reassembled map's size S (the token grid through its factor), doubled by each fusion layer up to
+   * the head's input and once more by the head.
+   */
+  predictedDepthSize(height: number, width: number): [number, number] {
+    this.checkInputSize(height, width);
+    const c = this.config;
+    const n = c.neckHiddenSizes.length;
+    const factor = c.reassembleFactors[n - 1]!;
+    const reassembled = (g: number) => (factor > 1 ? g * factor : factor === 1 ? g : Math.floor((g - 1) / Math.trunc(1 / factor)) + 1);
+    const k = c.headInIndex < 0 ? n + c.headInIndex : c.headInIndex; // fused map k is 2^(k+1) · S
+    const side = (x: number) => reassembled(Math.floor((c.isHybrid ? c.imageSize : x) / c.patchSize)) * 2 ** (k + 2);
+    return [side(height), side(width)];
+  }
+
   /** pixel_values float32 [B, C, H, W] → predicted_depth float32 [B, H', W'] (transformers' `predicted_depth`). */
   async forward(pixelValues: TensorLike): Promise<Tensor<'float32'>> {
     const x = expectFloat32('pixel_values', pixelValues, [null, this.config.numChannels, null, null]);
