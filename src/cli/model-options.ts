@@ -1,15 +1,17 @@
 /**
  * The options that say which model to load, shared by `cnxs serve` and `cnxs worker`: the same flags and
  * checks as `cnxs generate` (model, adapter, device, variant, revision, offline, graph cache, safety
- * checker) plus `--preview-vae` for live previews. Parsing only checks values; nothing is resolved or loaded.
+ * checker, single-file configs) plus `--preview-vae` for live previews. Parsing only checks values; nothing is resolved or loaded.
  */
 import { DEVICES, type Device } from '../pipelines/resolve.js';
+import type { PipelineRunnerOptions } from '../server/runner.js';
 import { defaultGraphCacheDir } from './generate.js';
 import type { OptionSpec, OptionValues } from './options.js';
 import { UsageError, didYouMean } from './usage.js';
 
 export const MODEL_OPTIONS: readonly OptionSpec[] = [
   { name: 'model', short: 'm', value: 'ID|DIR|FILE', help: 'base pipeline (required): a diffusers folder, a Hub id, or a .safetensors/.ckpt single file; SDXL picks the SDXL pipeline' },
+  { name: 'config', value: 'ID|DIR', help: 'configs for a single-file --model (default: the bundled SD 1.5 / 2.1 / XL ones its keys point to)' },
   { name: 'controlnet', value: 'ID|DIR', help: 'ControlNet-XS adapter (default: the canny adapter for the model\'s family, as cnxs generate)' },
   { name: 'device', value: DEVICES.join('|'), help: 'execution provider (default cpu; an unavailable device falls back to the CPU with one notice)' },
   { name: 'variant', value: 'NAME', help: 'weights variant, e.g. fp16 (falls back to the default weights where an adapter has none)' },
@@ -21,18 +23,7 @@ export const MODEL_OPTIONS: readonly OptionSpec[] = [
 ];
 
 /** What loading a model takes, as `createPipelineRunner` reads it (absent fields: the library's defaults). */
-export interface ModelOptions {
-  model: string;
-  controlnet?: string;
-  device?: Device;
-  variant?: string;
-  revision?: string;
-  offline?: boolean;
-  /** The optimized-graph cache folder; absent: no cache (`--graph-cache off`). */
-  graphCacheDir?: string;
-  previewVae?: string;
-  safetyChecker?: boolean;
-}
+export type ModelOptions = Omit<PipelineRunnerOptions, 'warn' | 'maxPixels'>;
 
 /**
  * The model options from parsed values (`command` names the command in errors). `env` supplies the
@@ -52,6 +43,7 @@ export function parseModelOptions(v: OptionValues, command: string, env: Readonl
     return s;
   };
   const controlnet = text('controlnet');
+  const config = text('config');
   const variant = text('variant');
   const revision = text('revision');
   const previewVae = text('preview-vae');
@@ -59,6 +51,7 @@ export function parseModelOptions(v: OptionValues, command: string, env: Readonl
   return {
     model,
     ...(controlnet !== undefined ? { controlnet } : {}),
+    ...(config !== undefined ? { config } : {}),
     ...(device !== undefined ? { device: device as Device } : {}),
     ...(variant !== undefined ? { variant } : {}),
     ...(revision !== undefined ? { revision } : {}),
