@@ -93,8 +93,13 @@ function send(res: ServerResponse, status: number, type: string, body: string): 
 }
 
 /** Chromium with a fresh profile (its own Cache Storage), the given extra flags, and the page's console lines collected. */
-export async function launchChromium(userDataDir: string, extraArgs: string[] = []): Promise<{ context: BrowserContext; console: string[] }> {
-  const context = await chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...extraArgs] });
+export async function launchChromium(
+  userDataDir: string,
+  extraArgs: string[] = [],
+  o: { withoutDisableGpu?: boolean } = {},
+): Promise<{ context: BrowserContext; console: string[] }> {
+  const base = o.withoutDisableGpu ? CHROMIUM_ARGS.filter((a) => a !== '--disable-gpu') : CHROMIUM_ARGS;
+  const context = await chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: [...base, ...extraArgs] });
   const console: string[] = [];
   context.on('console', (m) => console.push(`${m.type()}: ${m.text()}`));
   return { context, console };

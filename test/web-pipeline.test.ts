@@ -29,22 +29,26 @@ interface PageImage {
   np: number[];
 }
 
-/** What the page runs: the issue's contract, with `device` and the model's URL as arguments. */
-async function runInPage(page: Page, device: 'wasm' | 'webgpu'): Promise<PageImage> {
-  return page.evaluate(
-    async ({ s, device }) => {
-      const m = await import('/web/index.js');
-      const base = `${location.origin}/model`;
-      const controlnet = await m.ControlNetXSAdapter.fromPretrained(`${base}/controlnet`);
-      const pipe = await m.StableDiffusionControlNetXSPipeline.fromPretrained(base, { controlnet, device });
-      const args = { prompt: s.prompt, image: '/model/pipeline/control.png', numInferenceSteps: s.numInferenceSteps, width: s.width, height: s.height };
-      const { images } = await pipe.run({ ...args, generator: new m.Generator().manualSeed(s.seed) });
-      const np = await pipe.run({ ...args, generator: new m.Generator().manualSeed(s.seed), outputType: 'np' });
-      const img = images[0];
-      return { width: img.width, height: img.height, data: Array.from(img.data as Uint8Array), np: Array.from(np.images.data as Float32Array) };
-    },
-    { s: SETTINGS, device },
-  );
+/**
+ * What the page runs: the issue's contract, with `device` and the model's URL as arguments. Plain
+ * JavaScript text, so the test's own TypeScript transform adds no helpers the page lacks.
+ */
+const PAGE_RUN = `async ({ s, device }) => {
+  const m = await import('/web/index.js');
+  const base = location.origin + '/model';
+  const fallbacks = [];
+  const controlnet = await m.ControlNetXSAdapter.fromPretrained(base + '/controlnet');
+  const runtime = { onDeviceFallback: (f) => void fallbacks.push(f.model + ': ' + f.requested + ': ' + f.reason) };
+  const pipe = await m.StableDiffusionControlNetXSPipeline.fromPretrained(base, { controlnet, device, runtime });
+  const args = { prompt: s.prompt, image: '/model/pipeline/control.png', numInferenceSteps: s.numInferenceSteps, width: s.width, height: s.height };
+  const { images } = await pipe.run({ ...args, generator: new m.Generator().manualSeed(s.seed) });
+  const np = await pipe.run({ ...args, generator: new m.Generator().manualSeed(s.seed), outputType: 'np' });
+  const img = images[0];
+  return { width: img.width, height: img.height, data: Array.from(img.data), np: Array.from(np.images.data), fallbacks };
+}`;
+
+async function runInPage(page: Page, device: 'wasm' | 'webgpu'): Promise<PageImage & { fallbacks: string[] }> {
+  return page.evaluate(`(${PAGE_RUN})(${JSON.stringify({ s: SETTINGS, device })})`) as Promise<PageImage & { fallbacks: string[] }>;
 }
 
 let server: StaticServer;
@@ -81,6 +85,7 @@ describe('the tiny SD pipeline in Chromium (wasm)', () => {
     const page = await browser.context.newPage();
     await page.goto(server.url + '/');
     const got = await runInPage(page, 'wasm');
+    assert.deepEqual(got.fallbacks, []);
     assert.equal(got.width, node.width);
     assert.equal(got.height, node.height);
     // Float output within the pipeline tests' image tolerance (1e-4: fp32 kernels of another build, wasm SIMD vs
@@ -152,5 +157,58 @@ describe('the tiny SD pipeline in Chromium (wasm)', () => {
     } finally {
       server.cutAfter.delete(path);
     }
+  });
+});
+
+/** Float and byte differences of a page's images from the Node run's. */
+function differences(got: PageImage): { maxFloat: number; maxByte: number; differing: number } {
+  assert.equal(got.np.length, node.np.length);
+  let maxFloat = 0;
+  got.np.forEach((v, i) => (maxFloat = Math.max(maxFloat, Math.abs(v - node.np[i]!))));
+  let maxByte = 0;
+  let differing = 0;
+  got.data.forEach((v, i) => {
+    const d = Math.abs(v - node.data[i]!);
+    maxByte = Math.max(maxByte, d);
+    if (d > 0) differing++;
+  });
+  return { maxFloat, maxByte, differing };
+}
+
+describe('the tiny SD pipeline in Chromium (WebGPU)', () => {
+  const profile = tempDir('cnxs-chromium-gpu-');
+  let browser: Awaited<ReturnType<typeof launchChromium>>;
+  before(async () => {
+    // SwiftShader's Vulkan: Chromium's software WebGPU adapter (no --disable-gpu here, which hides it)
+    browser = await launchChromium(profile, ['--enable-unsafe-webgpu', '--use-angle=swiftshader'], { withoutDisableGpu: true });
+  });
+  after(async () => {
+    await browser?.context.close();
+  });
+
+  // Open: onnxruntime-web 1.30's JSEP WebGPU kernels refuse the fused UNet's first feed-forward MatMul ("shared
+  // dimension does not match", down_blocks.0.base_attentions.0.transformer_blocks.0.ff.net.2) on SwiftShader; the
+  // text encoder opens. Reported as a todo (it runs and prints its failure, without failing the suite) until fixed.
+  test("images[0] matches the Node run's within the fp32 tolerance", { todo: 'onnxruntime-web JSEP MatMul refuses the fused UNet ff layer' }, async (t) => {
+    const page = await browser.context.newPage();
+    await page.goto(server.url + '/');
+    const adapter = await page.evaluate(async () => {
+      const gpu = (navigator as unknown as { gpu?: { requestAdapter(): Promise<{ info?: { vendor?: string; architecture?: string } } | null> } }).gpu;
+      if (gpu === undefined) return 'none: navigator.gpu is undefined';
+      const a = await gpu.requestAdapter();
+      return a === null ? 'none: requestAdapter() gave null' : `${a.info?.vendor ?? '?'} ${a.info?.architecture ?? ''}`.trim();
+    });
+    if (adapter.startsWith('none')) {
+      console.log(`WebGPU skipped: Chromium offers no adapter (${adapter})`);
+      t.skip(`no WebGPU adapter (${adapter})`);
+      return;
+    }
+    const got = await runInPage(page, 'webgpu');
+    assert.deepEqual(got.fallbacks, [], 'every model ran on WebGPU');
+    const d = differences(got);
+    console.log(`WebGPU (${adapter}) vs Node: float max |diff| ${d.maxFloat.toExponential(2)}, bytes max |diff| ${d.maxByte}, ${d.differing} of ${got.data.length} bytes differ`);
+    assert.ok(d.maxFloat <= 1e-4, `np images differ by ${d.maxFloat}`);
+    assert.ok(d.maxByte <= 1, `RGB bytes differ by up to ${d.maxByte}`);
+    await page.close();
   });
 });
