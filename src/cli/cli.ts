@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { ControlNetXSError } from '../errors.js';
 import { canny } from '../image/canny.js';
 import { loadImage } from '../image/load.js';
+import { DEPTH_USAGE, depthCommand } from './depth.js';
 import { GENERATE_USAGE, HELP, generate, parseGenerateArgs } from './generate.js';
 import { serveCommand } from './serve.js';
 import { workerCommand } from './worker.js';
@@ -25,20 +26,23 @@ OpenCV-exact Canny edges (the control images ControlNet-XS canny adapters expect
 
 ${optionsHelp(CANNY_OPTIONS)}`;
 
-const COMMANDS = ['generate', 'canny', 'serve', 'worker', 'help'];
+const COMMANDS = ['generate', 'canny', 'depth', 'serve', 'worker', 'help'];
 
 const USAGE = `usage: cnxs <command> [options]
 
 commands:
   generate  prompt + control image → PNG with ControlNet-XS (SD 1.x/2.x and SDXL)
   canny     OpenCV-exact Canny edges (the control images ControlNet-XS canny adapters expect)
+  depth     depth map of a photo (the control images ControlNet-XS depth adapters expect)
   help      show this text (cnxs <command> --help: that command's options)
 
 options: -v, --version   print the version
 
 ${GENERATE_USAGE}
 
-${CANNY_USAGE}`;
+${CANNY_USAGE}
+
+${DEPTH_USAGE}`;
 
 async function cannyCommand(args: readonly string[]): Promise<void> {
   const v = new OptionValues(parseOptions(args, CANNY_OPTIONS, 'canny'));
@@ -77,6 +81,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case 'canny':
         await cannyCommand(rest);
+        return 0;
+      case 'depth':
+        await depthCommand(rest, { stdout: process.stdout, stderr: process.stderr });
         return 0;
       case 'serve':
         return await serveCommand(rest);

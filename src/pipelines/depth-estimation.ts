@@ -21,12 +21,13 @@ import { loadImage } from '../image/load.js';
 import { RGBImage } from '../image/rgb-image.js';
 import { interpolateBicubic } from '../image/torch-bicubic.js';
 import {
+  depthModelType,
   loadDepthEstimationModel,
   type DepthEstimationModel,
   type DepthEstimationModelConfig,
   type DepthEstimationPretrainedOptions,
 } from '../models/depth-estimation.js';
-import { hubOptionsFrom, resolveModelFolder } from '../models/loading.js';
+import { hubOptionsFrom, readConfigJson, resolveModelFolder } from '../models/loading.js';
 import { Tensor, type TensorLike } from '../tensor.js';
 import { modelOptions, type Device } from './resolve.js';
 
@@ -192,12 +193,13 @@ export class DepthEstimationPipeline {
 
   /**
    * `preprocessor_config.json`, `config.json` and the weights of a local folder or a Hub repo (through
-   * the shared cache; `localFilesOnly` for offline use). The processor is read first, so a folder that
-   * is not a depth model fails before any weight is opened.
+   * the shared cache; `localFilesOnly` for offline use). config.json's model type and the processor
+   * are checked first, so a folder that is not a depth model fails by name before any weight is opened.
    */
   static async fromPretrained(source: string, options: DepthEstimationPipelineOptions = {}): Promise<DepthEstimationPipeline> {
     const { subfolder, device, runtime, trace, warn, variant, ...hub } = options;
     const folder = await resolveModelFolder(source, { ...hub, ...(subfolder ? { subfolder } : {}), ...(variant ? { variant } : {}), ...(warn ? { warn } : {}) });
+    depthModelType(readConfigJson(folder), join(folder, 'config.json')); // another architecture is refused by name first
     const processorPath = await processorFile(source, folder, options);
     const processor = DPTImageProcessor.fromPretrained(dirname(processorPath), warn ? { warn } : {});
     const runtimeOptions = modelOptions({ ...(device ? { device } : {}), ...(runtime ? { runtime } : {}), ...(trace ? { trace } : {}), ...(warn ? { warn } : {}) });
