@@ -179,3 +179,22 @@ describe('pipeline runner on tiny-sd-cnxs', () => {
     }
   });
 });
+
+test('SDXL (tiny-sdxl-cnxs): the runner writes the PNG bytes cnxs generate writes; latent previews use the SDXL map', async () => {
+  const X = fixture('tiny-sdxl-cnxs');
+  const control = join(X, 'pipeline', 'control.png');
+  const runner = await createPipelineRunner({ model: X, controlnet: join(X, 'controlnet'), warn: quiet });
+  try {
+    assert.equal(runner.describe().pipeline, 'StableDiffusionXLControlNetXSPipeline');
+    const previews: Uint8Array[] = [];
+    const out = await runner.run(
+      { ...request({ steps: 2, seed: '3', scheduler: 'euler' }), imageBase64: readFileSync(control).toString('base64') },
+      { onProgress: (p) => p.previewPng && previews.push(p.previewPng) },
+    );
+    const [expected] = await cliImages(X, ['--controlnet', join(X, 'controlnet'), '--control', control, '--prompt', 'a photo of a bird', '--steps', '2', '--seed', '3', '--scheduler', 'euler'], 1);
+    assert.ok(Buffer.from(out.images[0]!).equals(expected!), 'not the bytes cnxs generate wrote');
+    assert.equal(previews.length, 2);
+  } finally {
+    await runner.close();
+  }
+});
