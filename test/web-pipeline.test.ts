@@ -112,16 +112,15 @@ describe('the tiny SD pipeline in Chromium (wasm)', () => {
       const page = await browser.context.newPage();
       await page.goto(server.url + '/');
       const before = server.log.length;
-      const got = await page.evaluate(async (s) => {
+      const got = (await page.evaluate(`(async (s) => {
         const m = await import('/web/index.js');
-        const base = `${location.origin}/model`;
-        const controlnet = await m.ControlNetXSAdapter.fromPretrained(`${base}/controlnet`);
+        const base = location.origin + '/model';
+        const controlnet = await m.ControlNetXSAdapter.fromPretrained(base + '/controlnet');
         const pipe = await m.StableDiffusionControlNetXSPipeline.fromPretrained(base, { controlnet, device: 'wasm' });
-        const control = await (await fetch('/web/index.js')).ok; // the page's own files still come from the server
         const image = new m.RGBImage(64, 64, new Uint8Array(64 * 64 * 3).fill(200));
         const { images } = await pipe.run({ prompt: s.prompt, image, numInferenceSteps: 1, generator: new m.Generator().manualSeed(s.seed), width: 64, height: 64 });
-        return { control, w: images[0].width };
-      }, SETTINGS);
+        return { w: images[0].width };
+      })(${JSON.stringify(SETTINGS)})`)) as { w: number };
       assert.equal(got.w, 64);
       const modelHits = server.log.slice(before).filter((p) => p.startsWith('/model/'));
       assert.deepEqual(modelHits, [], 'no model file was requested');
@@ -139,17 +138,17 @@ describe('the tiny SD pipeline in Chromium (wasm)', () => {
     try {
       const page = await browser.context.newPage();
       await page.goto(server.url + '/');
-      const got = await page.evaluate(async (p) => {
+      const got = (await page.evaluate(`(async (p) => {
         const m = await import('/web/index.js');
         let error = { name: '', message: '' };
         try {
           await m.UNet2DConditionModel.fromPretrained(location.origin + '/model', { subfolder: 'unet', variant: 'fp16' });
         } catch (e) {
-          error = { name: (e as Error).name, message: (e as Error).message };
+          error = { name: e.name, message: e.message };
         }
-        const cache = await (globalThis as unknown as { caches: { open(n: string): Promise<{ match(u: string): Promise<unknown> }> } }).caches.open(m.FILE_CACHE);
+        const cache = await caches.open(m.FILE_CACHE);
         return { error, cached: (await cache.match(location.origin + p)) !== undefined };
-      }, path);
+      })(${JSON.stringify(path)})`)) as { error: { name: string; message: string }; cached: boolean };
       assert.equal(got.error.name, 'DownloadError', got.error.message);
       assert.match(got.error.message, /diffusion_pytorch_model\.fp16\.safetensors: download failed after \d+ of \d+ bytes/);
       assert.equal(got.cached, false);
@@ -192,12 +191,11 @@ describe('the tiny SD pipeline in Chromium (WebGPU)', () => {
   test("images[0] matches the Node run's within the fp32 tolerance", { todo: 'onnxruntime-web JSEP MatMul refuses the fused UNet ff layer' }, async (t) => {
     const page = await browser.context.newPage();
     await page.goto(server.url + '/');
-    const adapter = await page.evaluate(async () => {
-      const gpu = (navigator as unknown as { gpu?: { requestAdapter(): Promise<{ info?: { vendor?: string; architecture?: string } } | null> } }).gpu;
-      if (gpu === undefined) return 'none: navigator.gpu is undefined';
-      const a = await gpu.requestAdapter();
-      return a === null ? 'none: requestAdapter() gave null' : `${a.info?.vendor ?? '?'} ${a.info?.architecture ?? ''}`.trim();
-    });
+    const adapter = (await page.evaluate(`(async () => {
+      if (navigator.gpu === undefined) return 'none: navigator.gpu is undefined';
+      const a = await navigator.gpu.requestAdapter();
+      return a === null ? 'none: requestAdapter() gave null' : ((a.info?.vendor ?? '?') + ' ' + (a.info?.architecture ?? '')).trim();
+    })()`)) as string;
     if (adapter.startsWith('none')) {
       console.log(`WebGPU skipped: Chromium offers no adapter (${adapter})`);
       t.skip(`no WebGPU adapter (${adapter})`);
