@@ -37,6 +37,26 @@ interface Case {
 }
 const cases = JSON.parse(readFileSync(join(D, 'cases.json'), 'utf8')) as Case[];
 const noWarn = { warn: (m: string) => assert.fail(`unexpected warning: ${m}`) };
+const tmp = tempDir('cnxs-depth-');
+
+/** Deterministic small values for every parameter of `params`, written as `dir/model.safetensors` next to `config`. */
+function writeModel(dir: string, config: Record<string, unknown>, params: Iterable<ParameterSpec>): string {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  let seed = 1;
+  const tensors = [...params].map((p) => ({
+    name: p.key,
+    dtype: 'F32' as const,
+    shape: p.shape,
+    bytes: () => {
+      const v = Float32Array.from({ length: numel(p.shape) }, () => 0.15 * Math.sin(seed++ * 0.7));
+      return new Uint8Array(v.buffer);
+    },
+  }));
+  writeSafetensors(join(dir, 'model.safetensors'), tensors);
+  return dir;
+}
+
 
 describe('predicted_depth equals transformers 4.44 (atol 1e-4)', () => {
   const models = new Map<string, Promise<DepthEstimationModel>>();
@@ -105,6 +125,32 @@ describe('real configs (structure, no weights)', () => {
     assert.throws(() => model.checkInputSize(384, 512), (e: unknown) => e instanceof InputError && /384×512.*image_size 384/.test(e.message));
   });
 
+  test('a hybrid config without backbone_config gets DPTConfig’s default BiT (the same 122,377,985 keys)', () => {
+    const { backbone_config: _b, ...raw } = readConfigJson(REAL.hybrid);
+    const config = parseDPTConfig(raw, REAL.hybrid, noWarn.warn);
+    expectKeys(new DPTForDepthEstimationNet(config, REAL.hybrid).parameters(), REAL.hybrid);
+  });
+
+  test('a pre-activation BiT (BitConfig’s default layer type) has transformers’ v2 layout and runs', async () => {
+    const raw = readConfigJson(join(D, 'tiny-dpt-hybrid'));
+    const bit = { ...(raw['backbone_config'] as Record<string, unknown>), layer_type: 'preactivation', global_padding: null };
+    const keys = [...new DPTForDepthEstimationNet(parseDPTConfig({ ...raw, backbone_config: bit }, 'preact', noWarn.warn), 'preact').parameters()];
+    const shape = (k: string) => keys.find((p) => p.key === `dpt.embeddings.backbone.bit.${k}`)?.shape;
+    assert.deepEqual(shape('encoder.stages.1.layers.0.norm1.weight'), [16]); // before conv1, on the stage's input
+    assert.deepEqual(shape('encoder.stages.1.layers.0.norm3.weight'), [8]); // on the bottleneck width
+    assert.equal(shape('encoder.stages.1.layers.0.downsample.norm.weight'), undefined); // the shortcut has no norm
+    assert.equal(shape('embedder.norm.weight'), undefined);
+    assert.deepEqual(shape('norm.weight'), [128]); // bit.norm over hidden_sizes[-1]
+    // With "SAME" padding the stem and stages keep the 4×4 token grid at 64 px; random weights, shape and ReLU range only.
+    const same = { ...raw, backbone_config: { ...bit, global_padding: 'SAME' } };
+    const dir = writeModel(join(tmp, 'preact'), same, new DPTForDepthEstimationNet(parseDPTConfig(same, 'preact', noWarn.warn), 'preact').parameters());
+    const model = await loadDepthEstimationModel(dir, noWarn);
+    const depth = await model.forward(Tensor.float32(Float32Array.from({ length: 3 * 64 * 64 }, (_, i) => Math.sin(i * 0.03)), [1, 3, 64, 64]));
+    assert.deepEqual(depth.dims, [1, 64, 64]);
+    assert.ok(depth.data.every((v) => Number.isFinite(v) && v >= 0));
+    await model.release();
+  });
+
   test('Intel/dpt-large: plain ViT-L/16, 343,030,465 parameters, key for key; 384×384 → 384×384', () => {
     const config = parseDPTConfig(readConfigJson(REAL.large), REAL.large, noWarn.warn);
     const net = new DPTForDepthEstimationNet(config, REAL.large);
@@ -137,24 +183,6 @@ describe('real configs (structure, no weights)', () => {
 
 // ---- plain-ViT DPT (dpt-large layout, small) at run time ----------------------------------------
 
-/** Deterministic small values for every parameter of `params`, written as `dir/model.safetensors` next to `config`. */
-function writeModel(dir: string, config: Record<string, unknown>, params: Iterable<ParameterSpec>): string {
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
-  let seed = 1;
-  const tensors = [...params].map((p) => ({
-    name: p.key,
-    dtype: 'F32' as const,
-    shape: p.shape,
-    bytes: () => {
-      const v = Float32Array.from({ length: numel(p.shape) }, () => 0.15 * Math.sin(seed++ * 0.7));
-      return new Uint8Array(v.buffer);
-    },
-  }));
-  writeSafetensors(join(dir, 'model.safetensors'), tensors);
-  return dir;
-}
-
 /** The held-back plain-ViT case's layout: 5 layers, patch 8, a 64-px position table, out indices [0, 2, 3, 4]. */
 const PLAIN_VIT = {
   model_type: 'dpt',
@@ -177,7 +205,6 @@ function plainVitFolder(name: string, overrides: Record<string, unknown> = {}): 
   return writeModel(join(tmp, name), raw, new DPTForDepthEstimationNet(config, name).parameters());
 }
 
-const tmp = tempDir('cnxs-depth-');
 
 describe('plain-ViT DPT', () => {
   test('40×40 with patch 8 (a 5×5 grid, position table resized from 8×8): predicted_depth 96×96, finite and ≥ 0', async () => {
