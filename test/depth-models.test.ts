@@ -292,6 +292,8 @@ describe('loading and bad input', () => {
     mkdirSync(dir);
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'glpn', architectures: ['GLPNForDepthEstimation'] }));
     await assert.rejects(loadDepthEstimationModel(dir, noWarn), (e: unknown) => e instanceof ConfigError && /model_type "glpn"/.test(e.message) && /GLPNForDepthEstimation/.test(e.message));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...PLAIN_VIT, architectures: ['DPTForSemanticSegmentation'] }));
+    await assert.rejects(loadDepthEstimationModel(dir, noWarn), (e: unknown) => e instanceof ConfigError && /\["DPTForSemanticSegmentation"\] is not a depth-estimation model/.test(e.message));
   });
 
   test('a config whose sizes do not match the weights: the strict-binding error names the key and both shapes', async () => {

@@ -16,7 +16,7 @@ export interface DepthEstimationPretrainedOptions extends PretrainedOptions, Mod
 /** What the depth pipeline needs of a model's config (both configs have these fields). */
 export interface DepthEstimationModelConfig {
   readonly modelType: 'dpt' | 'depth_anything';
-  /** Side length of a patch of the ViT/Dinov2 backbone (input sizes must be multiples of it where the model requires). */
+  /** Side length of a patch of the ViT/Dinov2 backbone: what the image processor's ensure_multiple_of usually matches. */
   readonly patchSize: number;
 }
 
@@ -36,8 +36,11 @@ export interface DepthEstimationModel {
   release(): Promise<void>;
 }
 
-/** The model types `loadDepthEstimationModel` knows, with the class it builds for each. */
+/** The model types `loadDepthEstimationModel` knows. */
 export const DEPTH_MODEL_TYPES = ['dpt', 'depth_anything'] as const;
+
+/** The transformers class each of them loads as (config.json's `architectures`, when it says). */
+const DEPTH_CLASSES = { dpt: 'DPTForDepthEstimation', depth_anything: 'DepthAnythingForDepthEstimation' } as const;
 
 /**
  * A depth-estimation model from a folder or Hub id: config.json's `model_type` picks DPT or Depth
@@ -58,10 +61,20 @@ function withoutSubfolder(options: DepthEstimationPretrainedOptions): DepthEstim
   return rest;
 }
 
-/** config.json's model type, if it is a depth model this port runs (ConfigError naming the file and type otherwise). */
+/**
+ * config.json's model type, if it is a depth model this port runs: ConfigError naming the file and the
+ * type otherwise, or naming the class when `architectures` lists another head of a known type (DPT's
+ * semantic segmentation, a bare DPTModel).
+ */
 export function depthModelType(raw: Readonly<Record<string, unknown>>, origin: string): (typeof DEPTH_MODEL_TYPES)[number] {
   const type = raw['model_type'];
-  if (type === 'dpt' || type === 'depth_anything') return type;
+  if (type === 'dpt' || type === 'depth_anything') {
+    const archs = raw['architectures'];
+    if (Array.isArray(archs) && archs.length > 0 && !archs.includes(DEPTH_CLASSES[type])) {
+      throw new ConfigError(`${origin}: architectures ${JSON.stringify(archs)} is not a depth-estimation model; a "${type}" checkpoint for depth is a ${DEPTH_CLASSES[type]}`);
+    }
+    return type;
+  }
   const cls = typeof raw['_class_name'] === 'string' ? ` (a diffusers ${raw['_class_name']})` : Array.isArray(raw['architectures']) ? ` (${raw['architectures'].join(', ')})` : '';
   throw new ConfigError(
     `${origin}: not a depth-estimation model${cls}: model_type ${JSON.stringify(type ?? null)}; expected one of ${DEPTH_MODEL_TYPES.map((t) => `"${t}"`).join(', ')} (DPTForDepthEstimation, DepthAnythingForDepthEstimation)`,
