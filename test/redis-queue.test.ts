@@ -161,7 +161,7 @@ test('a runner error is recorded as failed with one line, and not retried', asyn
     const { id } = await q.submit(fakeRequest('fail please'));
     const s = await finished(q, id);
     assert.equal(s.status, 'failed');
-    assert.equal(s.error, 'bad luck at step 1; at somewhere (stack line)');
+    assert.equal(s.error, 'unexpected error: bad luck at step 1; at somewhere (stack line)');
     assert.doesNotMatch(s.error!, /\n/);
     await sleep(300);
     assert.equal(runner.started.length, 1);
@@ -194,12 +194,18 @@ test('a job whose result is already stored is completed without running again, i
   });
 });
 
-test('queue cap: QueueFullError with Retry-After once maxQueue jobs wait', async () => {
+test('queue cap: QueueFullError once maxQueue jobs wait, Retry-After about one run (10 s before any ran)', async () => {
   await withQueue(
-    async (q) => {
+    async (q, { worker }) => {
       await q.submit(fakeRequest('a'));
       await q.submit(fakeRequest('b'));
-      await assert.rejects(q.submit(fakeRequest('c')), (e: unknown) => e instanceof QueueFullError && e.retryAfterSeconds >= 1);
+      await assert.rejects(q.submit(fakeRequest('c')), (e: unknown) => e instanceof QueueFullError && e.retryAfterSeconds === 10);
+      const w = await worker(new FakeRunner(700)); // 2 steps: a run takes 1.4 s
+      await until('both to finish', async () => (await q.counts()).succeeded === 2);
+      await w.close();
+      await q.submit(fakeRequest('d'));
+      await q.submit(fakeRequest('e'));
+      await assert.rejects(q.submit(fakeRequest('f')), (e: unknown) => e instanceof QueueFullError && e.retryAfterSeconds === 2);
     },
     { maxQueue: 2 },
   );

@@ -7,10 +7,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from './cnxs-process.js';
 
 export interface RedisServer {
   /** `redis://127.0.0.1:<port>` */
@@ -44,19 +45,6 @@ function redisServerBinary(): string {
     'redis-server not found (looked at $REDIS_SERVER, $PATH and /usr/bin): the distributed-queue tests need a real Redis; ' +
       'install Debian\'s redis-server package (.ci/run does when it is missing)',
   );
-}
-
-/** A loopback port nothing listens on right now (the kernel's choice). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('could not pick a free port');
-  return address.port;
 }
 
 /** One raw RESP PING: true when the server answers +PONG within `timeoutMs`. */

@@ -148,7 +148,7 @@ export class RedisQueue implements JobQueue {
 
   async submit(request: GenerationRequest): Promise<{ id: string; position: number }> {
     const waiting = await this.queue.getJobCountByTypes('waiting', 'prioritized', 'delayed', 'paused');
-    if (waiting >= this.settings.maxQueue) throw new QueueFullError(this.retryAfterSeconds(waiting));
+    if (waiting >= this.settings.maxQueue) throw new QueueFullError(await this.retryAfterSeconds());
     const id = randomUUID();
     await this.queue.add('generate', request, {
       jobId: id,
@@ -326,9 +326,10 @@ export class RedisQueue implements JobQueue {
     return typeof index === 'number' && typeof length === 'number' ? length - 1 - index : null;
   }
 
-  /** A guess at when a slot frees up: one job's time per ten waiting, at least a second. */
-  private retryAfterSeconds(waiting: number): number {
-    return Math.max(1, Math.ceil(waiting / 10));
+  /** When a place likely frees up: about one run's time (the workers' recent mean), at least 1 s; 10 s before any ran. */
+  private async retryAfterSeconds(): Promise<number> {
+    const mean = await this.store.meanRunMs().catch(() => null);
+    return mean === null ? 10 : Math.max(1, Math.ceil(mean / 1000));
   }
 }
 

@@ -9,6 +9,7 @@
  *   <prefix>:runs:<id>            how many times a worker started running the job (at-least-once shows here)
  *   <prefix>:finished:<state>     sorted set: finished job ids by finish time, for counts()
  *   <prefix>:settings             hash: resultTtlSeconds (written by the API side, read by workers)
+ *   <prefix>:stats                hash: meanRunMs, a moving average of successful runs (for Retry-After)
  *
  * A record is written once (the first writer wins, atomically with its images) and expires with its
  * images after resultTtlSeconds; its presence is what makes a job finished, whatever BullMQ still holds.
@@ -38,23 +39,29 @@ export interface JobRecord {
 
 /** Atomic first-writer-wins: the record, its images and its place in the finished set, or nothing. */
 const WRITE_RECORD = `
--- KEYS: record hash, images hash, finished sorted set of the record's state
--- ARGV: ttl seconds, now (ms), job id, n record pairs, the 2n record fields and values, then the images in order
+-- KEYS: record hash, images hash, finished sorted set of the record's state, stats hash
+-- ARGV: ttl seconds, now (ms), job id, run ms (-1: none), n record pairs, the 2n record fields and values,
+--       then the images in order
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local ttl = tonumber(ARGV[1])
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
 local fields = {}
-for i = 5, 4 + 2 * n do fields[#fields + 1] = ARGV[i] end
+for i = 6, 5 + 2 * n do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ttl)
 local k = 0
-for i = 5 + 2 * n, #ARGV do
+for i = 6 + 2 * n, #ARGV do
   redis.call('HSET', KEYS[2], tostring(k), ARGV[i])
   k = k + 1
 end
 if k > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[2]) - ttl * 1000)
+local run = tonumber(ARGV[4])
+if run >= 0 then
+  local mean = tonumber(redis.call('HGET', KEYS[4], 'meanRunMs'))
+  redis.call('HSET', KEYS[4], 'meanRunMs', mean and (0.8 * mean + 0.2 * run) or run)
+end
 return 1
 `;
 
@@ -78,6 +85,10 @@ export class RedisStore {
     return `${this.prefix}:settings`;
   }
 
+  private get statsKey(): string {
+    return `${this.prefix}:stats`;
+  }
+
   /** Store a finished job; false when a record was already there (it is kept as it was). */
   async writeRecord(id: string, record: JobRecord, images: readonly Uint8Array[], ttlSeconds: number): Promise<boolean> {
     const fields: string[] = [
@@ -91,15 +102,18 @@ export class RedisStore {
       ...(record.error !== undefined ? ['error', record.error] : []),
       ...(record.info !== undefined ? ['info', JSON.stringify(record.info)] : []),
     ];
+    const runMs = record.status === 'succeeded' && record.startedAt !== undefined ? record.finishedAt - record.startedAt : -1;
     const written = await this.client.eval(
       WRITE_RECORD,
-      3,
+      4,
       this.key('job', id),
       this.key('images', id),
       this.finishedKey(record.status),
+      this.statsKey,
       String(ttlSeconds),
       String(record.finishedAt),
       id,
+      String(runMs),
       String(fields.length / 2),
       ...fields,
       ...images.map((png) => Buffer.from(png.buffer, png.byteOffset, png.byteLength)),
@@ -161,6 +175,12 @@ export class RedisStore {
     const r = await m.exec();
     const at = (i: number) => Number(r?.[i]?.[1] ?? 0);
     return { succeeded: at(0), failed: at(1), canceled: at(2) };
+  }
+
+  /** A moving average of successful runs' times (ms), or null before the first. */
+  async meanRunMs(): Promise<number | null> {
+    const v = await this.client.hget(this.statsKey, 'meanRunMs');
+    return v === null ? null : Number(v);
   }
 
   async writeSettings(settings: { resultTtlSeconds: number }): Promise<void> {

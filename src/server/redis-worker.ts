@@ -20,6 +20,7 @@
  */
 import { Worker, WaitingError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { ControlNetXSError } from '../errors.js';
 import type { GenerationOutput, GenerationRequest, GenerationRunner } from './jobs.js';
 import { connectRedis, redisOptions, watchConnection } from './redis-connection.js';
 import { DEFAULT_PREFIX, QUEUE_NAME, RedisStore, type JobRecord } from './redis-store.js';
@@ -47,7 +48,12 @@ export interface RedisWorker {
   close(): Promise<void>;
 }
 
-/** The one-line, user-facing form of an error (never a stack). */
+/** One line for the user, as the embedded queue words it: our errors' messages as they are, others marked unexpected; never a stack. */
+function errorLine(e: unknown): string {
+  const line = oneLine(e);
+  return e instanceof ControlNetXSError ? line : `unexpected error: ${line}`;
+}
+
 function oneLine(e: unknown): string {
   const message = e instanceof Error ? e.message : String(e);
   return message.split('\n').map((s) => s.trim()).filter(Boolean).join('; ') || 'the generation failed';
@@ -145,7 +151,7 @@ export async function startRedisWorker(options: RedisWorkerOptions): Promise<Red
         await finish({ status: 'canceled', step, total });
         log(`job ${id}: canceled at step ${step}`);
       } else {
-        const error = oneLine(e);
+        const error = errorLine(e);
         await finish({ status: 'failed', step, total, error });
         log(`job ${id}: failed: ${error}`);
       }
