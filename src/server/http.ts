@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { A1111_ROUTES } from './a1111-route.js';
 import { bearerCheck } from './auth.js';
 import { CANNY_ROUTES } from './canny-route.js';
+import { QueueClosedError } from './embedded-queue.js';
 import { GENERATION_ROUTES } from './generation-routes.js';
 import { HttpError, sendError } from './http-io.js';
 import { QueueFullError, type JobQueue } from './jobs.js';
@@ -139,6 +140,7 @@ function respondToError(res: ServerResponse, e: unknown, log: (line: string) => 
   if (e instanceof QueueFullError) {
     return sendError(res, 429, e.message, { headers: { 'retry-after': String(Math.max(1, Math.ceil(e.retryAfterSeconds))) } });
   }
+  if (e instanceof QueueClosedError) return sendError(res, 503, e.message, { headers: { 'retry-after': '5' } });
   log(`${what}: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
   sendError(res, 500, 'internal server error (the server log has the details)');
 }
