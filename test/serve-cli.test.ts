@@ -1,11 +1,14 @@
 /** `cnxs serve`: its options (checked before anything loads) and the command as a user runs it (a child process). */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { HELP, isLoopbackHost, parseServeArgs, type ServeOptions } from '../src/cli/serve.js';
+import { readPngText } from '../src/image/png-text.js';
 import { DEFAULT_LIMITS } from '../src/server/limits.js';
 import { fixture, tempDir } from './helpers.js';
+import { startRedisServer } from './redis-server.js';
 
 const D = fixture('tiny-sd-cnxs');
 const parse = (args: string[], env: Record<string, string> = {}) => parseServeArgs(args, { XDG_CACHE_HOME: '/cache', ...env }) as ServeOptions;
@@ -65,10 +68,12 @@ test('loopback hosts', () => {
   for (const h of ['0.0.0.0', '::', '192.168.1.10', 'example.com']) assert.ok(!isLoopbackHost(h), h);
 });
 
-test('cnxs serve on the tiny checkpoint: one URL line when ready, /healthz, a warning for an open host without a key, SIGTERM exits 0', async () => {
-  const cacheHome = tempDir('cnxs-serve-cli-');
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join('src', 'cli', 'main.ts'), 'serve', '--model', D, '--controlnet', join(D, 'controlnet'),
-    '--offline', '--port', '0', '--host', '0.0.0.0'], { env: { ...process.env, XDG_CACHE_HOME: cacheHome, CNXS_API_KEY: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+/** `cnxs serve …` as a child process, its URL once it printed it; killed when the file is done, whatever happens. */
+async function startServe(args: string[], env: Record<string, string>): Promise<{ url: string; child: ChildProcess; exited: Promise<number | null>; stdout: () => string; stderr: () => string }> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join('src', 'cli', 'main.ts'), 'serve', ...args], {
+    env: { ...process.env, CNXS_API_KEY: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
@@ -84,14 +89,44 @@ test('cnxs serve on the tiny checkpoint: one URL line when ready, /healthz, a wa
     });
     void exited.then((code) => reject(new Error(`cnxs serve exited (${code}) before listening: ${stderr}`)));
   });
+  return { url, child, exited, stdout: () => stdout, stderr: () => stderr };
+}
+
+test('cnxs serve on the tiny checkpoint: one URL line when ready, /healthz, a warning for an open host without a key, SIGTERM exits 0', async () => {
+  const cacheHome = tempDir('cnxs-serve-cli-');
+  const { url, child, exited, stdout, stderr } = await startServe(['--model', D, '--controlnet', join(D, 'controlnet'), '--offline', '--port', '0', '--host', '0.0.0.0'], { XDG_CACHE_HOME: cacheHome });
   assert.match(url, /^http:\/\/0\.0\.0\.0:\d+$/);
-  assert.equal(stdout.trim().split('\n').length, 1, stdout);
+  assert.equal(stdout().trim().split('\n').length, 1, stdout());
   const local = url.replace('0.0.0.0', '127.0.0.1');
   assert.equal((await fetch(`${local}/healthz`)).status, 200);
   const ready = await fetch(`${local}/readyz`);
   assert.equal(ready.status, 200);
   assert.ok(((await ready.json()) as { models?: unknown[] }).models?.length === 1);
-  assert.equal(stderr.split('\n').filter((l) => /warning: listening on 0\.0\.0\.0 without --api-key/.test(l)).length, 1, stderr);
+  assert.equal(stderr().split('\n').filter((l) => /warning: listening on 0\.0\.0\.0 without --api-key/.test(l)).length, 1, stderr());
   child.kill('SIGTERM');
-  assert.equal(await exited, 0, stderr);
+  assert.equal(await exited, 0, stderr());
+});
+
+test('cnxs serve --redis --workers 1: a job through Redis and the in-process worker; SIGTERM exits 0', async () => {
+  const redis = await startRedisServer();
+  after(() => redis.stop());
+  const cacheHome = tempDir('cnxs-serve-redis-');
+  const { url, child, exited, stdout, stderr } = await startServe(['--model', D, '--controlnet', join(D, 'controlnet'), '--offline', '--port', '0', '--redis', redis.url, '--workers', '1',
+    '--api-key', 'k'], { XDG_CACHE_HOME: cacheHome });
+  assert.match(stdout(), /Redis queue, 1 worker here/);
+  const auth = { authorization: 'Bearer k', 'content-type': 'application/json' };
+  const image = readFileSync(join(D, 'pipeline', 'control.png')).toString('base64');
+  const submitted = await fetch(`${url}/v1/generations`, { method: 'POST', headers: auth, body: JSON.stringify({ prompt: 'a bird', image, steps: 2, seed: 5 }) });
+  assert.equal(submitted.status, 202);
+  const { id } = (await submitted.json()) as { id: string };
+  let status: { status: string; images: string[] };
+  do {
+    await new Promise((r) => setTimeout(r, 50));
+    status = (await (await fetch(`${url}/v1/generations/${id}`, { headers: auth })).json()) as typeof status;
+  } while (!['succeeded', 'failed', 'canceled'].includes(status.status));
+  assert.equal(status.status, 'succeeded', JSON.stringify(status));
+  const png = new Uint8Array(await (await fetch(`${url}${status.images[0]}`, { headers: auth })).arrayBuffer());
+  assert.match(readPngText(png)['parameters']!, /^a bird\nSteps: 2, Sampler: DDIM, CFG scale: 7\.5, Seed: 5, Size: 64x64/);
+  child.kill('SIGTERM');
+  assert.equal(await exited, 0, stderr());
 });
