@@ -110,3 +110,40 @@ describe('cnxs depth refuses bad command lines before loading, writing nothing',
     assert.match(cli('help').stdout, /^ {2}depth {5}depth map of a photo/m);
   });
 });
+
+describe('cnxs generate --depth', () => {
+  const SD = fixture('tiny-sd-cnxs');
+  const photo = join(D, 'images', 'p0_rgb_48x80.png');
+  const depthModel = join(D, 'tiny-depth-anything-v2');
+  const generate = (...args: string[]) => cli('generate', '--model', SD, '--controlnet', join(SD, 'controlnet'), '--prompt', 'a photo of a bird', '--steps', '1', '--seed', '0', ...args);
+
+  test('uses the depth map as the control image: the same image as cnxs depth, then generate with its PNG', async () => {
+    const dir = tempDir('cnxs-depth-gen-');
+    const depthPng = join(dir, 'depth.png');
+    assert.equal(cli('depth', photo, '--out', depthPng, '--model', depthModel).status, 0);
+    const viaFile = generate('--control', depthPng, '--out', join(dir, 'a.png'));
+    assert.equal(viaFile.status, 0, viaFile.stderr);
+    const direct = generate('--control', photo, '--depth', '--depth-model', depthModel, '--out', join(dir, 'b.png'));
+    assert.equal(direct.status, 0, direct.stderr);
+    const [a, b] = await Promise.all(['a.png', 'b.png'].map((f) => sharp(join(dir, f)).raw().toBuffer()));
+    assert.ok(a!.equals(b!), 'generate --depth equals generate on the cnxs depth PNG');
+    // and it is not simply the photo: the photo itself as the control image gives another picture
+    const plain = generate('--control', photo, '--out', join(dir, 'c.png'));
+    assert.equal(plain.status, 0, plain.stderr);
+    assert.ok(!(await sharp(join(dir, 'c.png')).raw().toBuffer()).equals(a!), 'the depth map, not the photo, steers the image');
+  });
+
+  test('--depth with --canny, or --depth-model without --depth, is a usage error', () => {
+    const dir = tempDir('cnxs-depth-gen-bad-');
+    const both = generate('--control', photo, '--depth', '--canny', '--out', join(dir, 'x.png'));
+    assert.equal(both.status, 2);
+    assert.match(both.stderr, /--canny and --depth/);
+    const alone = generate('--control', photo, '--depth-model', depthModel, '--out', join(dir, 'x.png'));
+    assert.equal(alone.status, 2);
+    assert.match(alone.stderr, /--depth-model needs --depth/);
+    const notDepth = generate('--control', photo, '--depth', '--depth-model', join(SD, 'unet'), '--out', join(dir, 'x.png'));
+    assert.equal(notDepth.status, 1);
+    assert.match(notDepth.stderr, /not a depth-estimation model/);
+    assert.deepEqual(readdirSync(dir), [], 'nothing written');
+  });
+});

@@ -9,20 +9,11 @@ import { dirname, extname } from 'node:path';
 import { checkDepthInputSize } from '../image/dpt-image-processor.js';
 import { loadImage } from '../image/load.js';
 import type { RGBImage } from '../image/rgb-image.js';
-import { DepthEstimationPipeline } from '../pipelines/depth-estimation.js';
 import { DEVICES, type Device } from '../pipelines/resolve.js';
-import { formatDeviceFallback, type DeviceFallback } from '../runtime/device-fallback.js';
-import { GraphCache } from '../runtime/graph-cache.js';
+import { DEFAULT_DEPTH_MODEL, loadDepthPipeline } from './depth-model.js';
 import { defaultGraphCacheDir } from './generate.js';
 import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
 import { UsageError, didYouMean } from './usage.js';
-
-/**
- * The default depth model: Depth Anything V2 Small, Apache-2.0 (unlike its Base and Large siblings,
- * CC-BY-NC-4.0), 24.8M parameters (a 99 MB download; Intel/dpt-hybrid-midas has 122M), and the
- * model the ControlNet depth examples of recent diffusers releases point to.
- */
-export const DEFAULT_DEPTH_MODEL = 'depth-anything/Depth-Anything-V2-Small-hf';
 
 const DEPTH_OPTIONS: readonly OptionSpec[] = [
   { name: 'out', short: 'o', value: 'FILE.png', help: 'where to write the depth map, 8-bit gray (required; .png, .jpg or .webp)' },
@@ -39,34 +30,6 @@ depth map of a photo, as transformers' pipeline("depth-estimation") makes it (th
 ControlNet-XS depth adapters expect; nearer is brighter)
 
 ${optionsHelp(DEPTH_OPTIONS)}`;
-
-/** Which depth model to load and how. */
-export interface DepthModelOptions {
-  model: string;
-  revision?: string | undefined;
-  offline?: boolean;
-  device?: Device | undefined;
-  /** Optimized-graph cache folder; null or absent: none. */
-  graphCacheDir?: string | null | undefined;
-  /** One line per notice (device fallback, library warnings). */
-  warn: (message: string) => void;
-}
-
-/** The depth pipeline (processor + model) with one device-fallback line and the CLI's graph cache. */
-export async function loadDepthPipeline(o: DepthModelOptions): Promise<DepthEstimationPipeline> {
-  let fellBack = false;
-  const onDeviceFallback = (f: DeviceFallback) => {
-    if (!fellBack) o.warn(formatDeviceFallback(f));
-    fellBack = true;
-  };
-  return DepthEstimationPipeline.fromPretrained(o.model, {
-    ...(o.revision ? { revision: o.revision } : {}),
-    ...(o.offline ? { localFilesOnly: true } : {}),
-    ...(o.device && o.device !== 'cpu' ? { device: o.device } : {}),
-    runtime: { onDeviceFallback, ...(o.graphCacheDir ? { graphCache: new GraphCache(o.graphCacheDir) } : {}) },
-    warn: o.warn,
-  });
-}
 
 /** A `--device` value, checked. */
 export function parseDevice(v: string | undefined, option = 'device'): Device | undefined {

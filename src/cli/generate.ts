@@ -25,6 +25,7 @@ import type { ImageSize, SizeRules } from '../pipelines/image-size.js';
 import { DEFAULT_CONTROLNETS } from '../pipelines/load.js';
 import { DEVICES, type Device } from '../pipelines/resolve.js';
 import { SCHEDULER_ALIASES, findSchedulerAlias } from '../schedulers/aliases.js';
+import { DEFAULT_DEPTH_MODEL, depthControlFromPhoto } from './depth-model.js';
 import { extractPromptLoras, parseLoraOption, type LoraOption } from './lora-options.js';
 import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
 import { ProgressBar } from './progress.js';
@@ -39,6 +40,8 @@ const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'prompt', short: 'p', value: 'TEXT', help: 'what to draw (required)' },
   { name: 'control', short: 'c', value: 'IMAGE', help: 'control image: PNG, JPEG, WebP, … (required)' },
   { name: 'canny', help: 'run Canny edges (100, 200) on --control first' },
+  { name: 'depth', help: 'turn --control (a photo) into its depth map first, as cnxs depth does (use a depth --controlnet)' },
+  { name: 'depth-model', value: 'ID|DIR', help: `depth model for --depth (default ${DEFAULT_DEPTH_MODEL})` },
   { name: 'model', short: 'm', value: 'ID|DIR|FILE', help: `base pipeline (default ${DEFAULT_MODEL}); SDXL repos pick the SDXL pipeline; a .safetensors/.ckpt single file works too` },
   { name: 'config', value: 'ID|DIR', help: 'configs for a single-file --model (default: the bundled SD 1.5 / 2.1 / XL ones its keys point to)' },
   { name: 'controlnet', value: 'ID|DIR', help: `ControlNet-XS adapter (default ${DEFAULT_CONTROLNETS.sd}, or ${DEFAULT_CONTROLNETS.sdxl} for SDXL)` },
@@ -84,6 +87,9 @@ export interface GenerateOptions {
   model: string;
   controlnet: string | undefined;
   canny: boolean;
+  /** Make the control image the depth map of the --control photo (`cnxs depth`), with `depthModel`. */
+  depth: boolean;
+  depthModel: string | undefined;
   negativePrompt: string | undefined;
   /** LoRAs to load, in order: `--lora FILE[:SCALE]`, then the prompt's `<lora:NAME:SCALE>` tags. */
   loras: readonly LoraOption[];
@@ -151,6 +157,9 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | ty
   const control = v.string('control');
   if (prompt === undefined) throw new UsageError('generate needs --prompt');
   if (control === undefined) throw new UsageError('generate needs --control <image>');
+  if (v.flag('canny') && v.flag('depth')) throw new UsageError('--canny and --depth both make the control image from --control; give one');
+  if (v.has('depth-model') && !v.flag('depth')) throw new UsageError('--depth-model needs --depth');
+  if (v.string('depth-model') === '') throw new UsageError('--depth-model must not be empty');
   const out = v.string('out') ?? 'out.png';
   if (extname(out).toLowerCase() !== '.png') throw new UsageError(`--out must be a .png file, got "${out}"`);
   const device = v.string('device') ?? 'cpu';
@@ -191,6 +200,8 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | ty
     model: v.string('model') ?? DEFAULT_MODEL,
     controlnet: v.string('controlnet'),
     canny: v.flag('canny'),
+    depth: v.flag('depth'),
+    depthModel: v.string('depth-model'),
     negativePrompt: v.string('negative-prompt'),
     embeddings: v.strings('embedding').map(parseEmbeddingOption),
     steps: whole('steps', { min: 1, max: MAX_STEPS }) ?? 30,
@@ -291,7 +302,9 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     bar.done();
     io.stderr.write(`cnxs: ${kind}: ${m}\n`);
   };
-  const control = await loadControlImage(o.control, o.canny ? { canny: DEFAULT_CANNY } : {});
+  const photo = await loadControlImage(o.control, o.canny ? { canny: DEFAULT_CANNY } : {});
+  const depthModel = { model: o.depthModel ?? DEFAULT_DEPTH_MODEL, offline: o.offline, device: o.device, graphCacheDir: o.graphCache, warn: notice('warning') };
+  const control = o.depth ? await depthControlFromPhoto(photo, depthModel) : photo;
 
   // 2. The pipeline (downloads on first use).
   const t0 = performance.now();
