@@ -21,8 +21,11 @@ export interface CnxsProcess {
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
   /** Resident set size now, bytes (Linux /proc), or null once it has exited. */
   rss(): number | null;
-  /** Send `signal` (default SIGKILL) and wait for the exit: the exit code, or null after a signal. */
-  kill(signal?: NodeJS.Signals): Promise<number | null>;
+  /**
+   * Send `signal` (default SIGKILL) and wait for the exit: the exit code, or null after a signal. With
+   * `killAfterMs`, a process still running by then is SIGKILLed.
+   */
+  kill(signal?: NodeJS.Signals, killAfterMs?: number): Promise<number | null>;
   readonly exited: Promise<number | null>;
 }
 
@@ -51,21 +54,25 @@ export function spawnCnxs(name: string, args: readonly string[], env: NodeJS.Pro
         await sleep(50);
       }
     },
-    rss() {
-      if (!running() || child.pid === undefined) return null;
-      try {
-        const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        return m ? Number(m[1]) * 1024 : null;
-      } catch {
-        return null;
-      }
-    },
-    async kill(signal = 'SIGKILL') {
+    rss: () => (running() && child.pid !== undefined ? processRss(child.pid) : null),
+    async kill(signal = 'SIGKILL', killAfterMs) {
       if (running()) child.kill(signal);
-      return exited;
+      if (killAfterMs === undefined) return exited;
+      const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+      return exited.finally(() => clearTimeout(timer));
     },
     exited,
   };
+}
+
+/** A process's resident set size, bytes (Linux /proc), or null when it cannot be read. */
+export function processRss(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
 }
 
 /** A loopback port nothing listens on right now. */

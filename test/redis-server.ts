@@ -11,12 +11,14 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort } from './cnxs-process.js';
+import { freePort, processRss } from './cnxs-process.js';
 
 export interface RedisServer {
   /** `redis://127.0.0.1:<port>` */
   readonly url: string;
   readonly port: number;
+  /** The server's resident set size now, bytes (null while it is down). */
+  rss(): number | null;
   /**
    * Stop Redis (SIGKILL by default: a crash; SIGTERM: a clean shutdown), keep it down `downMs`, start it
    * again on the same port with the same data, and wait until it answers PING.
@@ -127,6 +129,10 @@ export async function startRedisServer(options: { timeoutMs?: number } = {}): Pr
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
+    rss: () => {
+      const pid = (child as ChildProcess | null)?.pid;
+      return pid === undefined ? null : processRss(pid);
+    },
     async restart({ signal = 'SIGKILL', downMs = 0 } = {}) {
       if (stopped) throw new Error('restart() after stop()');
       await kill(signal);
