@@ -275,6 +275,23 @@ test('an API error shows next to the field it names', async () => {
   assert.equal(await page.locator('#error-steps').textContent(), '', 'typing clears the error');
 });
 
+test('an event stream that ends before `done` (a proxy cutting it): the page polls the job and still shows its result', async () => {
+  // the page's event stream, and only it, answered by a stand-in that says nothing and hangs up
+  await page.route('**/events', (route) => route.fulfill({ status: 200, contentType: 'text/event-stream', body: ': cut\n\n' }));
+  try {
+    const cards = await page.locator('#gallery li.result').count();
+    const submitted = page.waitForResponse((r) => r.url().endsWith('/v1/generations') && r.request().method() === 'POST');
+    await page.locator('#steps').fill('2');
+    await page.locator('#generate').click();
+    const { id } = (await (await submitted).json()) as { id: string };
+    await page.waitForFunction(`document.querySelectorAll('#gallery li.result').length === ${cards + 1}`, undefined, { timeout: 60_000 });
+    assert.equal(await page.locator('#gallery li.result').first().getAttribute('data-job-id'), id);
+    assert.match((await page.locator('#status').textContent()) ?? '', /^Done in /);
+  } finally {
+    await page.unroute('**/events');
+  }
+});
+
 test('the SSE reader: messages split across chunks anywhere (CRLF, multi-line data, comments) come out whole', async () => {
   const got = await inPage<{ event: string; data: string }[][]>(`async () => {
     const { SseParser } = await import('./sse.js');

@@ -94,14 +94,10 @@ export class Api {
   /**
    * Follow a job's Server-Sent Events until `done` or the stream ends.
    * @param {string} id
-   * @param {AbortSignal} [signal]
    * @returns {AsyncGenerator<JobEventView>}
    */
-  async *events(id, signal) {
-    const response = await this.call('GET', `v1/generations/${encodeURIComponent(id)}/events`, {
-      accept: 'text/event-stream',
-      ...(signal ? { signal } : {}),
-    });
+  async *events(id) {
+    const response = await this.call('GET', `v1/generations/${encodeURIComponent(id)}/events`, { accept: 'text/event-stream' });
     if (!response.body) throw new ApiError('the server sent no event stream');
     for await (const message of readSse(response.body)) {
       const data = /** @type {Record<string, unknown>} */ (JSON.parse(message.data));

@@ -42,15 +42,14 @@ export function setUpRunView({ api }) {
   /**
    * Follow job `id` to its end.
    * @param {string} id
-   * @param {AbortSignal} [signal] aborted: stop following (the job itself runs on)
    * @returns {Promise<JobView>} the final status
    */
-  async function follow(id, signal) {
+  async function follow(id) {
     progress.value = 0;
     progress.max = 1;
     preview.hidden = true;
     try {
-      for await (const event of api.events(id, signal)) {
+      for await (const event of api.events(id)) {
         if (event.type === 'progress') {
           progress.max = event.total;
           progress.value = event.step;
@@ -66,14 +65,14 @@ export function setUpRunView({ api }) {
       }
     } catch (e) {
       // a broken stream is not the job's end: fall through to polling; an API error is the job's answer
-      if (signal?.aborted || (e instanceof ApiError && e.status !== undefined)) throw e;
+      if (e instanceof ApiError && e.status !== undefined) throw e;
     }
+    // the stream ended (or broke) before `done`
     for (;;) {
       const job = /** @type {JobView} */ (await api.json('GET', `v1/generations/${encodeURIComponent(id)}`));
       show(job);
       if (job.status === 'succeeded' || job.status === 'failed' || job.status === 'canceled') return job;
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-      signal?.throwIfAborted();
     }
   }
 
