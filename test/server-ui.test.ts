@@ -147,6 +147,11 @@ test('the page: labelled controls, the schedulers cnxs generate names, a random 
 });
 
 test('the file picker and the Canny preview: the server\'s edges equal OpenCV\'s; without the key, the 401 shows at the key field', async () => {
+  // not an image: refused on its bytes, at the image's field, before any call
+  await page.locator('#control-file').setInputFiles({ name: 'edges.png', mimeType: 'image/png', buffer: Buffer.from('GIF89a, not a PNG') });
+  await page.locator('#error-image').filter({ hasText: 'edges.png is not a PNG or JPEG file' }).waitFor();
+  assert.equal(await page.locator('#control-thumb').isHidden(), true);
+
   await page.locator('#control-file').setInputFiles(fixture('canny', 'scene1_128x96.png'));
   await page.waitForFunction(`document.querySelector('#control-thumb').naturalWidth === 128`);
   assertSamePixels(await pagePixels('#control-thumb'), await loadImage(fixture('canny', 'scene1_128x96.png')), 'control thumbnail');
