@@ -1,7 +1,8 @@
 /** `cnxs serve`: its options (checked before anything loads) and the command as a user runs it (a child process). */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { HELP, isLoopbackHost, parseServeArgs, type ServeOptions } from '../src/cli/serve.js';
@@ -61,6 +62,17 @@ test('cnxs serve options: defaults, limits, the model options, and every mistake
     [['--model', 'm', 'extra'], /unexpected argument "extra"/],
   ];
   for (const [args, message] of bad) assert.throws(() => parseServeArgs(args, {}), message, args.join(' '));
+});
+
+test('cnxs serve on a taken port fails at once, naming --port, before loading the model', async () => {
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  after(() => taken.close());
+  const port = (taken.address() as AddressInfo).port;
+  // the model does not exist: reaching the load would fail differently
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join('src', 'cli', 'main.ts'), 'serve', '--model', join(D, 'no-such-model'), '--offline', '--port', String(port)], { encoding: 'utf8' });
+  assert.equal(r.status, 1, r.stderr);
+  assert.equal(r.stderr, `cnxs: cannot listen on 127.0.0.1:${port}: the port is in use (choose another --port)\n`);
 });
 
 test('loopback hosts', () => {

@@ -5,7 +5,8 @@
  * before the port opens, so `/readyz` never answers for a server without its model. SIGTERM / SIGINT:
  * stop accepting, let the queue finish or hand back the running job, close, exit 0.
  */
-import { isIP } from 'node:net';
+import { createServer, isIP } from 'node:net';
+import { ControlNetXSError } from '../errors.js';
 import { EmbeddedQueue } from '../server/embedded-queue.js';
 import { startServer } from '../server/http.js';
 import type { GenerationRunner, JobQueue } from '../server/jobs.js';
@@ -122,9 +123,10 @@ type Closer = () => Promise<void>;
 
 export async function serve(o: ServeOptions, io: ServeIO): Promise<void> {
   const log = (line: string) => io.stderr.write(`cnxs serve: ${line}\n`);
-  if (!isLoopbackHost(o.host) && o.apiKey === undefined) {
-    log(`warning: listening on ${o.host} without --api-key: anyone who can reach this port can run generations`);
-  }
+  // a taken port or a wrong --host shows now, not after minutes of loading the model
+  await probeListen(o.host, o.port).catch((e: unknown) => {
+    throw listenError(e, o);
+  });
   const metrics = new ServerMetrics();
   const closers: Closer[] = [];
   const describers: (() => unknown)[] = [];
@@ -167,7 +169,10 @@ export async function serve(o: ServeOptions, io: ServeIO): Promise<void> {
     });
   } catch (e) {
     await closeAll([...closers, ...runners], log);
-    throw e;
+    throw listenError(e, o);
+  }
+  if (!isLoopbackHost(o.host) && o.apiKey === undefined) {
+    log(`warning: listening on ${o.host} without --api-key: anyone who can reach this port can run generations`);
   }
   io.stdout.write(`cnxs serve: listening on ${server.url} (${o.redis === undefined ? 'embedded queue' : `Redis queue, ${o.workers} worker${o.workers === 1 ? '' : 's'} here`})\n`);
   await (io.shutdown ?? nextSignal());
@@ -175,6 +180,25 @@ export async function serve(o: ServeOptions, io: ServeIO): Promise<void> {
   // stop accepting first, so no job is taken after the queue starts closing; then the workers and the queue
   await server.close();
   await closeAll([...closers, ...runners], log);
+}
+
+/** Listen on `host:port` and close again at once: fails as `startServer` would. */
+function probeListen(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
+}
+
+/** Node's listen errors as one line naming the option to change. */
+function listenError(e: unknown, o: ServeOptions): unknown {
+  const code = (e as NodeJS.ErrnoException).code;
+  const where = `${o.host}:${o.port}`;
+  if (code === 'EADDRINUSE') return new ControlNetXSError(`cannot listen on ${where}: the port is in use (choose another --port)`);
+  if (code === 'EACCES') return new ControlNetXSError(`cannot listen on ${where}: permission denied (ports below 1024 need privileges; choose another --port)`);
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new ControlNetXSError(`cannot listen on ${where}: no such address on this machine (check --host)`);
+  return e;
 }
 
 async function closeAll(closers: readonly Closer[], log: (line: string) => void): Promise<void> {
