@@ -27,6 +27,7 @@ import {
 } from '../src/pipelines/depth-estimation.js';
 import { Tensor, type TensorLike } from '../src/tensor.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
+import { startHub } from './fake-hub.js';
 import { assertClose, fixture, tempDir } from './helpers.js';
 
 const D = fixture('depth');
@@ -134,6 +135,27 @@ describe('end to end on the tiny models', { skip: tinyModelsPresent ? false : 't
       }
     });
   }
+});
+
+describe('from the Hub', () => {
+  test('a repo id: config.json, weights and preprocessor_config.json into the cache, then offline from it', async () => {
+    const hub = await startHub(join(D, 'tiny-depth-anything-v2'));
+    const cacheDir = join(tempDir('cnxs-depth-hub-'), 'hub');
+    const c = cases.find((x) => x.model === 'tiny-depth-anything-v2')!;
+    try {
+      const pipe = await DepthEstimationPipeline.fromPretrained('org/tiny-pipe', { cacheDir, endpoint: hub.endpoint, token: false, ...quiet });
+      const out = await pipe.run(join(D, c.image_file));
+      await pipe.release();
+      assertBytesNear(out.depth.data, read(c, 'depth_u8').data as Uint8Array, 'depth_u8');
+      assert.ok(hub.log.some((l) => l.path.endsWith('/preprocessor_config.json')), 'the processor file was fetched');
+    } finally {
+      await hub.stop();
+    }
+    // the Hub is gone: everything comes from the cache
+    const offline = await DepthEstimationPipeline.fromPretrained('org/tiny-pipe', { cacheDir, localFilesOnly: true, ...quiet });
+    assert.equal(offline.processor.config.ensureMultipleOf, 14);
+    await offline.release();
+  });
 });
 
 describe('edges of the uint8 cast', () => {
