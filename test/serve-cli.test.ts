@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { HELP, isLoopbackHost, parseServeArgs, type ServeOptions } from '../src/cli/serve.js';
+import { HELP, parseServeArgs, type ServeOptions } from '../src/cli/serve.js';
+import { isLoopbackHost } from '../src/server/auth.js';
 import { readPngText } from '../src/image/png-text.js';
 import { DEFAULT_LIMITS } from '../src/server/limits.js';
 import { fixture, tempDir } from './helpers.js';
@@ -76,8 +77,8 @@ test('cnxs serve on a taken port fails at once, naming --port, before loading th
 });
 
 test('loopback hosts', () => {
-  for (const h of ['127.0.0.1', '127.1.2.3', '::1', 'localhost']) assert.ok(isLoopbackHost(h), h);
-  for (const h of ['0.0.0.0', '::', '192.168.1.10', 'example.com']) assert.ok(!isLoopbackHost(h), h);
+  for (const h of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost', 'LocalHost', 'app.localhost']) assert.ok(isLoopbackHost(h), h);
+  for (const h of ['0.0.0.0', '::', '192.168.1.10', 'example.com', 'localhost.example.com', '127.0.0.1.nip.io', '']) assert.ok(!isLoopbackHost(h), h);
 });
 
 /** `cnxs serve …` as a child process, its URL once it printed it; killed when the file is done, whatever happens. */

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { addPngText, readPngText } from '../src/image/png-text.js';
@@ -114,7 +115,14 @@ after(async () => {
   for (const stop of stops) await stop();
 });
 
-async function serveWith(o: { runner: GenerationRunner; limits?: Partial<ServerLimits>; apiKey?: string; log?: (l: string) => void; queue?: (q: JobQueue) => JobQueue }): Promise<{ server: RunningServer; queue: EmbeddedQueue }> {
+async function serveWith(o: {
+  runner: GenerationRunner;
+  limits?: Partial<ServerLimits>;
+  apiKey?: string;
+  loopbackOnly?: boolean;
+  log?: (l: string) => void;
+  queue?: (q: JobQueue) => JobQueue;
+}): Promise<{ server: RunningServer; queue: EmbeddedQueue }> {
   const limits = { ...DEFAULT_LIMITS, ...o.limits };
   const metrics = new ServerMetrics();
   const queue = new EmbeddedQueue({ runner: instrumentRunner(o.runner, metrics), maxQueue: limits.maxQueue, resultTtlSeconds: 60 });
@@ -126,6 +134,7 @@ async function serveWith(o: { runner: GenerationRunner; limits?: Partial<ServerL
     port: 0,
     heartbeatMs: 50,
     ...(o.apiKey !== undefined ? { apiKey: o.apiKey } : {}),
+    ...(o.loopbackOnly ? { loopbackOnly: true } : {}),
     ...(o.log ? { log: o.log } : {}),
   });
   stops.push(async () => {
@@ -377,6 +386,22 @@ describe('with a scripted runner', () => {
     slow.release(true);
     assert.equal((await waitFor(b, id, terminal))['status'], 'succeeded');
     assert.equal(slow.started, 1, 'the A1111 job never ran');
+  });
+
+  test('a keyless loopback server answers only requests addressed to a loopback name (DNS-rebinding guard)', async () => {
+    const { server } = await serveWith({ runner, loopbackOnly: true });
+    const port = new URL(server.url).port;
+    const statusFor = (host: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request(`${server.url}/healthz`, { headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, 'localhost', `[::1]:${port}`]) assert.equal(await statusFor(host), 200, host);
+    for (const host of [`evil.example:${port}`, 'evil.example', `127.0.0.1.nip.io:${port}`]) assert.equal(await statusFor(host), 403, host);
   });
 
   test('an unexpected error is a 500 with a generic message; the stack goes to the log only', async () => {

@@ -5,8 +5,9 @@
  * before the port opens, so `/readyz` never answers for a server without its model. SIGTERM / SIGINT:
  * stop accepting, let the queue finish or hand back the running job, close, exit 0.
  */
-import { createServer, isIP } from 'node:net';
+import { createServer } from 'node:net';
 import { ControlNetXSError } from '../errors.js';
+import { isLoopbackHost } from '../server/auth.js';
 import { EmbeddedQueue } from '../server/embedded-queue.js';
 import { startServer } from '../server/http.js';
 import type { GenerationRunner, JobQueue } from '../server/jobs.js';
@@ -104,13 +105,6 @@ export function parseServeArgs(argv: readonly string[], env: Readonly<Record<str
   };
 }
 
-/** Loopback addresses and `localhost`: binding these exposes nothing to the network. */
-export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
-}
-
 export interface ServeIO {
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
@@ -165,6 +159,7 @@ export async function serve(o: ServeOptions, io: ServeIO): Promise<void> {
       log,
       metrics,
       ...(o.apiKey !== undefined ? { apiKey: o.apiKey } : {}),
+      loopbackOnly: o.apiKey === undefined && isLoopbackHost(o.host),
       ...(describers.length ? { describe: () => describers.map((d) => d()) } : {}),
     });
   } catch (e) {

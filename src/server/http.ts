@@ -11,7 +11,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { A1111_ROUTES } from './a1111-route.js';
-import { bearerCheck } from './auth.js';
+import { bearerCheck, loopbackHostCheck } from './auth.js';
 import { CANNY_ROUTES } from './canny-route.js';
 import { QueueClosedError } from './embedded-queue.js';
 import { GENERATION_ROUTES } from './generation-routes.js';
@@ -32,6 +32,11 @@ export interface StartServerOptions {
   host: string;
   /** 0: any free port (the URL says which). */
   port: number;
+  /**
+   * Answer only requests whose `Host` is a loopback name (403 otherwise): for a keyless server bound to
+   * a loopback address, so a web page cannot reach it by DNS rebinding. Default false.
+   */
+  loopbackOnly?: boolean;
   /** The web UI's folder (default: src/server/ui, or dist/server/ui in a build). */
   uiDir?: string;
   /** Where errors with stacks and notices go (default: nowhere). */
@@ -76,6 +81,7 @@ export async function startServer(o: StartServerOptions): Promise<RunningServer>
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     let label = 'unmatched';
     try {
+      if (o.loopbackOnly) loopbackHostCheck(req.headers);
       const url = new URL(req.url ?? '/', 'http://localhost');
       const matches = routes.flatMap(({ route, match }) => {
         const params = match(url.pathname);
