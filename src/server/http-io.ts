@@ -56,7 +56,12 @@ export async function readBody(req: IncomingMessage, maxBytes: number): Promise<
   return Buffer.concat(chunks, size);
 }
 
-/** The body as JSON (an object at the top), after `readBody`'s cap; malformed JSON is a 400. */
+/**
+ * The body as JSON (an object at the top), after `readBody`'s cap; malformed JSON is a 400. Another
+ * declared content type is a 415: a browser sends text/plain or form posts to any origin without asking,
+ * but application/json only after a CORS preflight this server never grants, so no other site's page can
+ * submit jobs through a visitor's browser.
+ */
 export async function readJson(req: IncomingMessage, maxBytes: number): Promise<Record<string, unknown>> {
   const type = req.headers['content-type'];
   if (type !== undefined && !/^application\/json\b/i.test(type)) {
