@@ -12,6 +12,7 @@ import { OPSETS, Ops, type NodeSpec } from './ops.js';
 import { ConfigError, WeightLoadError } from '../errors.js';
 import type { BoundWeights, ParameterSpec, WeightRef } from '../weights/source.js';
 import { DTYPE_BYTES as ELEMENT_BYTES, classifyStrided, product, stridedExtent } from '../weights/view.js';
+import { float16Array } from '../util/float16.js';
 
 export { MS_OPSET, OPSET } from './ops.js';
 export const IR_VERSION = 10;
@@ -22,6 +23,16 @@ export class Value {
 }
 
 export type Dim = number | string;
+
+/** The float type a graph computes in (diffusers' `torch_dtype`); graph inputs and outputs stay float32. */
+export type ComputeDtype = 'float32' | 'float16';
+
+/**
+ * Which part of the plain attention core a float16 graph computes in float32, as diffusers'
+ * `Attention(upcast_attention=…, upcast_softmax=…)` does: 'scores' = QKᵀ and the softmax
+ * (`upcast_attention`), 'softmax' = the softmax only (`upcast_softmax`).
+ */
+export type AttentionUpcast = 'scores' | 'softmax';
 
 /** Choices that change the emitted graph but not its meaning. */
 export interface TraceOptions {
@@ -38,6 +49,21 @@ export interface TraceOptions {
    * (which onnxruntime folds into one new initializer at load: a copy of those weights). Absent: separate.
    */
   fuseQkv?: boolean;
+  /**
+   * The compute dtype. Absent or 'float32': every float is float32 and no Cast is emitted (graphs
+   * are byte-identical to those traced before float16 existed). 'float16': weights are cast once to
+   * float16 in the root graph (none for float16 checkpoints), constants are float16, float inputs are
+   * cast to float16 after the graph input and outputs back to float32 before the graph output.
+   */
+  dtype?: ComputeDtype;
+  /** float16 graphs only: the plain attention core's float32 part (absent: none). */
+  attentionUpcast?: AttentionUpcast;
+  /**
+   * float16 graphs only: the VAE decoder's up blocks, final norm and conv_out compute in float32, as
+   * after diffusers' SDXL `upcast_vae()` with torch 2 attention (post_quant_conv, conv_in and the mid
+   * block stay float16).
+   */
+  upcastVaeDecoder?: boolean;
 }
 
 export const DEFAULT_TRACE_OPTIONS: TraceOptions = Object.freeze({ attention: 'fused', linear: 'fused' });
@@ -99,6 +125,8 @@ class TraceContext {
   /** Weight-preparation nodes (casts, transposes), always placed in the root graph. */
   readonly rootNodes: NodeProto[] = [];
   readonly paramCache = new Map<string, Value>();
+  /** Each parameter as stored (after its view and any fused LoRA), before the cast to a compute dtype. */
+  readonly storedParams = new Map<string, { value: Value; dataType: OnnxDataType }>();
   /** The LoRA scale inputs, by adapter index (declared on the root graph). */
   readonly loraScales: Value[] = [];
   /** Module paths whose LoRA branches were emitted: every branch must be, or the trace fails. */
@@ -132,6 +160,8 @@ export class GraphBuilder extends Ops {
     private readonly scope: string,
     private readonly isRoot: boolean,
     nodes?: NodeProto[],
+    /** This view's float type: the graph's, or float32 inside an upcast region (`float32()`). */
+    readonly dtype: ComputeDtype = ctx.options.dtype ?? 'float32',
   ) {
     super();
     this.nodes = nodes ?? [];
@@ -150,20 +180,55 @@ export class GraphBuilder extends Ops {
 
   /** A view of this graph whose node names start with `path` (a module path). */
   at(path: string): GraphBuilder {
-    const view = new GraphBuilder(this.ctx, path, this.isRoot, this.nodes);
+    const view = new GraphBuilder(this.ctx, path, this.isRoot, this.nodes, this.dtype);
     return view;
+  }
+
+  // ---- compute dtype ---------------------------------------------------------------------
+
+  /** Whether the graph computes in float16 (some regions may still be float32). */
+  get halfPrecision(): boolean {
+    return this.ctx.options.dtype === 'float16';
+  }
+
+  /** The ONNX element type of this view's floats. */
+  get floatType(): OnnxDataType {
+    return this.dtype === 'float16' ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
+  }
+
+  /**
+   * A view of this graph (same scope, same nodes) that computes in float32: its constants and
+   * parameters are float32. Values from outside enter through `toFloatType`, and leave through the
+   * outer view's `toFloatType`.
+   */
+  float32(): GraphBuilder {
+    return this.dtype === 'float32' ? this : new GraphBuilder(this.ctx, this.scope, this.isRoot, this.nodes, 'float32');
+  }
+
+  /**
+   * `v` (a float of either precision) as this view's float type: a Cast in float16 graphs, `v` itself in
+   * float32 graphs (no node, so those stay as they were).
+   */
+  toFloatType(v: Value): Value {
+    return this.halfPrecision ? this.cast(v, { to: this.floatType }) : v;
   }
 
   // ---- graph interface -------------------------------------------------------------------
 
-  input(name: string, elemType: OnnxDataType, shape: readonly Dim[]): Value {
+  /**
+   * A graph input. In a float16 graph a float32 input comes back cast to float16, unless `keepFloat32`
+   * (timesteps and SDXL's size ids, which diffusers embeds in float32 whatever the model's dtype).
+   */
+  input(name: string, elemType: OnnxDataType, shape: readonly Dim[], o: { keepFloat32?: boolean } = {}): Value {
     this.inputs.push({ name, type: { elemType, shape } });
-    return new Value(name);
+    const v = new Value(name);
+    return elemType === OnnxDataType.FLOAT && !o.keepFloat32 ? this.toFloatType(v) : v;
   }
 
-  /** Expose `v` as a graph output called `name`. */
+  /** Expose `v` as a graph output called `name` (a float16 graph's floats cast back to float32 first). */
   output(v: Value, name: string, elemType: OnnxDataType = OnnxDataType.FLOAT, shape?: readonly Dim[]): void {
-    const out = this.identity(v, name);
+    const value = elemType === OnnxDataType.FLOAT && this.halfPrecision ? this.cast(v, { to: OnnxDataType.FLOAT }) : v;
+    const out = this.identity(value, name);
     this.outputs.push({ name: out.name, type: shape ? { elemType, shape } : { elemType } });
   }
 
@@ -223,19 +288,48 @@ export class GraphBuilder extends Ops {
     return this.constant(BigInt64Array.from(values.map((v) => BigInt(v))), [values.length], 'ints');
   }
 
+  /** A scalar of this view's float type (float16 rounds it; finite values beyond ±65504 become ±Infinity). */
   scalar(v: number): Value {
-    return this.constant(Float32Array.of(v), [], 'scalar');
+    return this.floatConstant(Float32Array.of(v), [], 'scalar');
   }
 
   /**
-   * A module parameter as a float32 value. The initializer is named by its checkpoint key and
-   * points into the checkpoint file (the stored region its view reads, no more); a view (a torch
-   * tensor strided over a storage, a transposed key) and fp16/bf16 casts are weight preparation in
-   * the root graph.
+   * A float constant of this view's float type (`constant` keeps float32, as Resize's `scales` must).
+   */
+  floatConstant(data: Float32Array, dims: readonly number[], hint = 'const'): Value {
+    if (this.dtype === 'float32') return this.constant(data, dims, hint);
+    const name = this.ctx.fresh(this.scope ? `${this.scope}/${hint}` : hint);
+    const half = float16Array(data);
+    this.ctx.initializers.push({ name, dataType: OnnxDataType.FLOAT16, dims, raw: new Uint8Array(half.buffer) });
+    return new Value(name);
+  }
+
+  /**
+   * A module parameter as a value of this view's float type. The initializer is named by its
+   * checkpoint key and points into the checkpoint file (the stored region its view reads, no more); a
+   * view (a torch tensor strided over a storage, a transposed key) and the cast to the compute dtype
+   * (none when the checkpoint stores it) are weight preparation in the root graph, folded once by
+   * onnxruntime when the session opens.
    */
   param(p: ParameterSpec): Value {
-    const cached = this.ctx.paramCache.get(p.key);
+    const key = this.cacheKey(p.key);
+    const cached = this.ctx.paramCache.get(key);
     if (cached) return cached;
+    const stored = this.storedParam(p);
+    const v = stored.dataType === this.floatType ? stored.value : this.weightPrep(p).cast(stored.value, { to: this.floatType });
+    this.ctx.paramCache.set(key, v);
+    return v;
+  }
+
+  /** Parameter caches are per float type: a view computing in float32 inside a float16 graph has its own casts. */
+  private cacheKey(key: string): string {
+    return this.dtype === (this.ctx.options.dtype ?? 'float32') ? key : `${key}#${this.dtype}`;
+  }
+
+  /** The parameter's initializer (once per key) through its view; with fused LoRA the merged weight, in float32. */
+  private storedParam(p: ParameterSpec): { value: Value; dataType: OnnxDataType } {
+    const known = this.ctx.storedParams.get(p.key);
+    if (known) return known;
     const weights = this.ctx.weights;
     if (weights === null) throw new Error(`graph has no weights, cannot read ${p.key}`);
     const ref = weights.get(p.key);
@@ -267,10 +361,14 @@ export class GraphBuilder extends Ops {
       else if (layout.kind === 'permuted') v = prep.transpose(stored(layout.storedShape, layout.offset), { perm: layout.perm });
       else v = this.gatherStrided(prep, stored(ref.info.shape, 0), p.key, view.shape, view.strides, view.offset);
     }
-    if (dataType !== OnnxDataType.FLOAT) v = prep.cast(v, { to: OnnxDataType.FLOAT }); // fp16/bf16 → float32
-    v = this.mergeLora(prep, p, v);
-    this.ctx.paramCache.set(p.key, v);
-    return v;
+    let out = { value: v, dataType };
+    if ((this.ctx.lora?.merges?.get(p.key)?.length ?? 0) > 0) {
+      // fused LoRA is merged in float32 whatever the compute dtype (fp16/bf16 → float32 first)
+      const w = dataType === OnnxDataType.FLOAT ? v : prep.cast(v, { to: OnnxDataType.FLOAT });
+      out = { value: this.mergeLora(prep.float32(), p, w), dataType: OnnxDataType.FLOAT };
+    }
+    this.ctx.storedParams.set(p.key, out);
+    return out;
   }
 
   /**
@@ -285,7 +383,7 @@ export class GraphBuilder extends Ops {
     let out = w;
     merges.forEach((m, i) => {
       const key = `lora_merge.${i}.${p.key}`;
-      const up = this.loraWeight(`${key}.up`, m.up), down = this.loraWeight(`${key}.down`, m.down);
+      const up = this.loraWeight(`${key}.up`, m.up, OnnxDataType.FLOAT), down = this.loraWeight(`${key}.down`, m.down, OnnxDataType.FLOAT);
       const r = m.down.info.shape[0]!;
       const up2 = prep.reshape(up, this.constantRoot(BigInt64Array.of(BigInt(p.shape[0]!), BigInt(r)), [2], `${key}/up_shape`)); // [out, r]
       const down2 = prep.reshape(down, this.constantRoot(BigInt64Array.of(BigInt(r), -1n), [2], `${key}/down_shape`)); // [r, in·kh·kw]
@@ -333,8 +431,8 @@ export class GraphBuilder extends Ops {
       const scaleIn = this.ctx.loraScales[br.adapter];
       if (scaleIn === undefined) throw new ConfigError(`${this.scope}: LoRA adapter ${br.adapter} has no scale input`);
       const key = `lora.${br.adapter}.${this.scope}`;
-      const down = this.loraWeight(`${key}.down`, br.down);
-      const up = this.loraWeight(`${key}.up`, br.up);
+      const down = this.loraWeight(`${key}.down`, br.down, this.floatType);
+      const up = this.loraWeight(`${key}.up`, br.up, this.floatType);
       const s = this.mul(scaleIn, this.scalar(br.scaling)); // [] the branch's whole factor
       let t: Value;
       if (layer.kind === 'linear') {
@@ -352,8 +450,8 @@ export class GraphBuilder extends Ops {
     return out;
   }
 
-  /** A LoRA matrix as a float32 initializer pointing into its file (fp16/bf16 cast in the root graph). */
-  private loraWeight(key: string, ref: WeightRef): Value {
+  /** A LoRA matrix as an initializer pointing into its file, cast to `to` in the root graph when stored otherwise. */
+  private loraWeight(key: string, ref: WeightRef, to: OnnxDataType): Value {
     const cached = this.ctx.paramCache.get(key);
     if (cached) return cached;
     const dataType = DTYPE_BYTES[ref.info.dtype];
@@ -363,14 +461,14 @@ export class GraphBuilder extends Ops {
     const { fileOffset: offset, byteLength: length } = ref.info;
     this.ctx.initializers.push({ name: key, dataType, dims: ref.info.shape, external: { location: externalLocation(ref.file.realPath), offset, length } });
     let v = new Value(key);
-    if (dataType !== OnnxDataType.FLOAT) v = new GraphBuilder(this.ctx, key, true, this.ctx.rootNodes).cast(v, { to: OnnxDataType.FLOAT });
+    if (dataType !== to) v = new GraphBuilder(this.ctx, key, true, this.ctx.rootNodes).cast(v, { to });
     this.ctx.paramCache.set(key, v);
     return v;
   }
 
   /** A 2-D parameter transposed once in the root graph (Linear weights: [out,in] → [in,out]). */
   paramTransposed(p: ParameterSpec): Value {
-    const key = `${p.key}#T`;
+    const key = this.cacheKey(`${p.key}#T`);
     const cached = this.ctx.paramCache.get(key);
     if (cached) return cached;
     const v = this.weightPrep(p).transpose(this.param(p), { perm: [1, 0] }); // [out, in] → [in, out]
@@ -384,14 +482,14 @@ export class GraphBuilder extends Ops {
    * onnxruntime folds the result into a new initializer when the session opens.
    */
   paramConcat(specs: readonly ParameterSpec[], key: string, o: { transposed?: boolean } = {}): Value {
-    const cacheKey = o.transposed ? `${key}#T` : key;
+    const cacheKey = this.cacheKey(o.transposed ? `${key}#T` : key);
     const cached = this.ctx.paramCache.get(cacheKey);
     if (cached) return cached;
     const prep = new GraphBuilder(this.ctx, key, true, this.ctx.rootNodes);
-    let joined = this.ctx.paramCache.get(key);
+    let joined = this.ctx.paramCache.get(this.cacheKey(key));
     if (!joined) {
       joined = prep.concat(specs.map((p) => this.param(p)), { axis: 0 }); // [out₁, in] ‖ [out₂, in] ‖ … → [Σ out, in]
-      this.ctx.paramCache.set(key, joined);
+      this.ctx.paramCache.set(this.cacheKey(key), joined);
     }
     const v = o.transposed ? prep.transpose(joined, { perm: [1, 0] }) : joined; // → [in, Σ out]
     this.ctx.paramCache.set(cacheKey, v);
@@ -400,7 +498,7 @@ export class GraphBuilder extends Ops {
 
   /** A parameter reshaped once in the root graph (GroupNorm's [C] → [C, 1, 1] for NCHW broadcasting). */
   paramReshaped(p: ParameterSpec, shape: readonly number[]): Value {
-    const key = `${p.key}#R${shape.join(',')}`;
+    const key = this.cacheKey(`${p.key}#R${shape.join(',')}`);
     const cached = this.ctx.paramCache.get(key);
     if (cached) return cached;
     const dims = this.constantRoot(BigInt64Array.from(shape.map((d) => BigInt(d))), [shape.length], `${p.key}/shape`);
@@ -426,7 +524,7 @@ export class GraphBuilder extends Ops {
    */
   ifElse(cond: Value, thenBranch: (b: GraphBuilder) => Value[], elseBranch: (b: GraphBuilder) => Value[], nOut: number): Value[] {
     const sub = (label: string, fn: (b: GraphBuilder) => Value[]): GraphProto => {
-      const b = new GraphBuilder(this.ctx, this.scope, false);
+      const b = new GraphBuilder(this.ctx, this.scope, false, undefined, this.dtype);
       const outs = fn(b);
       if (outs.length !== nOut) throw new Error(`If branch ${label} returned ${outs.length} values, expected ${nOut}`);
       const finals = outs.map((o) => b.identity(o, this.ctx.fresh(`${label}_out`)));
@@ -435,7 +533,7 @@ export class GraphBuilder extends Ops {
         nodes: b.nodes,
         initializers: [],
         inputs: [],
-        outputs: finals.map((f) => ({ name: f.name, type: { elemType: OnnxDataType.FLOAT } })),
+        outputs: finals.map((f) => ({ name: f.name, type: { elemType: this.floatType } })), // branch results are features of this view's type
       };
     };
     const thenGraph = sub('then', thenBranch);

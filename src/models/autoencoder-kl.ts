@@ -3,13 +3,14 @@
  * into two graphs (encoder + quant_conv, post_quant_conv + decoder) with their own lazily created sessions,
  * the diagonal Gaussian posterior, and diffusers' tiling and slicing done on the JS side.
  */
-import { ConfigError, InputError } from '../errors.js';
+import { InputError } from '../errors.js';
 import { OnnxDataType } from '../graph/onnx-proto.js';
 import { AutoencoderKLNet } from '../nn/autoencoder-kl-net.js';
 import { randnTensor, type Generator } from '../random/index.js';
 import { expectFloat32, Tensor, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { parseAutoencoderKLConfig, vaeTileSizes, type AutoencoderKLConfig } from './autoencoder-kl-config.js';
+import { checkComputeDtype, type ComputeDtype } from './compute-dtype.js';
 import { resolveModelFolder, openWeights, loadConfigJson, type PretrainedOptions } from './loading.js';
 import { VAE_SPEC, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
 import { assertFinite, type ModelRuntimeOptions } from './traced-model.js';
@@ -77,8 +78,6 @@ export class DiagonalGaussianDistribution {
 }
 
 export interface AutoencoderKLPretrainedOptions extends PretrainedOptions, ModelRuntimeOptions {
-  /** Compute dtype; float32 only (fp16 checkpoints are cast to float32 in the graph). */
-  dtype?: 'float32';
 }
 
 export interface VaeRunOptions {
@@ -97,13 +96,15 @@ export class AutoencoderKL extends TwoPartVae {
   readonly tileOverlapFactor = TILE_OVERLAP_FACTOR;
   protected readonly encoderPart: VaePart;
   protected readonly decoderPart: VaePart;
+  /** This VAE with its decoder upcast (`forDecodeUpcast`), made on first use. */
+  private upcastTwin: AutoencoderKL | null = null;
 
   private constructor(
     readonly config: AutoencoderKLConfig,
     readonly net: AutoencoderKLNet,
     readonly source: WeightSource,
     readonly weights: BoundWeights,
-    options: ModelRuntimeOptions,
+    private readonly options: ModelRuntimeOptions,
   ) {
     super();
     const c = config;
@@ -122,9 +123,7 @@ export class AutoencoderKL extends TwoPartVae {
   }
 
   static async fromPretrained(dir: string, options: AutoencoderKLPretrainedOptions = {}): Promise<AutoencoderKL> {
-    if (options.dtype !== undefined && options.dtype !== 'float32') {
-      throw new ConfigError(`dtype "${String(options.dtype)}" is not supported; computation runs in float32`);
-    }
+    checkComputeDtype('AutoencoderKL', options.dtype, options.runtime?.executionProviders ?? ['cpu']); // before any download
     const folder = await resolveModelFolder(dir, options);
     const config = parseAutoencoderKLConfig(await loadConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
@@ -143,6 +142,29 @@ export class AutoencoderKL extends TwoPartVae {
   static fromSource(config: AutoencoderKLConfig, source: WeightSource, options: ModelRuntimeOptions = {}): AutoencoderKL {
     const net = new AutoencoderKLNet(config);
     return new AutoencoderKL(config, net, source, source.bindStrict(net.parameters()), options);
+  }
+
+  /** The compute dtype (diffusers' `vae.dtype`). */
+  get dtype(): ComputeDtype {
+    return this.decoderPart.dtype;
+  }
+
+  /**
+   * What diffusers' SDXL pipelines decode with: this VAE itself, unless it is float16 with `force_upcast`
+   * in its config (SDXL's VAE overflows in float16) — then the same weights with the decoder's up blocks
+   * onward in float32, as after `upcast_vae()` (one more session, kept, and released with this VAE's).
+   */
+  forDecodeUpcast(): AutoencoderKL {
+    if (this.dtype !== 'float16' || !this.config.forceUpcast) return this;
+    this.upcastTwin ??= new AutoencoderKL(this.config, this.net, this.source, this.weights, {
+      ...this.options,
+      trace: { ...this.options.trace, upcastVaeDecoder: true },
+    });
+    return this.upcastTwin;
+  }
+
+  override async release(): Promise<void> {
+    await Promise.all([super.release(), this.upcastTwin?.release()]);
   }
 
   /** Side of an image tile (diffusers' `tile_sample_min_size`). */

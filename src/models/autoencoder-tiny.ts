@@ -5,7 +5,7 @@
  * tiling on the JS side. It works in the diffusion latent space itself (`scaling_factor` 1.0), so
  * it can stand in for a pipeline's AutoencoderKL or decode intermediate latents for previews.
  */
-import { ConfigError, InputError } from '../errors.js';
+import { InputError } from '../errors.js';
 import { OnnxDataType } from '../graph/onnx-proto.js';
 import { AutoencoderTinyNet } from '../nn/autoencoder-tiny-net.js';
 import { expectFloat32, Tensor, type TensorLike } from '../tensor.js';
@@ -14,12 +14,11 @@ import type { VaeRunOptions } from './autoencoder-kl.js';
 import { TwoPartVae, VaePart, perItem } from './vae-parts.js';
 import { parseAutoencoderTinyConfig, type AutoencoderTinyConfig } from './autoencoder-tiny-config.js';
 import { tinyTiledDecode, tinyTiledEncode, type TinyTiling } from './autoencoder-tiny-tiling.js';
+import { checkComputeDtype } from './compute-dtype.js';
 import { openWeights, loadConfigJson, resolveModelFolder, type PretrainedOptions } from './loading.js';
 import { assertFinite, type ModelRuntimeOptions } from './traced-model.js';
 
 export interface AutoencoderTinyPretrainedOptions extends PretrainedOptions, ModelRuntimeOptions {
-  /** Compute dtype; float32 only (fp16 checkpoints are cast to float32 in the graph). */
-  dtype?: 'float32';
 }
 
 export class AutoencoderTiny extends TwoPartVae {
@@ -54,9 +53,7 @@ export class AutoencoderTiny extends TwoPartVae {
   }
 
   static async fromPretrained(dir: string, options: AutoencoderTinyPretrainedOptions = {}): Promise<AutoencoderTiny> {
-    if (options.dtype !== undefined && options.dtype !== 'float32') {
-      throw new ConfigError(`dtype "${String(options.dtype)}" is not supported; computation runs in float32`);
-    }
+    checkComputeDtype('AutoencoderTiny', options.dtype, options.runtime?.executionProviders ?? ['cpu']); // before any download
     const folder = await resolveModelFolder(dir, options);
     const config = parseAutoencoderTinyConfig(await loadConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);

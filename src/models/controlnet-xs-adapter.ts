@@ -7,6 +7,7 @@ import { ConfigError } from '../errors.js';
 import { ControlNetXSAdapterNet } from '../nn/controlnet-xs-adapter-net.js';
 import type { WeightSource } from '../weights/source.js';
 import { parseConfig, type Camelize, type Warn } from '../util/config.js';
+import type { ComputeDtype } from './compute-dtype.js';
 import { resolveModelFolder, openWeights, loadConfigJson, type PretrainedOptions } from './loading.js';
 
 const DEFAULTS = {
@@ -41,6 +42,14 @@ export function parseAdapterConfig(raw: Record<string, unknown>, origin: string,
   return c;
 }
 
+/**
+ * diffusers' `torch_dtype` on the adapter, accepted for the same call: the adapter holds weights only, and the
+ * fused model computes in its UNet's dtype (diffusers' `from_unet` casts it to `unet.dtype` as well).
+ */
+export interface AdapterDtypeOption {
+  dtype?: ComputeDtype;
+}
+
 export class ControlNetXSAdapter {
   private constructor(
     readonly config: ControlNetXSAdapterConfig,
@@ -49,7 +58,7 @@ export class ControlNetXSAdapter {
     readonly source: WeightSource,
   ) {}
 
-  static async fromPretrained(dir: string, options: PretrainedOptions = {}): Promise<ControlNetXSAdapter> {
+  static async fromPretrained(dir: string, options: PretrainedOptions & AdapterDtypeOption = {}): Promise<ControlNetXSAdapter> {
     const folder = await resolveModelFolder(dir, options);
     const origin = `${folder}/config.json`;
     const config = parseAdapterConfig(await loadConfigJson(folder), origin, options.warn ?? console.warn);

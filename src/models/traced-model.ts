@@ -3,19 +3,29 @@
  * `build` emits the nodes), and a lazily created onnxruntime session (through the runtime seam)
  * that the subclass's `forward(args)` runs.
  */
-import { GraphBuilder, loraScaleInput, traceDefaultsFor, type LoraBranch, type LoraMerge, type LoraTrace, type TraceOptions } from '../graph/builder.js';
+import { GraphBuilder, loraScaleInput, traceDefaultsFor, type AttentionUpcast, type LoraBranch, type LoraMerge, type LoraTrace, type TraceOptions } from '../graph/builder.js';
 import type { ModelProto } from '../graph/onnx-proto.js';
 import { InputError } from '../errors.js';
 import { ModelSession, type Feed, type RuntimeOptions } from '../runtime/session.js';
 import { Tensor, type TensorLike } from '../tensor.js';
 import { weightShape, type BoundWeights, type WeightRef } from '../weights/source.js';
+import { checkComputeDtype, type ComputeDtype } from './compute-dtype.js';
 import { LoraTargetError, loraFits } from './lora-file.js';
+import { checkFiniteOutputs } from './non-finite.js';
 
 export interface ModelRuntimeOptions {
   /** onnxruntime session settings (execution providers, threads, optimisation level). */
   runtime?: RuntimeOptions;
   /** Graph choices (attention implementation). */
   trace?: Partial<TraceOptions>;
+  /**
+   * Compute dtype (diffusers' `torch_dtype`), default 'float32'. 'float16' needs a GPU provider
+   * ('webgpu', 'cuda'; a ConfigError on the CPU): weights are cast once when the session opens (none
+   * for float16 checkpoints, e.g. `variant: 'fp16'`), inputs and outputs stay float32, and an output
+   * holding NaN/Infinity (a float16 overflow) is a NonFiniteOutputError. If the provider cannot start,
+   * the CPU fallback runs the float32 graph.
+   */
+  dtype?: ComputeDtype;
 }
 
 /** One LoRA layer on a model: the module path in this model's tree, the matrices, alpha / rank. */
@@ -35,10 +45,15 @@ export abstract class TracedModel {
   /** LoRA merged into weights, by weight key; kept when the adapter is deleted, as diffusers keeps fused weights. */
   private readonly merges = new Map<string, LoraMerge[]>();
 
+  /** The compute dtype this model was created with (checked against its execution provider). */
+  readonly dtype: ComputeDtype;
+
   protected constructor(
     readonly weights: BoundWeights,
     protected readonly runtimeOptions: ModelRuntimeOptions,
-  ) {}
+  ) {
+    this.dtype = checkComputeDtype(new.target.name, runtimeOptions.dtype, runtimeOptions.runtime?.executionProviders ?? ['cpu']);
+  }
 
   /** The runtime and trace options this model was created with (a fused model inherits its UNet's). */
   get runtimeSettings(): ModelRuntimeOptions {
@@ -51,9 +66,20 @@ export abstract class TracedModel {
   /** Declare inputs, build the module tree's nodes and declare outputs. */
   protected abstract trace(op: GraphBuilder): void;
 
-  /** The graph choices for `executionProviders` (default: this model's): the caller's, over that provider's defaults. */
+  /**
+   * The graph choices for `executionProviders` (default: this model's): the caller's, over that provider's
+   * defaults and this model's dtype (float32 on the CPU, which a float16 model only reaches by falling back).
+   */
   traceOptions(executionProviders: readonly string[] = this.runtimeOptions.runtime?.executionProviders ?? ['cpu']): TraceOptions {
-    return { ...traceDefaultsFor(executionProviders), ...this.runtimeOptions.trace };
+    const upcast = this.attentionUpcast();
+    const half: Partial<TraceOptions> =
+      this.dtype === 'float16' && executionProviders[0] !== 'cpu' ? { dtype: 'float16', ...(upcast ? { attentionUpcast: upcast } : {}) } : {};
+    return { ...traceDefaultsFor(executionProviders), ...half, ...this.runtimeOptions.trace };
+  }
+
+  /** Where diffusers computes this model's attention scores or softmax in float32 under float16 (its config's upcast flags). */
+  protected attentionUpcast(): AttentionUpcast | undefined {
+    return undefined;
   }
 
   /** The ONNX model this class runs, built from the module tree (no weights read). */
@@ -76,7 +102,9 @@ export abstract class TracedModel {
   protected async run(feeds: Record<string, Feed>): Promise<Record<string, Tensor>> {
     const scales: Record<string, Feed> = {};
     [...this.loras.values()].forEach((a, i) => (scales[loraScaleInput(i)] = a.scale));
-    return (await this.ensureSession()).run({ ...feeds, ...scales });
+    const out = await (await this.ensureSession()).run({ ...feeds, ...scales });
+    if (this.dtype === 'float16') checkFiniteOutputs(this.graphName, out);
+    return out;
   }
 
   // ---- LoRA ------------------------------------------------------------------------------
@@ -184,7 +212,7 @@ export abstract class TracedModel {
   private ensureSession(): Promise<ModelSession> {
     if (this.session === null) {
       const [own, cpu] = [this.traceOptions(), this.traceOptions(['cpu'])];
-      const sameOnCpu = own.attention === cpu.attention && own.linear === cpu.linear;
+      const sameOnCpu = own.attention === cpu.attention && own.linear === cpu.linear && own.dtype === cpu.dtype;
       const pending = ModelSession.create(this.toOnnx(own), this.runtimeOptions.runtime ?? {}, sameOnCpu ? {} : { cpuModel: () => this.toOnnx(cpu) });
       this.session = pending;
       pending.catch(() => {

@@ -3,11 +3,12 @@
  * (nn/unet-2d-condition-net.ts) from the config, traces it into one graph and runs it.
  */
 import { OnnxDataType } from '../graph/onnx-proto.js';
-import type { GraphBuilder } from '../graph/builder.js';
+import type { AttentionUpcast, GraphBuilder } from '../graph/builder.js';
 import { ConfigError, InputError } from '../errors.js';
 import { UNet2DConditionNet, unetLayout } from '../nn/unet-2d-condition-net.js';
 import { Tensor, expectFloat32, type TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
+import { checkComputeDtype } from './compute-dtype.js';
 import { resolveModelFolder, openWeights, loadConfigJson, type PretrainedOptions } from './loading.js';
 import { UNET_SPEC, modelFromSingleFile, type SingleFileComponentOptions } from './single-file/component.js';
 import { assertFinite, timestepFeed, type ModelRuntimeOptions } from './traced-model.js';
@@ -29,8 +30,6 @@ export interface UNetForwardArgs {
 }
 
 export interface UNetPretrainedOptions extends PretrainedOptions, ModelRuntimeOptions {
-  /** Compute dtype; float32 only for now (fp16 checkpoints are cast to float32 in the graph). */
-  dtype?: 'float32';
 }
 
 export class UNet2DConditionModel extends UNetWithSwitches {
@@ -48,9 +47,7 @@ export class UNet2DConditionModel extends UNetWithSwitches {
   }
 
   static async fromPretrained(dir: string, options: UNetPretrainedOptions = {}): Promise<UNet2DConditionModel> {
-    if (options.dtype !== undefined && options.dtype !== 'float32') {
-      throw new ConfigError(`dtype "${String(options.dtype)}" is not supported; computation runs in float32`);
-    }
+    checkComputeDtype('UNet2DConditionModel', options.dtype, options.runtime?.executionProviders ?? ['cpu']); // before any download
     const folder = await resolveModelFolder(dir, options);
     const config = parseUNet2DConditionConfig(await loadConfigJson(folder), `${folder}/config.json`, options.warn ?? console.warn);
     const source = await openWeights(folder, 'diffusion_pytorch_model', options.variant);
@@ -70,16 +67,21 @@ export class UNet2DConditionModel extends UNetWithSwitches {
     return new UNet2DConditionModel(config, net, source, source.bindStrict(net.parameters()), options);
   }
 
+  /** diffusers' `upcast_attention` (SD 2.1's configs set it): a float16 graph computes attention scores in float32. */
+  protected override attentionUpcast(): AttentionUpcast | undefined {
+    return this.config.upcastAttention ? 'scores' : undefined;
+  }
+
   protected trace(op: GraphBuilder): void {
     const c = this.config;
     const F = OnnxDataType.FLOAT;
     const sample = op.input('sample', F, ['batch', c.inChannels, 'height', 'width']);
-    const t = op.input('timestep', F, ['batch']);
+    const t = op.input('timestep', F, ['batch'], { keepFloat32: true }); // embedded in float32, as diffusers
     const ctxDim = unetLayout(c, '').crossAttentionDim[0]!;
     const context = op.input('encoder_hidden_states', F, ['batch', 'sequence', ctxDim]);
     const added =
       c.additionEmbedType === 'text_time'
-        ? { textEmbeds: op.input('text_embeds', F, ['batch', 'text_embed_dim']), timeIds: op.input('time_ids', F, ['batch', 'time_ids']) }
+        ? { textEmbeds: op.input('text_embeds', F, ['batch', 'text_embed_dim']), timeIds: op.input('time_ids', F, ['batch', 'time_ids'], { keepFloat32: true }) }
         : null;
     // Only LCM UNets get the input, so every other graph stays as it was.
     const cond = c.timeCondProjDim === null ? null : op.input('timestep_cond', F, ['batch', c.timeCondProjDim]);

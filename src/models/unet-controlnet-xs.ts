@@ -9,7 +9,7 @@
  * features through. With control off nothing of the control model runs; weights are shared.
  */
 import { OnnxDataType } from '../graph/onnx-proto.js';
-import type { GraphBuilder } from '../graph/builder.js';
+import type { AttentionUpcast, GraphBuilder } from '../graph/builder.js';
 import { InputError } from '../errors.js';
 import { UNetControlNetXSNet, type CtrlGroupBounds } from '../nn/unet-controlnet-xs-net.js';
 import { expectFloat32, type Tensor, type TensorLike } from '../tensor.js';
@@ -87,18 +87,23 @@ export class UNetControlNetXSModel extends UNetWithSwitches {
     return new UNetControlNetXSModel(config, net, source.bindStrict(net.parameters()), options);
   }
 
+  /** diffusers' `upcast_attention` (SD 2.1's configs set it): a float16 graph computes attention scores in float32. */
+  protected override attentionUpcast(): AttentionUpcast | undefined {
+    return this.config.upcastAttention ? 'scores' : undefined;
+  }
+
   protected trace(op: GraphBuilder): void {
     const c = this.config;
     const F = OnnxDataType.FLOAT;
     const crossDim = perBlock(c.crossAttentionDim, c.downBlockTypes.length, 'cross_attention_dim', '')[0]!;
     const io = {
       sample: op.input('sample', F, ['batch', 4, 'height', 'width']),
-      t: op.input('timestep', F, ['batch']),
+      t: op.input('timestep', F, ['batch'], { keepFloat32: true }), // embedded in float32, as diffusers
       context: op.input('encoder_hidden_states', F, ['batch', 'sequence', crossDim]),
       cond: op.input('controlnet_cond', F, ['batch', c.ctrlConditioningChannels, 'cond_height', 'cond_width']),
       added:
         c.additionEmbedType === 'text_time'
-          ? { textEmbeds: op.input('text_embeds', F, ['batch', 'text_embed_dim']), timeIds: op.input('time_ids', F, ['batch', 'time_ids']) }
+          ? { textEmbeds: op.input('text_embeds', F, ['batch', 'text_embed_dim']), timeIds: op.input('time_ids', F, ['batch', 'time_ids'], { keepFloat32: true }) }
           : null,
     };
     const scale = op.input('conditioning_scale', F, []);

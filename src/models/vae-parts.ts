@@ -2,7 +2,7 @@
  * What AutoencoderKL and AutoencoderTiny share: two graphs (encoder, decoder), each a `VaePart` with
  * its own session created on first use, and diffusers' slicing (one batch item at a time).
  */
-import type { GraphBuilder } from '../graph/builder.js';
+import type { AttentionUpcast, GraphBuilder } from '../graph/builder.js';
 import type { ModelProto } from '../graph/onnx-proto.js';
 import type { Tensor } from '../tensor.js';
 import type { BoundWeights } from '../weights/source.js';
@@ -22,6 +22,11 @@ export class VaePart extends TracedModel {
 
   protected trace(op: GraphBuilder): void {
     this.build(op);
+  }
+
+  /** diffusers builds every VAE attention with `upcast_softmax=True`: a float16 graph takes the softmax in float32. */
+  protected override attentionUpcast(): AttentionUpcast {
+    return 'softmax';
   }
 
   async call(input: string, x: Tensor<'float32'>, output: string): Promise<Tensor<'float32'>> {

@@ -6,6 +6,7 @@
  */
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import { OnnxDataType } from '../graph/onnx-proto.js';
+import { FLOAT16_MAX } from '../util/float16.js';
 import type { ParameterSpec } from '../weights/source.js';
 import { Conv2d, LayerNorm, Linear, activation, type Activation } from './layers.js';
 import { Module } from './module.js';
@@ -217,7 +218,9 @@ export class CLIPTextTransformer extends Module {
     const causal = b.lessOrEqual(keys, queries); // [L, L]
     const notPadding = b.cast(b.unsqueeze(keyMask, b.ints([1, 2])), { to: OnnxDataType.BOOL }); // [B, L] → [B, 1, 1, L]
     const allowed = b.and(causal, notPadding); // [L, L] & [B, 1, 1, L] → [B, 1, L, L]
-    return b.where(allowed, b.scalar(0), b.scalar(MASKED_SCORE)); // [B, 1, L, L]
+    // transformers' finfo(dtype).min: float16's is −65504 (float32's would round to −Infinity)
+    const masked = b.dtype === 'float16' ? -FLOAT16_MAX : MASKED_SCORE;
+    return b.where(allowed, b.scalar(0), b.scalar(masked)); // [B, 1, L, L]
   }
 
   /**

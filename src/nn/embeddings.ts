@@ -18,7 +18,11 @@ export function timestepFrequencies(dim: number, downscaleFreqShift: number, max
   return out;
 }
 
-/** Timesteps [B] (float32) → [B, dim]: sin and cos of t·freq, cos first when `flipSinToCos`. */
+/**
+ * Timesteps [B] (float32) → [B, dim]: sin and cos of t·freq, cos first when `flipSinToCos`. Computed in
+ * float32 in every graph and cast to the compute dtype after, as diffusers does (a float16 t·freq would
+ * be off by up to 0.5 rad at t ≈ 1000).
+ */
 export class Timesteps extends Module {
   constructor(
     path: string,
@@ -29,7 +33,7 @@ export class Timesteps extends Module {
   }
 
   build(op: GraphBuilder, t: Value): Value {
-    const b = op.at(this.path);
+    const b = op.at(this.path).float32();
     const half = Math.floor(this.dim / 2);
     const freqs = b.constant(timestepFrequencies(this.dim, this.opts.downscaleFreqShift), [1, half], 'freqs');
     const args = b.mul(b.unsqueeze(t, b.ints([1])), freqs); // [B, 1] · [1, half] → [B, half]
@@ -38,7 +42,7 @@ export class Timesteps extends Module {
     const parts = this.opts.flipSinToCos ? [cos, sin] : [sin, cos];
     let emb = b.concat(parts, { axis: -1 }); // [B, 2·half]
     if (this.dim % 2 === 1) emb = b.pad(emb, b.ints([0, 0, 0, 1])); // [B, 2·half] → [B, dim]: one zero column
-    return emb;
+    return op.at(this.path).toFloatType(emb);
   }
 }
 

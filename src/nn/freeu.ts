@@ -16,7 +16,6 @@
  * float64 filter (2e-7 vs 2.5e-6 on a 6×10 input).
  */
 import type { GraphBuilder, Value } from '../graph/builder.js';
-import { OnnxDataType } from '../graph/onnx-proto.js';
 
 /** FreeU's four factors as scalar graph values (graph inputs: changing them needs no new trace). */
 export interface FreeUInputs {
@@ -43,8 +42,8 @@ export function freeuForBlock(f: FreeUInputs | null, resolutionIdx: number): Fre
 /** One axis of the window projection: R and S [n, n] for the runtime length of `like`'s axis. */
 function axisMatrices(b: GraphBuilder, like: Value, axis: number): { r: Value; s: Value } {
   const n = b.squeeze(b.shape(like, { start: axis, end: axis + 1 })); // int64 []
-  const nF = b.cast(n, { to: OnnxDataType.FLOAT });
-  const idx = b.cast(b.range(b.constant(BigInt64Array.of(0n), []), n, b.constant(BigInt64Array.of(1n), [])), { to: OnnxDataType.FLOAT }); // [n]
+  const nF = b.cast(n, { to: b.floatType });
+  const idx = b.cast(b.range(b.constant(BigInt64Array.of(0n), []), n, b.constant(BigInt64Array.of(1n), [])), { to: b.floatType }); // [n]
   const diff = b.sub(b.unsqueeze(idx, b.ints([1])), idx); // [n, 1] − [n] → [n, n]: j − l
   const theta = b.mul(diff, b.div(b.scalar(2 * Math.PI), nF)); // [n, n]
   // frequency −1 is frequency 0 when n = 1: count it once

@@ -88,9 +88,11 @@ export class GroupNorm extends Module {
     const b = op.at(this.path);
     const g = this.numGroups;
     const grouped = b.reshape(x, b.ints([0, g, -1])); // [B, C, H, W] → [B, G, C/G·H·W]
-    const ones = b.constant(new Float32Array(g).fill(1), [g], 'ones');
-    const zeros = b.constant(new Float32Array(g), [g], 'zeros');
-    const normed = b.instanceNormalization(grouped, ones, zeros, { epsilon: this.eps }); // per (B, G) statistics
+    const ones = b.floatConstant(new Float32Array(g).fill(1), [g], 'ones');
+    const zeros = b.floatConstant(new Float32Array(g), [g], 'zeros');
+    // per (B, G) statistics. float16 graphs need no upcast here: onnxruntime's float16 kernels (WebGPU, CUDA)
+    // accumulate them in float32, as torch's GroupNorm does (measured on WebGPU: no overflow at Σx² ≫ 65504).
+    const normed = b.instanceNormalization(grouped, ones, zeros, { epsilon: this.eps });
     const restored = b.reshape(normed, b.shape(x)); // [B, G, C/G·H·W] → [B, C, H, W]
     // γ, β [C] → [C, 1, 1], broadcast over [B, C, H, W]
     return b.add(b.mul(restored, b.paramReshaped(this.weight, [-1, 1, 1])), b.paramReshaped(this.bias, [-1, 1, 1]));

@@ -221,8 +221,11 @@ export class Decoder extends Module {
   build(op: GraphBuilder, z: Value): Value {
     let h = this.conv_in.build(op, z);
     h = this.mid_block.build(op, h);
-    for (const u of this.up_blocks) h = u.build(op, h);
-    h = silu(op.at(this.path), this.conv_norm_out.build(op, h));
-    return this.conv_out.build(op, h);
+    // diffusers' upcast_vae(): the up blocks onward in float32 (the mid block's output cast, as `sample.to(upscale_dtype)`)
+    const up = op.options.upcastVaeDecoder && op.halfPrecision ? op.float32() : op;
+    if (up !== op) h = up.toFloatType(h);
+    for (const u of this.up_blocks) h = u.build(up, h);
+    h = silu(up.at(this.path), this.conv_norm_out.build(up, h));
+    return this.conv_out.build(up, h);
   }
 }
