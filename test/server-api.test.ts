@@ -275,6 +275,8 @@ describe('with a scripted runner', () => {
       ['POST', '/v1/generations', { body: '{"prompt": ', headers: { 'content-type': 'application/json' } }, 400, undefined],
       ['POST', '/v1/generations', { json: [1, 2] }, 400, undefined],
       ['POST', '/v1/generations', { body: '{}', headers: { 'content-type': 'text/plain' } }, 415, undefined],
+      ['POST', '/v1/generations', { body: '{}', headers: { 'content-type': 'application/jsonp' } }, 415, undefined],
+      ['POST', '/sdapi/v1/txt2img', { body: '{}', headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 415, undefined],
       ['POST', '/v1/generations', { json: { image: CONTROL_BASE64 } }, 400, 'prompt'],
       ['POST', '/v1/generations', { json: { prompt: 'x' } }, 400, 'image'],
       ['POST', '/v1/generations', { json: { ...good, image: 'not base64!' } }, 400, 'image'],
@@ -320,6 +322,9 @@ describe('with a scripted runner', () => {
       assert.doesNotMatch(e.error.message, /\n\s+at /, `${what}: a stack in the response`);
       assert.equal(e.error.field, field, `${what}: ${e.error.message}`);
     }
+    // a body without any Content-Type (a Blob of no type) is what a page of another site could send unasked
+    const untyped = await fetch(`${a.url}/v1/generations`, { method: 'POST', headers: { authorization: `Bearer ${KEY}` }, body: new Blob([JSON.stringify(good)]) });
+    assert.equal(untyped.status, 415);
     assert.equal((await a.call('PUT', '/v1/generations')).headers.get('allow'), 'POST');
     assert.equal((await a.call('PATCH', '/v1/generations/x')).headers.get('allow'), 'GET, DELETE');
     assert.equal(runner.started, 0, 'no bad request reached the runner');

@@ -64,8 +64,9 @@ export async function readBody(req: IncomingMessage, maxBytes: number): Promise<
  */
 export async function readJson(req: IncomingMessage, maxBytes: number): Promise<Record<string, unknown>> {
   const type = req.headers['content-type'];
-  if (type !== undefined && !/^application\/json\b/i.test(type)) {
-    throw new HttpError(415, `the request body must be application/json, got ${type}`);
+  // required, not only checked when present: a body without a type is a "simple" cross-origin request too
+  if (type === undefined || !/^application\/json\s*(;|$)/i.test(type)) {
+    throw new HttpError(415, `the request body must be sent as Content-Type: application/json, got ${type ?? 'no Content-Type'}`);
   }
   const bytes = await readBody(req, maxBytes);
   let value: unknown;
