@@ -90,7 +90,9 @@ try {
         if (r.status !== 202) throw new Error(`submit answered ${r.status}`);
         let s: { status: string; createdAt: number; finishedAt?: number; images: string[] };
         for (;;) {
-          s = (await (await fetch(`${api}/v1/generations/${id}`)).json()) as typeof s;
+          const g = await fetch(`${api}/v1/generations/${id}`);
+          s = (await g.json()) as typeof s;
+          if (g.status !== 200) throw new Error(`status of ${id} answered ${g.status}: ${JSON.stringify(s)}`);
           if (!['queued', 'running'].includes(s.status)) break;
           await sleep(25);
         }

@@ -110,6 +110,24 @@ test('submit → queued with positions; a worker runs each once; status, images 
   });
 });
 
+test('get never loses a job while it moves from queued to running to finished (polled throughout)', async () => {
+  await withQueue(async (q, { worker }) => {
+    const ids = await Promise.all(Array.from({ length: 40 }, (_, i) => q.submit(fakeRequest(`fast ${i}`)).then((r) => r.id)));
+    await worker(new FakeRunner());
+    await worker(new FakeRunner());
+    await Promise.all(
+      ids.map(async (id) => {
+        for (;;) {
+          const s = await q.get(id);
+          assert.ok(s, `job ${id} vanished`);
+          if (s.status === 'succeeded') return;
+          assert.ok(['queued', 'running'].includes(s.status), s.status);
+        }
+      }),
+    );
+  });
+});
+
 test('events: status, every step with its preview, then done', async () => {
   await withQueue(async (q, { worker }) => {
     const { id } = await q.submit(fakeRequest('followed', { steps: 3 }));

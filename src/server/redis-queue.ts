@@ -165,16 +165,15 @@ export class RedisQueue implements JobQueue {
     const record = await this.store.readRecord(id);
     if (record) return statusOfRecord(id, record);
     const state = await this.queue.getJobState(id);
-    if (state === 'unknown' || state === 'completed') {
-      // finished between the two reads (or its results expired)
+    const [timestamp, processedOn, finishedOn, progress, failedReason] = state === 'unknown'
+      ? []
+      : await this.client.hmget(this.queue.toKey(id), 'timestamp', 'processedOn', 'finishedOn', 'progress', 'failedReason');
+    if (state === 'unknown' || state === 'completed' || !timestamp) {
+      // No job in BullMQ: it finished (and left) after the first read, or is unknown. A worker stores the
+      // record before it completes the job, so a second read settles which.
       const late = await this.store.readRecord(id);
       return late ? statusOfRecord(id, late) : null;
     }
-    const [timestamp, processedOn, finishedOn, progress, failedReason] = await this.client.hmget(
-      this.queue.toKey(id),
-      'timestamp', 'processedOn', 'finishedOn', 'progress', 'failedReason',
-    );
-    if (timestamp === null) return null; // removed meanwhile
     const p = parseProgress(progress);
     const status: JobStatus = {
       id,
