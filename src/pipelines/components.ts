@@ -110,7 +110,7 @@ export async function loadScheduler(dir: string): Promise<Scheduler> {
 }
 
 function runtime(opts: ModelRuntimeOptions): ModelRuntimeOptions {
-  return { ...(opts.runtime ? { runtime: opts.runtime } : {}), ...(opts.trace ? { trace: opts.trace } : {}) };
+  return { ...(opts.runtime ? { runtime: opts.runtime } : {}), ...(opts.trace ? { trace: opts.trace } : {}), ...(opts.dtype ? { dtype: opts.dtype } : {}) };
 }
 
 /** The pipelines' UNet: a fused model as given, or a plain UNet fused with the adapter (diffusers' __init__). */

@@ -1,4 +1,5 @@
 /** Step 8 of both pipelines: the denoising loop, as an async generator of steps. */
+import { NonFiniteOutputError } from '../models/non-finite.js';
 import type { UNetControlNetXSModel } from '../models/unet-controlnet-xs.js';
 import type { Generator } from '../random/index.js';
 import type { SchedulerRun } from '../schedulers/index.js';
@@ -60,16 +61,20 @@ export async function* denoise<P>(o: DenoiseOptions<P>): AsyncGenerator<Pipeline
     const t = timesteps[i]!;
     const latentModelInput = o.run.scaleModelInput(doCfg ? catBatch([latents, latents]) : latents, t);
     const applyControl = controlAppliesAt(i, timesteps.length, o.controlGuidanceStart, o.controlGuidanceEnd);
-    const { sample: noisePred } = await o.unet.forward({
-      sample: latentModelInput,
-      timestep: t,
-      encoderHiddenStates: promptEmbeds,
-      controlnetCond: o.controlImage,
-      conditioningScale: o.conditioningScale,
-      applyControl,
-      ...(o.addedCondKwargs ? { addedCondKwargs: o.addedCondKwargs } : {}),
-      ...(o.timestepCond ? { timestepCond: o.timestepCond } : {}),
-    });
+    const { sample: noisePred } = await o.unet
+      .forward({
+        sample: latentModelInput,
+        timestep: t,
+        encoderHiddenStates: promptEmbeds,
+        controlnetCond: o.controlImage,
+        conditioningScale: o.conditioningScale,
+        applyControl,
+        ...(o.addedCondKwargs ? { addedCondKwargs: o.addedCondKwargs } : {}),
+        ...(o.timestepCond ? { timestepCond: o.timestepCond } : {}),
+      })
+      .catch((e: unknown) => {
+        throw e instanceof NonFiniteOutputError ? e.atStep(i, t) : e; // a float16 overflow, named with its step
+      });
     const guided = doCfg ? guide(noisePred, o.guidanceScale) : noisePred;
     latents = o.run.step(guided, t, latents, { generator: o.generator, eta: o.eta }).prevSample;
     if (o.callbackOnStepEnd) {

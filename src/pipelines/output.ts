@@ -48,10 +48,17 @@ export interface DecodeStage {
  * session after their stage when model offload is on. Flagged images are zeros that are not
  * denormalised, so they come out black, as in diffusers.
  */
-export async function decodeOutput(p: DecodeStage, latents: Tensor<'float32'>, outputType: 'pil' | 'np' | 'latent'): Promise<PipelineOutput> {
+export async function decodeOutput(
+  p: DecodeStage,
+  latents: Tensor<'float32'>,
+  outputType: 'pil' | 'np' | 'latent',
+  o: { upcastVae?: boolean } = {},
+): Promise<PipelineOutput> {
   await p.offload.afterUse(p.unet);
   if (outputType === 'latent') return { images: latents, nsfwContentDetected: null };
-  const { sample } = await p.vae.decode(divide(latents, p.vae.config.scalingFactor), p.vaeDecode);
+  // SDXL's `needs_upcasting`: a float16 AutoencoderKL with force_upcast decodes as after diffusers' upcast_vae()
+  const vae = o.upcastVae && 'forDecodeUpcast' in p.vae ? p.vae.forDecodeUpcast() : p.vae;
+  const { sample } = await vae.decode(divide(latents, p.vae.config.scalingFactor), p.vaeDecode);
   await p.offload.afterUse(p.vae);
   const { images: checked, nsfwContentDetected } = p.runSafetyChecker ? await p.runSafetyChecker(sample) : { images: sample, nsfwContentDetected: null };
   const opts = nsfwContentDetected === null ? {} : { doDenormalize: nsfwContentDetected.map((flagged) => !flagged) };

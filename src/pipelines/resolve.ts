@@ -4,6 +4,7 @@ import { hubOptionsFrom } from '../models/loading.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import type { TraceOptions } from '../graph/builder.js';
 import type { ModelRuntimeOptions } from '../models/traced-model.js';
+import { checkComputeDtype, type ComputeDtype } from '../models/compute-dtype.js';
 
 /** 'wasm' is the browser build's CPU (onnxruntime-web's WebAssembly backend); Node runs it on the CPU provider with a notice. */
 export type Device = 'cpu' | 'cuda' | 'webgpu' | 'wasm';
@@ -13,8 +14,12 @@ export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
 export interface PipelineLoadOptions {
   /** Weights variant of every component, e.g. 'fp16'. */
   variant?: string;
-  /** Compute dtype; float32 (fp16 checkpoints are cast in-graph). */
-  dtype?: 'float32';
+  /**
+   * Compute dtype of every component (diffusers' `torch_dtype`), default 'float32'; 'float16' on 'webgpu' or
+   * 'cuda' only (a ConfigError on the CPU, before anything is downloaded). Weights stay float16 from a
+   * float16 checkpoint (`variant: 'fp16'`) or are cast once when each session opens.
+   */
+  dtype?: ComputeDtype;
   /** Shorthand for the execution provider: 'cpu' (default), 'cuda', 'webgpu'; in the browser 'wasm' or 'webgpu'. */
   device?: Device;
   revision?: string;
@@ -34,6 +39,7 @@ export interface PipelineLoadOptions {
  * `skip` names component folders not to download (components the caller passes in instead).
  */
 export async function resolvePipelineDir(idOrDir: string, options: PipelineLoadOptions, skip: readonly string[] = []): Promise<string> {
+  checkComputeDtype('pipeline', options.dtype, modelOptions(options).runtime?.executionProviders ?? ['cpu']); // before any download
   return resolvePretrained(idOrDir, { ...hubOptionsFrom(options), files: 'pipeline', ...(skip.length ? { skipComponents: skip } : {}) });
 }
 
@@ -50,5 +56,6 @@ export function modelOptions(o: PipelineLoadOptions): ModelRuntimeOptions & { va
     ...(o.variant ? { variant: o.variant } : {}),
     ...(Object.keys(runtime).length ? { runtime } : {}),
     ...(o.trace ? { trace: o.trace } : {}),
+    ...(o.dtype ? { dtype: o.dtype } : {}),
   };
 }

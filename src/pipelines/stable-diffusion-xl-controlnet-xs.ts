@@ -297,8 +297,8 @@ export class StableDiffusionXLControlNetXSPipeline extends ControlNetXSPipelineB
       ...loopHooks(args),
     });
 
-    // 9. Decode (the VAE runs in float32, so force_upcast has nothing to do) and post-process
-    return decodeOutput(this, latents, outputType);
+    // 9. Decode (a float16 VAE with force_upcast as after upcast_vae(): needs_upcasting) and post-process
+    return decodeOutput(this, latents, outputType, { upcastVae: true });
   }
 
   /**
