@@ -3,10 +3,15 @@
  * ControlNet-XS step at batch 2 (classifier-free guidance) for 32² and 64² latents with control on
  * and off, text encoder, VAE decode at 512 px next to TAESD's (AutoencoderTiny, the live-preview
  * decoder), a whole 20-step 512 px generation, and peak RSS. Prints a table and one JSON line.
- * `--decode-only` measures just the two decodes.
+ * `--decode-only` measures just the two decodes. `--dtype float16` runs every model in half precision (GPU
+ * providers only); on CUDA the table adds the peak device memory (nvidia-smi). `--model DIR` benchmarks a
+ * pipeline folder instead of the random SD 2.1 checkpoint (e.g. test/fixtures/tiny-sd-cnxs on llvmpipe).
  *
  *   npm run bench -- [--sizes 32,64] [--repeats 2] [--steps 20] [--skip-full] [--decode-only] [--out bench/out/sd21-random]
- *                    [--attention fused|plain] [--threads N] [--device cpu|webgpu] [--offload]
+ *                    [--attention fused|plain] [--threads N] [--device cpu|webgpu|cuda] [--dtype float32|float16]
+ *                    [--model DIR] [--offload]
+ *
+ * On a GPU machine, the README's GPU table: npm run bench -- --device cuda --dtype float16 (or --device webgpu).
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -22,6 +27,8 @@ import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
 import { StableDiffusionControlNetXSPipeline } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { Generator, randn } from '../src/random/index.js';
 import type { RuntimeOptions } from '../src/runtime/session.js';
+import { existsSync } from 'node:fs';
+import { sampleDeviceMemory } from './device-memory.js';
 import { ensureRandomCheckpoint } from './random-checkpoint.js';
 
 const { values } = parseArgs({
@@ -34,6 +41,8 @@ const { values } = parseArgs({
     attention: { type: 'string' }, // default: the execution provider's (traceDefaultsFor)
     threads: { type: 'string' },
     device: { type: 'string', default: 'cpu' },
+    dtype: { type: 'string', default: 'float32' },
+    model: { type: 'string' }, // a pipeline folder instead of the random SD 2.1 checkpoint
     'full-only': { type: 'boolean', default: false },
     'decode-only': { type: 'boolean', default: false },
     'load-only': { type: 'string' }, // child mode: 'unet', 'pipeline' (both without the graph cache) or 'warm'
@@ -60,12 +69,14 @@ async function time(what: string, repeats: number, fn: () => Promise<unknown>): 
   record(what, median(t));
 }
 
-const dir = ensureRandomCheckpoint(values.out);
+const dir = values.model ?? ensureRandomCheckpoint(values.out);
+if (values.dtype !== 'float32' && values.dtype !== 'float16') throw new Error(`--dtype must be float32 or float16, got ${values.dtype}`);
+const dtype: 'float32' | 'float16' = values.dtype === 'float16' ? 'float16' : 'float32';
 const runtime: RuntimeOptions = {
   ...(values.threads ? { intraOpNumThreads: Number(values.threads) } : {}),
   ...(values.device !== 'cpu' ? { executionProviders: [values.device, 'cpu'] } : {}),
 };
-const load = { runtime, ...(values.attention ? { trace: { attention: values.attention as 'fused' | 'plain' } } : {}), warn: () => {} };
+const load = { runtime, dtype, ...(values.attention ? { trace: { attention: values.attention as 'fused' | 'plain' } } : {}), warn: () => {} };
 
 async function loadPipeline(graphCacheDir?: string, o: { prepare: boolean } = { prepare: true }): Promise<StableDiffusionControlNetXSPipeline> {
   const p = await StableDiffusionControlNetXSPipeline.fromPretrained(dir, { ...load, runtime: { ...runtime, ...(graphCacheDir ? { graphCacheDir } : {}) } });
@@ -84,6 +95,7 @@ const fullRun = (p: StableDiffusionControlNetXSPipeline) =>
 async function timeDecoders(vae: AutoencoderKL | AutoencoderTiny, repeats: number): Promise<void> {
   const latents = randn([1, 4, 64, 64], { generator: new Generator().manualSeed(2) });
   await time('VAE decode 512×512', repeats, () => vae.decode(latents));
+  if (!existsSync(join(dir, 'taesd'))) return; // a --model folder without one
   const taesd = await AutoencoderTiny.fromPretrained(join(dir, 'taesd'), load);
   await time('TAESD (AutoencoderTiny) decode 512×512', repeats, () => taesd.decode(latents));
   await taesd.release();
@@ -121,11 +133,13 @@ function child<T>(flags: string[]): T {
 if (values['full-only']) {
   // A process of its own, so its peak RSS is the generation's (warm load + 20 steps + decode).
   // with offload, sessions open when first used (and close after their stage)
+  const device = await sampleDeviceMemory(values.device);
   const p = await loadPipeline(graphs, { prepare: !values.offload });
   p.offload.enabled = values.offload;
   const t = now();
   await fullRun(p);
-  console.log(JSON.stringify({ seconds: now() - t, peakRssGB: peakRssGB() }));
+  const seconds = now() - t;
+  console.log(JSON.stringify({ seconds, peakRssGB: peakRssGB(), peakDeviceGB: await device.stop() }));
   process.exit(0);
 }
 
@@ -153,7 +167,7 @@ for (const size of values.sizes.split(',').map(Number)) {
     sample: randn([2, 4, size, size], { generator: g }),
     timestep: 500,
     encoderHiddenStates: context,
-    controlnetCond: randn([2, 3, size * 8, size * 8], { generator: g }),
+    controlnetCond: randn([2, 3, size * pipe.vaeScaleFactor, size * pipe.vaeScaleFactor], { generator: g }),
   };
   for (const applyControl of [true, false]) {
     await time(`UNet+CNXS step b2 ${size}×${size} control ${applyControl ? 'on' : 'off'}`, repeats, () => pipe.unet.forward({ ...args, applyControl }));
@@ -163,9 +177,9 @@ await timeDecoders(pipe.vae, repeats);
 
 const peak = peakRssGB();
 await release(pipe);
-let full: { seconds: number; peakRssGB: number } | null = null;
+let full: { seconds: number; peakRssGB: number; peakDeviceGB: number | null } | null = null;
 if (!values['skip-full']) {
-  full = child<{ seconds: number; peakRssGB: number }>(['--full-only']);
+  full = child<{ seconds: number; peakRssGB: number; peakDeviceGB: number | null }>(['--full-only']);
   record(`full generation 512×512, ${values.steps} steps, CFG (own process${values.offload ? ', model offload' : ''})`, full.seconds);
 }
 
@@ -173,4 +187,7 @@ console.log('\n| measurement | value |\n|---|---|');
 for (const r of rows) console.log(`| ${r.what} | ${r.seconds.toFixed(2)} s |`);
 console.log(`| peak RSS, this benchmark process (three loads, every measurement) | ${peak.toFixed(2)} GB |`);
 if (full) console.log(`| peak RSS, full 512 px generation (own process, warm load${values.offload ? ', model offload' : ''}) | ${full.peakRssGB.toFixed(2)} GB |`);
-console.log(JSON.stringify({ date: new Date().toISOString(), device: ranOn, trace: pipe.unet.traceOptions([ranOn]), rows, peakRssGB: peak, fullGenerationPeakRssGB: full?.peakRssGB ?? null }));
+if (full) console.log(`| peak device memory, full 512 px generation (own process) | ${full.peakDeviceGB === null ? 'not measurable on this device' : `${full.peakDeviceGB.toFixed(2)} GB`} |`);
+console.log(
+  JSON.stringify({ date: new Date().toISOString(), device: ranOn, dtype, trace: pipe.unet.traceOptions([ranOn]), rows, peakRssGB: peak, fullGenerationPeakRssGB: full?.peakRssGB ?? null, fullGenerationPeakDeviceGB: full?.peakDeviceGB ?? null }),
+);
