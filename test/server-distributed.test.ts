@@ -6,7 +6,9 @@
  *     each id its own image (its seed in the PNG's parameters), the reference settings' image within one
  *     rounding step of diffusers' (pipeline case b_generator_seed0), nothing left queued or failed;
  *  2. the worker running a long job is SIGKILLed: the other worker takes the job over and finishes it;
- *  3. Redis is killed and restarted (append-only file) under a batch of jobs: every one completes once it is back.
+ *  3. Redis is killed and restarted (append-only file) under a batch of jobs: every one completes once it is back;
+ *  4. SIGTERM to the worker running a long job: it hands the job back after its grace period and exits 0, the
+ *     job finishes on the other worker; SIGTERM to the API: exit 0.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -25,7 +27,7 @@ const D = fixture('tiny-sd-cnxs');
 const CONTROL = readFileSync(join(D, 'pipeline', 'control.png')).toString('base64');
 const PROMPT = 'a photo of a bird';
 /** Short locks so a dead worker's job comes back within seconds. */
-const WORKER_ARGS = ['--lock-seconds', '4', '--stalled-check-seconds', '1', '--grace-seconds', '5', '--offline'];
+const WORKER_ARGS = ['--lock-seconds', '4', '--stalled-check-seconds', '1', '--grace-seconds', '1', '--offline'];
 const cacheHome = tempDir('cnxs-dist-cache-');
 
 let redis: RedisServer;
@@ -193,4 +195,23 @@ test('Redis killed and restarted under a batch of jobs: every job completes once
   const ready = await fetch(`${apiUrl}/readyz`);
   await ready.arrayBuffer();
   assert.equal(ready.status, 200, 'the API is ready again');
+});
+
+test('SIGTERM: a worker hands its running job back and exits 0; the API exits 0', async () => {
+  const job = await submit(8, 150);
+  const deadline = Date.now() + 60_000;
+  let runner: CnxsProcess | undefined;
+  while (!runner) {
+    const s = await status(job.id);
+    if (s.status === 'running' && s.progress.step >= 1) runner = workers.find((w) => w.output().includes(`job ${job.id}: running`) && w.child.exitCode === null);
+    assert.ok(Date.now() < deadline, `the job did not start: ${JSON.stringify(s)}`);
+    if (!runner) await sleep(50);
+  }
+  assert.equal(await runner.kill('SIGTERM', 30_000), 0, runner.output().slice(-2000));
+  assert.match(runner.output(), /SIGTERM: finishing the running job, then exiting/);
+  assert.match(runner.output(), /stopped\n$/);
+  await drained(60_000);
+  await checkSucceeded([job], 2);
+  if (/handed back to the queue/.test(runner.output())) assert.equal(await queue.runs(job.id), 2);
+  assert.equal(await api.kill('SIGTERM', 30_000), 0, api.output().slice(-2000));
 });
