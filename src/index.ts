@@ -119,7 +119,9 @@ export type { ControlImageInput } from './pipelines/inputs.js';
 export type { PipelineLoadOptions, Device } from './pipelines/resolve.js';
 export {
   DEFAULT_CONTROLNETS,
+  DEFAULT_DEPTH_CONTROLNETS,
   loadControlNetXSPipeline,
+  type ControlType,
   pipelineKind,
   type LoadControlNetXSPipelineOptions,
   type LoadedControlNetXSPipeline,
@@ -130,3 +132,37 @@ export * from './schedulers/index.js';
 export { SCHEDULER_ALIASES, findSchedulerAlias, schedulerAlias, schedulerLabel, type SchedulerAlias } from './schedulers/aliases.js';
 export { addPngText, checkPngText, readPngText } from './image/png-text.js';
 export * from './hub/index.js';
+export { loadDepthEstimationModel, depthModelType, DEPTH_MODEL_TYPES, type DepthEstimationModel, type DepthEstimationModelConfig, type DepthEstimationPretrainedOptions } from './models/depth-estimation.js';
+export { DPTForDepthEstimation } from './models/dpt.js';
+export { DepthAnythingForDepthEstimation } from './models/depth-anything.js';
+export type { DPTConfig } from './models/dpt-config.js';
+export type { DepthAnythingConfig } from './models/depth-anything-config.js';
+export type { BitConfig, Dinov2Config } from './models/backbone-config.js';
+export { DPTImageProcessor, parseDPTImageProcessorConfig, MAX_DEPTH_IMAGE_PIXELS, type DPTImageProcessorConfig } from './image/dpt-image-processor.js';
+export { GrayImage } from './image/gray-image.js';
+export { interpolateBicubic } from './image/torch-bicubic.js';
+export {
+  depthEstimation,
+  DepthEstimationPipeline,
+  defaultDepthProcessor,
+  interpolateDepth,
+  depthToImage,
+  depthMinMax,
+  depthControlImage,
+  type DepthEstimationResult,
+  type DepthEstimationOptions,
+  type DepthEstimationPipelineOptions,
+  type DepthImageInput,
+} from './pipelines/depth-estimation.js';
+export { chooseSize, type SizeSettings } from './generate/size.js';
+export { SettingError, type SettingNames } from './generate/errors.js';
+export { DEFAULT_SETTINGS, DEFAULT_MAX_PIXELS, MAX_STEPS, MAX_NUM_IMAGES, type GenerationSettings } from './generate/settings.js';
+export { imageSeeds, seedGenerators, randomSeed, MAX_SEED } from './generate/seeds.js';
+export { schedulerKey, schedulerKeys, namedScheduler, samplerLabel } from './generate/scheduler.js';
+export { a1111Parameters, checkParameters, type ParameterSettings, type ParameterInfo } from './generate/parameters.js';
+export { loadControlImage, DEFAULT_CANNY, type CannyThresholds } from './generate/control.js';
+export { encodePng, writePng } from './generate/png.js';
+export { loadGenerationPipeline, type GenerationPipelineOptions, type GenerationPipeline } from './generate/load.js';
+export { checkModelSettings } from './generate/checks.js';
+export { generateImages, type GenerateImagesOptions, type GeneratedImages } from './generate/run.js';
+export { latentToRgb, LATENT_RGB, type LatentFamily } from './generate/latent-preview.js';

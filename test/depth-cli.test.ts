@@ -91,7 +91,7 @@ describe('cnxs depth refuses bad command lines before loading, writing nothing',
       [['depth', image, '--out', join(dir, 'o.gif'), '--model', model], 2, /cannot tell the image format from "\.gif"/],
       [['depth', image, '--out', out, '--model', model, '--device', 'tpu'], 2, /--device must be one of cpu, cuda, webgpu, got "tpu"/],
       [['depth', image, '--out', out, '--model', unet], 1, /not a depth-estimation model \(a diffusers UNet2DConditionModel\)/],
-      [['depth', image, '--out', out, '--model', 'org/not-cached', '--offline'], 1, /org\/not-cached/],
+      [['depth', image, '--out', out, '--model', 'org/not-cached', '--offline'], 1, /org\/not-cached.*--offline is set/],
       [['depth', image, '--out', out, '--modl', model], 2, /unknown option --modl; did you mean --model\?/],
     ];
     for (const [args, status, message] of runs) {

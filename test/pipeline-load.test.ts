@@ -7,10 +7,10 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { InputError } from '../src/errors.js';
 import { RGBImage } from '../src/image/rgb-image.js';
-import { DEFAULT_CONTROLNETS, loadControlNetXSPipeline, pipelineKind } from '../src/pipelines/load.js';
+import { DEFAULT_CONTROLNETS, DEFAULT_DEPTH_CONTROLNETS, loadControlNetXSPipeline, pipelineKind } from '../src/pipelines/load.js';
 import { StableDiffusionControlNetXSPipeline } from '../src/pipelines/stable-diffusion-controlnet-xs.js';
 import { StableDiffusionXLControlNetXSPipeline } from '../src/pipelines/stable-diffusion-xl-controlnet-xs.js';
-import { fixture } from './helpers.js';
+import { fixture, tempDir } from './helpers.js';
 
 const SD = fixture('tiny-sd-cnxs');
 const XL = fixture('tiny-sdxl-cnxs');
@@ -27,6 +27,24 @@ test('loadControlNetXSPipeline picks the pipeline from model_index.json and says
   assert.equal(DEFAULT_CONTROLNETS.sdxl, 'UmerHA/Testing-ConrolNetXS-SDXL-canny');
   // the sizes the pipeline generates: the tiny UNet has 3 levels and an 8× VAE, sample_size 8
   assert.deepEqual(sd.pipeline.sizeRules, { multiple: 32, vaeScaleFactor: 8, defaultSize: 64 });
+});
+
+test('without an adapter, controlType picks the published canny or depth adapter of the model family', async () => {
+  const cacheDir = tempDir(); // empty: the error names the adapter it looked for
+  const cases = [
+    [SD, undefined, 'UmerHA/Testing-ConrolNetXS-SD2.1-canny'],
+    [SD, 'depth', 'UmerHA/Testing-ConrolNetXS-SD2.1-depth'],
+    [XL, 'canny', 'UmerHA/Testing-ConrolNetXS-SDXL-canny'],
+    [XL, 'depth', 'UmerHA/Testing-ConrolNetXS-SDXL-depth'],
+  ] as const;
+  for (const [model, controlType, id] of cases) {
+    await assert.rejects(
+      loadControlNetXSPipeline(model, { ...(controlType ? { controlType } : {}), localFilesOnly: true, cacheDir }),
+      (e: Error) => e.message.includes(id),
+      `${controlType ?? 'default'} on ${model}`,
+    );
+  }
+  assert.deepEqual([DEFAULT_CONTROLNETS.sd, DEFAULT_DEPTH_CONTROLNETS.sdxl], [cases[0][2], cases[3][2]]);
 });
 
 test('run() checks the size first, in pixels, for control images and for given sizes alike', async () => {

@@ -8,10 +8,10 @@ import { canny } from '../image/canny.js';
 import { loadImage } from '../image/load.js';
 import { DEPTH_USAGE, depthCommand } from './depth.js';
 import { GENERATE_USAGE, HELP, generate, parseGenerateArgs } from './generate.js';
-import { serveCommand } from './serve.js';
-import { workerCommand } from './worker.js';
 import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
+import { SERVE_USAGE, serveCommand } from './serve.js';
 import { UsageError, didYouMean, float } from './usage.js';
+import { WORKER_USAGE, workerCommand } from './worker.js';
 
 const CANNY_OPTIONS: readonly OptionSpec[] = [
   { name: 'out', short: 'o', value: 'FILE.png', help: 'where to write the edges (required)' },
@@ -34,6 +34,8 @@ commands:
   generate  prompt + control image → PNG with ControlNet-XS (SD 1.x/2.x and SDXL)
   canny     OpenCV-exact Canny edges (the control images ControlNet-XS canny adapters expect)
   depth     depth map of a photo (the control images ControlNet-XS depth adapters expect)
+  serve     HTTP API (OpenAPI at /openapi.json) and web UI at /; in-process queue, or Redis workers with --redis
+  worker    run generations from the Redis queue of cnxs serve --redis (one per GPU or machine)
   help      show this text (cnxs <command> --help: that command's options)
 
 options: -v, --version   print the version
@@ -42,7 +44,11 @@ ${GENERATE_USAGE}
 
 ${CANNY_USAGE}
 
-${DEPTH_USAGE}`;
+${DEPTH_USAGE}
+
+${SERVE_USAGE}
+
+${WORKER_USAGE}`;
 
 async function cannyCommand(args: readonly string[]): Promise<void> {
   const v = new OptionValues(parseOptions(args, CANNY_OPTIONS, 'canny'));

@@ -13,7 +13,7 @@ import { DEVICES, type Device } from '../pipelines/resolve.js';
 import { DEFAULT_DEPTH_MODEL, loadDepthPipeline } from './depth-model.js';
 import { defaultGraphCacheDir } from './generate.js';
 import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
-import { UsageError, didYouMean } from './usage.js';
+import { UsageError, didYouMean, offlineWording } from './usage.js';
 
 const DEPTH_OPTIONS: readonly OptionSpec[] = [
   { name: 'out', short: 'o', value: 'FILE.png', help: 'where to write the depth map, 8-bit gray (required; .png, .jpg or .webp)' },
@@ -88,7 +88,7 @@ export async function depthCommand(args: readonly string[], io: { stdout: NodeJS
     device,
     graphCacheDir: graphCache === 'off' ? null : (graphCache ?? defaultGraphCacheDir(process.env)),
     warn: (m) => io.stderr.write(`${m}\n`),
-  });
+  }).catch(offlineWording);
   try {
     const { depth } = await pipe.run(image);
     await depth.save(out);

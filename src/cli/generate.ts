@@ -8,7 +8,6 @@ import { constants, existsSync, statSync } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, extname, join, resolve } from 'node:path';
-import { ControlNetXSError } from '../errors.js';
 import { checkModelSettings } from '../generate/checks.js';
 import { DEFAULT_CANNY, loadControlImage } from '../generate/control.js';
 import { SettingError, type SettingNames } from '../generate/errors.js';
@@ -20,7 +19,6 @@ import { imageSeeds } from '../generate/seeds.js';
 import { DEFAULT_MAX_PIXELS, MAX_NUM_IMAGES, MAX_STEPS } from '../generate/settings.js';
 import { chooseSize as chooseGenerationSize, type SizeSettings } from '../generate/size.js';
 import { generateImages } from '../generate/run.js';
-import { HubNotCachedError } from '../hub/errors.js';
 import type { ImageSize, SizeRules } from '../pipelines/image-size.js';
 import { DEFAULT_CONTROLNETS } from '../pipelines/load.js';
 import { DEVICES, type Device } from '../pipelines/resolve.js';
@@ -29,7 +27,7 @@ import { DEFAULT_DEPTH_MODEL, depthControlFromPhoto } from './depth-model.js';
 import { extractPromptLoras, parseLoraOption, type LoraOption } from './lora-options.js';
 import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
 import { ProgressBar } from './progress.js';
-import { UsageError, didYouMean, float, integer, seed as parseSeed } from './usage.js';
+import { UsageError, didYouMean, float, integer, offlineWording, seed as parseSeed } from './usage.js';
 
 export const DEFAULT_MODEL = 'stabilityai/stable-diffusion-2-1-base';
 export { DEFAULT_MAX_PIXELS };
@@ -40,11 +38,11 @@ const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'prompt', short: 'p', value: 'TEXT', help: 'what to draw (required)' },
   { name: 'control', short: 'c', value: 'IMAGE', help: 'control image: PNG, JPEG, WebP, … (required)' },
   { name: 'canny', help: 'run Canny edges (100, 200) on --control first' },
-  { name: 'depth', help: 'turn --control (a photo) into its depth map first, as cnxs depth does (use a depth --controlnet)' },
+  { name: 'depth', help: 'turn --control (a photo) into its depth map first, as cnxs depth does (default adapter: the depth one)' },
   { name: 'depth-model', value: 'ID|DIR', help: `depth model for --depth (default ${DEFAULT_DEPTH_MODEL})` },
   { name: 'model', short: 'm', value: 'ID|DIR|FILE', help: `base pipeline (default ${DEFAULT_MODEL}); SDXL repos pick the SDXL pipeline; a .safetensors/.ckpt single file works too` },
   { name: 'config', value: 'ID|DIR', help: 'configs for a single-file --model (default: the bundled SD 1.5 / 2.1 / XL ones its keys point to)' },
-  { name: 'controlnet', value: 'ID|DIR', help: `ControlNet-XS adapter (default ${DEFAULT_CONTROLNETS.sd}, or ${DEFAULT_CONTROLNETS.sdxl} for SDXL)` },
+  { name: 'controlnet', value: 'ID|DIR', help: `ControlNet-XS adapter (default ${DEFAULT_CONTROLNETS.sd}, or ${DEFAULT_CONTROLNETS.sdxl} for SDXL; -depth instead of -canny with --depth)` },
   { name: 'negative-prompt', short: 'n', value: 'TEXT', help: 'what not to draw' },
   { name: 'lora', value: 'FILE[:SCALE]', help: 'LoRA .safetensors (or Hub id) with its weight (default 1); repeatable' },
   { name: 'lora-dir', value: 'DIR', help: 'folder for A1111\'s <lora:NAME:SCALE> in --prompt (NAME.safetensors)' },
@@ -304,13 +302,14 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
   };
   const photo = await loadControlImage(o.control, o.canny ? { canny: DEFAULT_CANNY } : {});
   const depthModel = { model: o.depthModel ?? DEFAULT_DEPTH_MODEL, offline: o.offline, device: o.device, graphCacheDir: o.graphCache, warn: notice('warning') };
-  const control = o.depth ? await depthControlFromPhoto(photo, depthModel) : photo;
+  const control = o.depth ? await depthControlFromPhoto(photo, depthModel).catch(offlineWording) : photo;
 
   // 2. The pipeline (downloads on first use).
   const t0 = performance.now();
   const { pipeline: pipe, controlnetName } = await loadGenerationPipeline({
     model: o.model,
     controlnet: o.controlnet,
+    controlType: o.depth ? 'depth' : 'canny',
     config: o.config,
     variant: o.variant,
     revision: o.revision,
@@ -320,11 +319,7 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     safetyChecker: o.safetyChecker,
     warn: notice('warning'),
     onDownloadProgress: (p) => bar.update(`downloading ${p.file}`, p.loaded, p.total),
-  }).catch((e: unknown) => {
-    // the library says `localFilesOnly`; the user typed --offline
-    if (e instanceof HubNotCachedError) throw new ControlNetXSError(e.message.replace('localFilesOnly is set', '--offline is set'));
-    throw e;
-  });
+  }).catch(offlineWording);
   bar.done();
   pipe.enableModelCpuOffload(); // one generation per process: each session closes after its stage (lower peak memory)
   if (o.scheduler) pipe.scheduler = namedScheduler(pipe.scheduler, o.scheduler);
@@ -405,3 +400,4 @@ function parameterSettings(o: GenerateOptions): ParameterSettings {
 export function a1111Parameters(o: GenerateOptions, info: ParameterInfo): string {
   return parametersText(parameterSettings(o), info);
 }
+

@@ -1,5 +1,6 @@
 /** Command-line usage errors, number parsing with messages that name the option, and "did you mean". */
 import { ControlNetXSError } from '../errors.js';
+import { HubNotCachedError } from '../hub/errors.js';
 
 export { didYouMean } from '../generate/did-you-mean.js';
 
@@ -40,4 +41,10 @@ export function seed(name: string, v: string): bigint {
   const n = BigInt(v.trim());
   if (n > MAX_SEED) throw new UsageError(`--${name} must be ≤ ${MAX_SEED} (2^64−1), got ${v}`);
   return n;
+}
+
+/** Rethrows `e`; a Hub cache miss is reworded, since the library says `localFilesOnly` where the user typed --offline. */
+export function offlineWording(e: unknown): never {
+  if (e instanceof HubNotCachedError) throw new ControlNetXSError(e.message.replace('localFilesOnly is set', '--offline is set'));
+  throw e;
 }

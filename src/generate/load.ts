@@ -3,7 +3,7 @@
  * from the model, one graph cache and one device-fallback line for all its models (so an unwritable
  * cache or a missing GPU is one warning, not one per model).
  */
-import { loadControlNetXSPipeline, type LoadedControlNetXSPipeline } from '../pipelines/load.js';
+import { loadControlNetXSPipeline, type ControlType, type LoadedControlNetXSPipeline } from '../pipelines/load.js';
 import type { Device, PipelineLoadOptions } from '../pipelines/resolve.js';
 import { NSFW_WARNING } from '../pipelines/safety-checker.js';
 import { formatDeviceFallback, type DeviceFallback } from '../runtime/device-fallback.js';
@@ -14,6 +14,8 @@ export interface GenerationPipelineOptions {
   model: string;
   /** ControlNet-XS adapter (Hub id or folder); default the published canny adapter of the model's family. */
   controlnet?: string | undefined;
+  /** Without `controlnet`: which published adapter to default to (canny, or depth for depth-map control images). */
+  controlType?: ControlType | undefined;
   /** Configs for a single-file model. */
   config?: string | undefined;
   variant?: string | undefined;
@@ -54,6 +56,7 @@ export async function loadGenerationPipeline(o: GenerationPipelineOptions): Prom
       if (m !== NSFW_WARNING) o.warn(m);
     },
     ...(o.controlnet ? { controlnet: o.controlnet } : {}),
+    ...(o.controlType ? { controlType: o.controlType } : {}),
     ...(o.config ? { config: o.config } : {}),
     ...(o.safetyChecker === false ? { safetyChecker: null } : {}),
   });

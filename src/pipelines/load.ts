@@ -21,9 +21,24 @@ export const DEFAULT_CONTROLNETS: Readonly<Record<PipelineKind, string>> = Objec
   sdxl: 'UmerHA/Testing-ConrolNetXS-SDXL-canny',
 });
 
+/** The published depth adapters (the other kind the paper's authors released), for depth-map control images. */
+export const DEFAULT_DEPTH_CONTROLNETS: Readonly<Record<PipelineKind, string>> = Object.freeze({
+  sd: 'UmerHA/Testing-ConrolNetXS-SD2.1-depth',
+  sdxl: 'UmerHA/Testing-ConrolNetXS-SDXL-depth',
+});
+
+/** What the control image shows: picks the default adapter when none is given. */
+export type ControlType = 'canny' | 'depth';
+
+function defaultControlnet(kind: PipelineKind, type: ControlType | undefined): string {
+  return (type === 'depth' ? DEFAULT_DEPTH_CONTROLNETS : DEFAULT_CONTROLNETS)[kind];
+}
+
 export interface LoadControlNetXSPipelineOptions extends PipelineLoadOptions, SafetyCheckerLoadOptions {
   /** The adapter: loaded already, or a Hub id / folder; default `DEFAULT_CONTROLNETS[kind]`. */
   controlnet?: ControlNetXSAdapter | string;
+  /** Without `controlnet`: 'canny' (default) takes `DEFAULT_CONTROLNETS[kind]`, 'depth' `DEFAULT_DEPTH_CONTROLNETS[kind]`. */
+  controlType?: ControlType;
   /**
    * When `model` is a single file (`.safetensors` / `.ckpt` in the original layout): the configs to
    * load it with, a diffusers folder or Hub id; default the bundled ones of its detected model type.
@@ -48,7 +63,7 @@ export function pipelineKind(dir: string): PipelineKind {
 /** Resolve (download if needed) and load the base model and adapter into the matching pipeline. */
 export async function loadControlNetXSPipeline(model: string, options: LoadControlNetXSPipelineOptions = {}): Promise<LoadedControlNetXSPipeline> {
   if (isSingleFilePath(model) || SINGLE_FILE_NAME.test(model)) return loadSingleFilePipeline(model, options);
-  const { controlnet: given, safetyChecker, featureExtractor, requiresSafetyChecker, config: _config, ...load } = options;
+  const { controlnet: given, controlType, safetyChecker, featureExtractor, requiresSafetyChecker, config: _config, ...load } = options;
   // the SD pipeline's safety options (SDXL has no checker); a checker passed in (or null) is not downloaded
   const safety = {
     ...(safetyChecker !== undefined ? { safetyChecker } : {}),
@@ -57,7 +72,7 @@ export async function loadControlNetXSPipeline(model: string, options: LoadContr
   };
   const dir = await resolvePipelineDir(model, load, safetyChecker === undefined ? [] : ['safety_checker']);
   const kind = pipelineKind(dir);
-  const controlnetId = given instanceof ControlNetXSAdapter ? null : (given ?? DEFAULT_CONTROLNETS[kind]);
+  const controlnetId = given instanceof ControlNetXSAdapter ? null : (given ?? defaultControlnet(kind, controlType));
   const controlnet = given instanceof ControlNetXSAdapter ? given : await resolveAdapter(controlnetId!, load);
   const pipeline =
     kind === 'sdxl'
@@ -74,9 +89,9 @@ const SINGLE_FILE_NAME = /\.(safetensors|ckpt|pt|pth|bin)$/i;
  * through `fromSingleFile`. Like diffusers' from_single_file, no safety checker is loaded.
  */
 async function loadSingleFilePipeline(path: string, options: LoadControlNetXSPipelineOptions): Promise<LoadedControlNetXSPipeline> {
-  const { controlnet: given, safetyChecker: _s, featureExtractor: _f, requiresSafetyChecker: _r, config, ...load } = options;
+  const { controlnet: given, controlType, safetyChecker: _s, featureExtractor: _f, requiresSafetyChecker: _r, config, ...load } = options;
   const kind = singleFileKind(await openSingleFile(path));
-  const controlnetId = given instanceof ControlNetXSAdapter ? null : (given ?? DEFAULT_CONTROLNETS[kind]);
+  const controlnetId = given instanceof ControlNetXSAdapter ? null : (given ?? defaultControlnet(kind, controlType));
   const controlnet = given instanceof ControlNetXSAdapter ? given : await resolveAdapter(controlnetId!, load); // bounds: set when not an adapter
   const fileOptions = { ...load, controlnet, ...(config !== undefined ? { config } : {}) };
   const pipeline =
