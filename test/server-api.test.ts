@@ -422,6 +422,22 @@ describe('with a scripted runner', () => {
     assert.ok(logged.some((l) => l.includes('secret internals') && /\n\s+at /.test(l)), 'the stack is logged');
   });
 
+  test('an error while the queue is unreachable (Redis down) is a 503 with Retry-After, not a 500', async () => {
+    const down = await serveWith({
+      runner,
+      log: () => {},
+      queue: (q) =>
+        Object.assign(Object.create(q) as JobQueue, {
+          get: () => Promise.reject(new Error('Stream isn\'t writeable and enableOfflineQueue options is false')),
+          ready: () => Promise.resolve(false),
+        }),
+    });
+    const r = await fetch(`${down.server.url}/v1/generations/abc`);
+    assert.equal(r.status, 503);
+    assert.equal(r.headers.get('retry-after'), '5');
+    assert.match(((await r.json()) as { error: { message: string } }).error.message, /queue is unreachable/);
+  });
+
   test('/openapi.json names every route the server answers, and only those; its request schema has the parser\'s fields', async () => {
     const doc = await json<{ openapi: string; paths: Record<string, Record<string, { security?: unknown[] }>>; components: { schemas: { GenerationRequest: { properties: Record<string, unknown> } } } }>(
       await fetch(`${a.url}/openapi.json`),

@@ -97,7 +97,9 @@ export async function startServer(o: StartServerOptions): Promise<RunningServer>
       if (hit.route.auth && authorize) authorize(req.headers);
       await hit.route.handle({ req, res, params: hit.params, url, server: context });
     } catch (e) {
-      respondToError(res, e, context.log, `${req.method} ${req.url}`);
+      // an unexpected error while the queue's store (Redis) is away is the outage, not a bug: 503
+      const outage = !isExpected(e) && !res.headersSent && !(await o.queue.ready().catch(() => false));
+      respondToError(res, outage ? new QueueUnavailableError() : e, context.log, `${req.method} ${req.url}`);
     } finally {
       context.metrics.countResponse(req.method ?? '?', label, res.statusCode);
     }
@@ -134,6 +136,17 @@ export async function startServer(o: StartServerOptions): Promise<RunningServer>
   };
 }
 
+/** The queue's store cannot be reached (Redis down): 503, try again shortly. */
+class QueueUnavailableError extends Error {
+  constructor() {
+    super('the job queue is unreachable right now; try again shortly');
+  }
+}
+
+function isExpected(e: unknown): boolean {
+  return e instanceof HttpError || e instanceof BadRequestError || e instanceof QueueFullError || e instanceof QueueClosedError;
+}
+
 /** The one place an error becomes a response; an error after the headers went out can only end the stream. */
 function respondToError(res: ServerResponse, e: unknown, log: (line: string) => void, what: string): void {
   if (res.headersSent) {
@@ -146,7 +159,7 @@ function respondToError(res: ServerResponse, e: unknown, log: (line: string) => 
   if (e instanceof QueueFullError) {
     return sendError(res, 429, e.message, { headers: { 'retry-after': String(Math.max(1, Math.ceil(e.retryAfterSeconds))) } });
   }
-  if (e instanceof QueueClosedError) return sendError(res, 503, e.message, { headers: { 'retry-after': '5' } });
+  if (e instanceof QueueClosedError || e instanceof QueueUnavailableError) return sendError(res, 503, e.message, { headers: { 'retry-after': '5' } });
   log(`${what}: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
   sendError(res, 500, 'internal server error (the server log has the details)');
 }
