@@ -151,6 +151,8 @@ describe('pipeline runner on tiny-sd-cnxs', () => {
 
   test('what only the model can judge fails the job with the setting named; a size is rounded with a note', async () => {
     await assert.rejects(runner.run(request({ steps: 1001 })), (e: unknown) => e instanceof SettingError && e.setting === 'steps' && /steps 1001 is more than this model's scheduler was trained on \(1000\)/.test(e.message));
+    // DDIM's leading spacing + steps_offset 1 at 1000 steps starts at timestep 1000 (diffusers fails mid-loop)
+    await assert.rejects(runner.run(request({ steps: 1000 })), (e: unknown) => e instanceof SettingError && e.setting === 'steps' && /steps 1000 makes DDIMScheduler start at timestep 1000, past its 1000-entry table/.test(e.message));
     warnings.length = 0;
     const out = await runner.run(request({ steps: 1, width: 70, height: 60 }));
     assert.deepEqual([out.info.width, out.info.height], [64, 64]);

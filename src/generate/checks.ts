@@ -16,6 +16,15 @@ export function checkModelSettings(
 ): void {
   const trainSteps = pipe.scheduler.numTrainTimesteps;
   if (s.steps > trainSteps) throw new SettingError('steps', (n) => `${n('steps')} ${s.steps} is more than this model's scheduler was trained on (${trainSteps})`);
+  // Leading spacing with steps_offset (SD's DDIM/PNDM configs) puts the first timestep at `trainSteps`
+  // when steps = trainSteps: diffusers then fails mid-loop indexing its alphas; here it fails up front.
+  const last = Math.max(...pipe.scheduler.createRun(s.steps).timesteps);
+  if (last >= trainSteps) {
+    throw new SettingError(
+      'steps',
+      (n) => `${n('steps')} ${s.steps} makes ${pipe.scheduler.constructor.name} start at timestep ${last}, past its ${trainSteps}-entry table (its steps_offset); ask for fewer steps`,
+    );
+  }
   // SD reads hidden_states[-clip_skip−1] of layers+1 states; SDXL's penultimate-layer default is one deeper already
   const layers = pipe.textEncoder.config.numHiddenLayers;
   const maxClipSkip = pipe instanceof StableDiffusionXLControlNetXSPipeline ? layers : layers + 1;
