@@ -188,6 +188,11 @@ describe('installing the packed tarball as a dependency', { skip: process.platfo
     // single files load offline from the default configs shipped as data beside their module (the build copies them)
     const bundled = ['clip-bpe/vocab.json', 'clip-bpe/merges.txt', ...['sd15', 'sd21-base', 'sd21-v', 'sdxl-base'].map((b) => `${b}/unet/config.json`), 'sdxl-base/tokenizer_2/tokenizer_config.json'];
     for (const f of bundled) assert.ok(files.includes(`dist/models/single-file/configs/${f}`), `tarball lacks bundled config ${f}`);
+    // cnxs serve's page and the browser entry with the onnxruntime-web files it loads from its own folder
+    for (const f of ['dist/server/ui/index.html', 'dist/server/ui/app.js', 'dist/web/index.js', 'dist/web/index.d.ts', 'dist/web/ort-wasm-simd-threaded.jsep.mjs', 'dist/web/ort-wasm-simd-threaded.jsep.wasm']) {
+      assert.ok(files.includes(f), `tarball lacks ${f}`);
+    }
+    assert.ok(!files.includes('dist/server/ui/tsconfig.json'), 'the UI\'s type-check config stays behind');
     assert.match(readFileSync(join(pkgDir, 'LICENSE'), 'utf8'), /Apache License\s+Version 2\.0, January 2004/);
     const manifest = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { license?: string };
     assert.equal(manifest.license, 'Apache-2.0');
@@ -209,6 +214,18 @@ console.log(JSON.stringify({ url: import.meta.resolve('controlnet-xs'), exports:
     assert.equal(out.url, pathToFileURL(join(pkgDir, 'dist', 'index.js')).href);
     for (const name of ['StableDiffusionControlNetXSPipeline', 'StableDiffusionXLControlNetXSPipeline', 'ControlNetXSAdapter', 'UNetControlNetXSModel', 'Generator', 'loadSafetensors']) {
       assert.ok(out.exports.includes(name), `${name} missing from the package's exports`);
+    }
+  });
+
+  test("the subpaths: 'controlnet-xs/server' imports in Node, 'controlnet-xs/web' resolves to the browser bundle", async () => {
+    const script = `const m = await import('controlnet-xs/server');
+console.log(JSON.stringify({ web: import.meta.resolve('controlnet-xs/web'), server: Object.keys(m).filter((k) => typeof m[k] === 'function').sort() }));`;
+    const r = await run(process.execPath, ['--input-type=module', '-e', script], project, childEnv({}), 60_000);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { web: string; server: string[] };
+    assert.equal(out.web, pathToFileURL(join(pkgDir, 'dist', 'web', 'index.js')).href);
+    for (const name of ['startServer', 'EmbeddedQueue', 'RedisQueue', 'startRedisWorker', 'createPipelineRunner', 'parseGenerationRequest']) {
+      assert.ok(out.server.includes(name), `${name} missing from controlnet-xs/server`);
     }
   });
 
