@@ -1,8 +1,9 @@
 /**
  * float16 graphs on WebGPU (onnxruntime-node's 'webgpu' provider; in CI Mesa's llvmpipe, whose adapter
  * exposes `shader-f16`) against the float32 diffusers 0.33.1 / transformers 4.44 references of the tiny
- * SD and SDXL checkpoints: the fused UNet + ControlNet-XS, the plain UNet (also with upcast_attention),
- * the VAE decoder, the text encoders, every SD and SDXL pipeline case, and overflow detection.
+ * SD and SDXL checkpoints: the fused UNet + ControlNet-XS (also with a LoRA as branches and fused, and
+ * FreeU), the plain UNet (also with upcast_attention), the VAE decoder, TAESD, the text encoders, every
+ * SD and SDXL pipeline case, and overflow detection.
  *
  * Tolerances, derived:
  * - Models: max |ours − reference| ≤ 32·u·max|reference|, u = 2⁻¹¹ the float16 unit roundoff (1.6 % of
@@ -30,6 +31,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { OnnxDataType } from '../src/graph/onnx-proto.js';
 import { AutoencoderKL } from '../src/models/autoencoder-kl.js';
+import { AutoencoderTiny } from '../src/models/autoencoder-tiny.js';
 import { CLIPTextModel, CLIPTextModelWithProjection } from '../src/models/clip-text-model.js';
 import { ControlNetXSAdapter } from '../src/models/controlnet-xs-adapter.js';
 import { NonFiniteOutputError } from '../src/models/non-finite.js';
@@ -42,7 +44,9 @@ import { ModelSession } from '../src/runtime/session.js';
 import { schedulerFromConfig } from '../src/schedulers/index.js';
 import { Tensor, type TensorLike } from '../src/tensor.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
-import { fixture, maxAbsDiff, oneNodeModel, tempDir } from './helpers.js';
+import { fixture, maxAbsDiff, oneNodeModel, tempDir, unetCaseArgs } from './helpers.js';
+import { loraModelLayers, readLoraFile } from '../src/models/lora-file.js';
+import { parsePythonJson } from '../src/util/json.js';
 import { callArgs, readCases, type PipelineCase } from './pipeline-cases.js';
 
 const U = 2 ** -11;
@@ -162,6 +166,23 @@ describe('float16 models on WebGPU equal the float32 references', { skip }, () =
     }
   });
 
+  test('AutoencoderTiny (TAESD) decode and encode, every case', async () => {
+    const T = fixture('taesd');
+    const tref = loadSafetensorsSync(join(T, 'tensors.safetensors'));
+    const tcases: Case[] = JSON.parse(readFileSync(join(T, 'cases.json'), 'utf8'));
+    const taesd = await AutoencoderTiny.fromPretrained(join(T, 'tiny-taesd'), GPU);
+    try {
+      for (const c of tcases.filter((c) => c.kind === 'taesd_decode')) {
+        assertHalfClose((await taesd.decode(tref.read(c.inputs['latents'] as string))).sample, tref.read(c.outputs['sample']!), c.name);
+      }
+      for (const c of tcases.filter((c) => c.kind === 'taesd_encode')) {
+        assertHalfClose((await taesd.encode(tref.read(c.inputs['image'] as string))).latents, tref.read(c.outputs['latents']!), c.name);
+      }
+    } finally {
+      await taesd.release();
+    }
+  });
+
   test('CLIPTextModel and CLIPTextModelWithProjection (SD and SDXL encoders, every output)', async () => {
     for (const p of ['tiny-sd-cnxs', 'tiny-sdxl-cnxs']) {
       const dir = fixture(p, 'reference-text');
@@ -186,6 +207,29 @@ describe('float16 models on WebGPU equal the float32 references', { skip }, () =
           await m.release();
         }
       }
+    }
+  });
+
+  test('LoRA branches with FreeU, and LoRA fused into the weights (merged in float32), on the float16 fused UNet', async () => {
+    const A = fixture('adapters', 'lora');
+    interface LoraCase { name: string; recipe: { lora: { adapters: { path: string; weight_name: string; adapter_name: string }[]; scale: number }; freeu?: [number, number, number, number] }; inputs: Record<string, unknown>; outputs: Record<string, string> }
+    const lcases = parsePythonJson(readFileSync(join(A, 'cases.json'), 'utf8')) as LoraCase[];
+    const lref = loadSafetensorsSync(join(A, 'tensors.safetensors'));
+    const c = lcases.find((x) => x.name === 'unet_cnxs.sd.freeu+lora_a.s1')!;
+    const a = c.recipe.lora.adapters[0]!;
+    const layers = loraModelLayers(readLoraFile(join(A, a.path.replace(/^lora\/?/, ''), a.weight_name), { layersPerBlock: 2 }), 'unet', { fused: true });
+    const [s1, s2, b1, b2] = c.recipe.freeu!;
+    const want = lref.read(c.outputs['sample']!);
+    try {
+      fused.setLoraAdapter(a.adapter_name, layers, c.recipe.lora.scale);
+      fused.enableFreeu({ s1, s2, b1, b2 });
+      assertHalfClose((await fused.forward(unetCaseArgs(c.inputs, (k) => lref.read(k)))).sample, want, `${c.name} (branches)`);
+      fused.fuseLoraAdapters(new Map([[a.adapter_name, c.recipe.lora.scale]]));
+      assertHalfClose((await fused.forward(unetCaseArgs(c.inputs, (k) => lref.read(k)))).sample, want, `${c.name} (fused into the weights)`);
+    } finally {
+      fused.disableFreeu();
+      fused.unfuseLora();
+      fused.deleteLoraAdapter(a.adapter_name);
     }
   });
 
