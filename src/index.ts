@@ -166,3 +166,7 @@ export { loadGenerationPipeline, type GenerationPipelineOptions, type Generation
 export { checkModelSettings } from './generate/checks.js';
 export { generateImages, type GenerateImagesOptions, type GeneratedImages } from './generate/run.js';
 export { latentToRgb, LATENT_RGB, type LatentFamily } from './generate/latent-preview.js';
+export { NonFiniteOutputError, firstNonFinite, type NonFiniteOutput } from './models/non-finite.js';
+export { checkComputeDtype, type ComputeDtype } from './models/compute-dtype.js';
+export type { AttentionUpcast } from './graph/builder.js';
+export type { AdapterDtypeOption } from './models/controlnet-xs-adapter.js';

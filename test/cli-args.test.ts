@@ -34,6 +34,9 @@ test('generate: bad options are UsageErrors naming the option in CLI words, with
     [['--width', '1024', '--height', '1024', '--max-pixels', '500000'], /over --max-pixels 500000/],
     [['--scheduler', 'eular'], /unknown --scheduler "eular"; did you mean euler\?/],
     [['--device', 'gpu'], /--device must be one of cpu, cuda, webgpu, got "gpu"/],
+    [['--dtype', 'float16'], /--dtype float16 needs --device webgpu or cuda: the CPU has no float16/],
+    [['--dtype', 'float61', '--device', 'cuda'], /--dtype must be one of float32, float16, got "float61"; did you mean float32\?/],
+    [['--dtype', 'bfloat16', '--device', 'webgpu'], /--dtype must be one of float32, float16/],
     [['--out', 'x.jpg'], /--out must be a \.png file/],
     [['--steps'], /--steps needs a value \(N\)/],
     [['--steps', '--seed', '1'], /--steps needs a value/],
@@ -53,6 +56,8 @@ test('generate: accepted forms (short flags, --name=value, negative numbers wher
   assert.equal(o.out, 'x.png');
   assert.equal(o.seed, 9007199254740993n, 'exact past 2^53');
   assert.equal(o.scheduler, 'dpm++2m-karras');
+  assert.equal(o.dtype, undefined, 'float32 unless asked');
+  assert.equal(parse('--dtype', 'float16', '--device', 'webgpu').dtype, 'float16');
   assert.equal(parseGenerateArgs(['--help']), HELP);
   assert.equal(parseGenerateArgs([...base, '-h']), HELP);
 });

@@ -32,10 +32,10 @@ test('cnxs serve options: defaults, limits, the model options, and every mistake
   assert.deepEqual(o.limits, DEFAULT_LIMITS);
 
   const l = parse(['--model', 'm', '--max-width', '1024', '--max-height', '768', '--max-steps', '50', '--max-images', '2', '--max-queue', '5', '--max-body-mb', '2', '--result-ttl', '60',
-    '--graph-cache', 'off', '--device', 'cuda', '--port', '0', '--host', '[::1]']);
+    '--graph-cache', 'off', '--device', 'cuda', '--dtype', 'float16', '--port', '0', '--host', '[::1]']);
   assert.deepEqual(l.limits, { ...DEFAULT_LIMITS, maxWidth: 1024, maxHeight: 768, maxPixels: 1024 * 768, maxSteps: 50, maxNumImages: 2, maxQueue: 5, maxBodyBytes: 2 * 2 ** 20 });
   assert.equal(l.resultTtlSeconds, 60);
-  assert.deepEqual(l.model, { model: 'm', device: 'cuda' });
+  assert.deepEqual(l.model, { model: 'm', device: 'cuda', dtype: 'float16' });
   assert.equal(l.port, 0);
   assert.equal(l.host, '::1');
 
@@ -59,6 +59,7 @@ test('cnxs serve options: defaults, limits, the model options, and every mistake
     [['--model', 'm', '--api-key', ''], /--api-key .* must not be empty/],
     [['--model', 'm', '--api-key', 'a b'], /must not contain spaces/],
     [['--model', 'm', '--device', 'tpu'], /--device must be one of cpu, cuda, webgpu, got "tpu"/],
+    [['--model', 'm', '--dtype', 'float16'], /--dtype float16 needs --device webgpu or cuda/],
     [['--model', 'm', '--pot', '1'], /unknown option --pot; did you mean --port\?/],
     [['--model', 'm', 'extra'], /unexpected argument "extra"/],
   ];

@@ -24,6 +24,8 @@ import { DEFAULT_CONTROLNETS } from '../pipelines/load.js';
 import { DEVICES, type Device } from '../pipelines/resolve.js';
 import { SCHEDULER_ALIASES, findSchedulerAlias } from '../schedulers/aliases.js';
 import { DEFAULT_DEPTH_MODEL, depthControlFromPhoto } from './depth-model.js';
+import { DTYPE_OPTION, parseDtype } from './dtype-option.js';
+import type { ComputeDtype } from '../models/compute-dtype.js';
 import { extractPromptLoras, parseLoraOption, type LoraOption } from './lora-options.js';
 import { OptionValues, optionsHelp, parseOptions, type OptionSpec } from './options.js';
 import { ProgressBar } from './progress.js';
@@ -66,6 +68,7 @@ const GENERATE_OPTIONS: readonly OptionSpec[] = [
   { name: 'no-safety-checker', help: "skip the model's safety checker (SD 1.x's NSFW filter, which writes flagged images black); not downloaded either" },
   { name: 'graph-cache', value: 'DIR|off', help: 'optimized-graph cache for fast warm loads (default ~/.cache/controlnet-xs/graphs)' },
   { name: 'device', value: DEVICES.join('|'), help: 'execution provider (default cpu; an unavailable device falls back to the CPU with one notice)' },
+  DTYPE_OPTION,
   { name: 'out', short: 'o', value: 'FILE.png', help: 'output (default out.png; several images: out-0.png, out-1.png, …)' },
   { name: 'json', help: 'print a machine-readable summary' },
   { name: 'help', short: 'h', help: 'show this help' },
@@ -120,6 +123,8 @@ export interface GenerateOptions {
   safetyChecker: boolean;
   graphCache: string | null;
   device: Device;
+  /** Compute dtype; absent: float32. */
+  dtype: ComputeDtype | undefined;
   out: string;
   json: boolean;
 }
@@ -162,6 +167,7 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | ty
   if (extname(out).toLowerCase() !== '.png') throw new UsageError(`--out must be a .png file, got "${out}"`);
   const device = v.string('device') ?? 'cpu';
   if (!DEVICES.includes(device as Device)) throw new UsageError(`--device must be one of ${DEVICES.join(', ')}, got "${device}"${didYouMean(device, DEVICES)}`);
+  const dtype = parseDtype(v.string('dtype'), device);
   const scheduler = v.string('scheduler');
   const alias = scheduler === undefined ? undefined : findSchedulerAlias(scheduler);
   if (scheduler !== undefined && !alias) {
@@ -222,6 +228,7 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateOptions | ty
     safetyChecker: !v.flag('no-safety-checker'),
     graphCache: graphCache === 'off' ? null : (graphCache ?? defaultGraphCacheDir(process.env)),
     device: device as Device,
+    dtype,
     out,
     json: v.flag('json'),
   };
@@ -316,6 +323,7 @@ export async function generate(o: GenerateOptions, io: GenerateIO): Promise<void
     offline: o.offline,
     graphCacheDir: o.graphCache,
     device: o.device,
+    dtype: o.dtype,
     safetyChecker: o.safetyChecker,
     warn: notice('warning'),
     onDownloadProgress: (p) => bar.update(`downloading ${p.file}`, p.loaded, p.total),

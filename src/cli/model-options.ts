@@ -5,6 +5,7 @@
  */
 import { DEVICES, type Device } from '../pipelines/resolve.js';
 import type { PipelineRunnerOptions } from '../server/runner.js';
+import { DTYPE_OPTION, parseDtype } from './dtype-option.js';
 import { defaultGraphCacheDir } from './generate.js';
 import type { OptionSpec, OptionValues } from './options.js';
 import { UsageError, didYouMean } from './usage.js';
@@ -14,6 +15,7 @@ export const MODEL_OPTIONS: readonly OptionSpec[] = [
   { name: 'config', value: 'ID|DIR', help: 'configs for a single-file --model (default: the bundled SD 1.5 / 2.1 / XL ones its keys point to)' },
   { name: 'controlnet', value: 'ID|DIR', help: 'ControlNet-XS adapter (default: the canny adapter for the model\'s family, as cnxs generate)' },
   { name: 'device', value: DEVICES.join('|'), help: 'execution provider (default cpu; an unavailable device falls back to the CPU with one notice)' },
+  DTYPE_OPTION,
   { name: 'variant', value: 'NAME', help: 'weights variant, e.g. fp16 (falls back to the default weights where an adapter has none)' },
   { name: 'revision', value: 'REV', help: 'branch, tag or commit of the base model on the Hub' },
   { name: 'offline', help: 'use only the local Hugging Face cache' },
@@ -36,6 +38,7 @@ export function parseModelOptions(v: OptionValues, command: string, env: Readonl
   if (device !== undefined && !DEVICES.includes(device as Device)) {
     throw new UsageError(`--device must be one of ${DEVICES.join(', ')}, got "${device}"${didYouMean(device, DEVICES)}`);
   }
+  const dtype = parseDtype(v.string('dtype'), device);
   const graphCache = v.string('graph-cache');
   const text = (name: string): string | undefined => {
     const s = v.string(name);
@@ -53,6 +56,7 @@ export function parseModelOptions(v: OptionValues, command: string, env: Readonl
     ...(controlnet !== undefined ? { controlnet } : {}),
     ...(config !== undefined ? { config } : {}),
     ...(device !== undefined ? { device: device as Device } : {}),
+    ...(dtype !== undefined ? { dtype } : {}),
     ...(variant !== undefined ? { variant } : {}),
     ...(revision !== undefined ? { revision } : {}),
     ...(v.flag('offline') ? { offline: true } : {}),

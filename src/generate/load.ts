@@ -4,6 +4,7 @@
  * cache or a missing GPU is one warning, not one per model).
  */
 import { loadControlNetXSPipeline, type ControlType, type LoadedControlNetXSPipeline } from '../pipelines/load.js';
+import type { ComputeDtype } from '../models/compute-dtype.js';
 import type { Device, PipelineLoadOptions } from '../pipelines/resolve.js';
 import { NSFW_WARNING } from '../pipelines/safety-checker.js';
 import { formatDeviceFallback, type DeviceFallback } from '../runtime/device-fallback.js';
@@ -25,6 +26,8 @@ export interface GenerationPipelineOptions {
   /** Optimized-graph cache folder; null or absent: none. */
   graphCacheDir?: string | null | undefined;
   device?: Device | undefined;
+  /** Compute dtype of every model (diffusers' `torch_dtype`); float16 on GPU providers only. */
+  dtype?: ComputeDtype | undefined;
   /** Run the model's safety checker where it has one (default true). */
   safetyChecker?: boolean;
   /** Warnings (device fallback, library notices), one line each. */
@@ -50,6 +53,7 @@ export async function loadGenerationPipeline(o: GenerationPipelineOptions): Prom
     ...(o.offline ? { localFilesOnly: true } : {}),
     runtime: { onDeviceFallback, ...(o.graphCacheDir ? { graphCache: new GraphCache(o.graphCacheDir) } : {}) },
     ...(o.device && o.device !== 'cpu' ? { device: o.device } : {}),
+    ...(o.dtype ? { dtype: o.dtype } : {}),
     ...(o.onDownloadProgress ? { onDownloadProgress: o.onDownloadProgress } : {}),
     // diffusers' flagged-image warning names no image: the front end says which, from nsfwContentDetected
     warn: (m) => {

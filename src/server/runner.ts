@@ -5,6 +5,7 @@
  * `parameters` text, through the same generate/ code — as PNG bytes, with a preview per step. One job
  * at a time: the queue guarantees it, and an overlapping call is refused.
  */
+import type { ComputeDtype } from '../models/compute-dtype.js';
 import { ControlNetXSError } from '../errors.js';
 import { checkModelSettings } from '../generate/checks.js';
 import { loadControlImage } from '../generate/control.js';
@@ -33,6 +34,8 @@ export interface PipelineRunnerOptions {
   /** Configs for a single-file model. */
   config?: string;
   device?: Device;
+  /** Compute dtype (diffusers' `torch_dtype`); float16 on GPU providers only. */
+  dtype?: ComputeDtype;
   variant?: string;
   revision?: string;
   offline?: boolean;
@@ -88,6 +91,7 @@ export async function createPipelineRunner(options: PipelineRunnerOptions): Prom
     offline: options.offline ?? false,
     graphCacheDir: options.graphCacheDir,
     device: options.device,
+    dtype: options.dtype,
     safetyChecker: options.safetyChecker ?? true,
     warn,
   });
