@@ -64,6 +64,15 @@ export interface TraceOptions {
    * block stay float16).
    */
   upcastVaeDecoder?: boolean;
+  /**
+   * How a tensor is cut into parts along an axis (`GraphBuilder.chunk`: GEGLU's halves, fused QKV, SwiGLU).
+   * Absent or 'split': one Split node. 'slice': one Slice per part, for onnxruntime-web's WebGPU (JSEP):
+   * its Split kernel fixes the part sizes when the session opens, from the statically inferred shapes and
+   * with the axis as written, so a negative axis, or an axis whose size inference left symbolic, gives
+   * parts of size 0 (1.30: the UNet's GEGLU `Split(axis=-1)` of [B, L, 2·inner] gave [B, L, 0] halves,
+   * and the ff.net.2 MatMul refused them).
+   */
+  split?: 'split' | 'slice';
 }
 
 export const DEFAULT_TRACE_OPTIONS: TraceOptions = Object.freeze({ attention: 'fused', linear: 'fused' });
@@ -73,10 +82,13 @@ export const DEFAULT_TRACE_OPTIONS: TraceOptions = Object.freeze({ attention: 'f
  * ops only: onnxruntime-node 1.30's WebGPU MultiHeadAttention returned wrong values once a sequence
  * is longer than 16 (max error 0.05–0.35, measured on Mesa's llvmpipe Vulkan), and it has no
  * FusedMatMul kernel (every Linear would run on the CPU, with copies both ways); with
- * MatMul/Softmax/MatMul every model matched its CPU result within 2.5e-5 there.
+ * MatMul/Softmax/MatMul every model matched its CPU result within 2.5e-5 there. Parts are Slices
+ * (`split: 'slice'`): onnxruntime-web's WebGPU Split gives empty parts (see `TraceOptions.split`);
+ * the name 'webgpu' is the same in Node and in the browser, and on Node's WebGPU the slices gave the
+ * fused UNet's Split output bit for bit (llvmpipe).
  */
 export function traceDefaultsFor(executionProviders: readonly string[]): TraceOptions {
-  return executionProviders[0] === 'webgpu' ? { attention: 'plain', linear: 'plain' } : DEFAULT_TRACE_OPTIONS;
+  return executionProviders[0] === 'webgpu' ? { attention: 'plain', linear: 'plain', split: 'slice' } : DEFAULT_TRACE_OPTIONS;
 }
 
 /**
@@ -302,6 +314,24 @@ export class GraphBuilder extends Ops {
     const half = float16Array(data);
     this.ctx.initializers.push({ name, dataType: OnnxDataType.FLOAT16, dims, raw: new Uint8Array(half.buffer) });
     return new Value(name);
+  }
+
+  /**
+   * `input` cut along `axis` into consecutive parts of `sizes` (equal, as torch's `chunk`): one Split,
+   * or one Slice per part under `TraceOptions.split: 'slice'`. [..., Σsizes, ...] → n × [..., size_i, ...]
+   */
+  chunk(input: Value, o: { axis: number; sizes: readonly number[] }): Value[] {
+    if (this.ctx.options.split !== 'slice') {
+      if (o.sizes.some((s) => s !== o.sizes[0])) throw new ConfigError(`${this.scope}: chunk sizes must be equal, got [${o.sizes.join(', ')}]`);
+      return this.split(input, { axis: o.axis, num_outputs: o.sizes.length });
+    }
+    const axes = this.ints([o.axis]);
+    let start = 0;
+    return o.sizes.map((size) => {
+      const part = this.slice(input, this.ints([start]), this.ints([start + size]), axes);
+      start += size;
+      return part;
+    });
   }
 
   /**

@@ -69,7 +69,7 @@ export class Attention extends Module {
       op.options.linear === 'fused'
         ? b.fusedMatMul(x, b.paramConcat(weights, key), { transB: 1, alpha: 1 }) // x [.., Din] · W[n·H·Dh, Din]ᵀ
         : b.matMul(x, b.paramConcat(weights, key, { transposed: true })); // x [.., Din] · Wᵀ[Din, n·H·Dh]
-    return b.split(y, { axis: -1, num_outputs: parts.length }); // [B, L, n·H·Dh] → n × [B, L, H·Dh]
+    return b.chunk(y, { axis: -1, sizes: parts.map((p) => p.outFeatures) }); // [B, L, n·H·Dh] → n × [B, L, H·Dh]
   }
 }
 
@@ -85,7 +85,8 @@ export class GEGLU extends Module {
   /** [..., dimIn] → [..., dimOut] */
   build(op: GraphBuilder, x: Value): Value {
     const b = op.at(this.path);
-    const [h, gate] = b.split(this.proj.build(op, x), { axis: -1, num_outputs: 2 }); // [..., 2·dimOut] → 2 × [..., dimOut]
+    const half = this.proj.outFeatures / 2;
+    const [h, gate] = b.chunk(this.proj.build(op, x), { axis: -1, sizes: [half, half] }); // [..., 2·dimOut] → 2 × [..., dimOut]
     return b.mul(h!, b.gelu(gate!, { approximate: 'none' }));
   }
 }

@@ -114,7 +114,8 @@ export class Dinov2MLP extends Module {
     const b = op.at(this.path);
     const h = this.fc1.build(op, x);
     if (!this.swiglu) return this.fc2.build(op, applyActivation(b, h, this.act));
-    const [x1, x2] = b.split(h, { axis: -1, num_outputs: 2 }); // chunk(2, dim=-1)
+    const half = this.fc2.inFeatures;
+    const [x1, x2] = b.chunk(h, { axis: -1, sizes: [half, half] }); // chunk(2, dim=-1)
     return this.fc2.build(op, b.mul(silu(b, x1!), x2!));
   }
 }
