@@ -54,14 +54,35 @@ function writeRandom(dir: string, params: ParameterSpec[], file = 'diffusion_pyt
   );
 }
 
-/** One component: its config copied from bench/configs, its weights random, its shapes from our module tree. */
-function component(out: string, name: string, params: (raw: Record<string, unknown>) => ParameterSpec[], file?: string): void {
+/**
+ * One component folder `out/name`: random weights shaped by `params(config)` (our module tree for that
+ * config), then `config.json` — written last, so a folder with a config has its weights. Kept when its
+ * weights file already exists, so a checkpoint is written once and reused.
+ */
+export function writeRandomComponent(
+  out: string,
+  name: string,
+  config: Record<string, unknown>,
+  params: (raw: Record<string, unknown>) => ParameterSpec[],
+  file = 'diffusion_pytorch_model.safetensors',
+): void {
   const dir = join(out, name);
-  const weights = join(dir, file ?? 'diffusion_pytorch_model.safetensors');
-  if (existsSync(weights)) return;
+  if (existsSync(join(dir, file))) return;
   console.error(`writing random ${name} weights to ${dir} …`);
-  writeRandom(dir, params(readConfigJson(join(CONFIGS, name))), file);
-  copyFileSync(join(CONFIGS, name, 'config.json'), join(dir, 'config.json'));
+  writeRandom(dir, params(config), file);
+  writeFileSync(join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/** A CLIP tokenizer folder: the BPE files every SD checkpoint shares, with `configDir`'s token settings (default: the fixture's own). */
+export function writeTokenizer(out: string, name: string, configDir: string = TOKENIZER): void {
+  mkdirSync(join(out, name), { recursive: true });
+  for (const f of ['vocab.json', 'merges.txt']) copyFileSync(join(TOKENIZER, f), join(out, name, f));
+  for (const f of ['tokenizer_config.json', 'special_tokens_map.json']) copyFileSync(join(configDir, f), join(out, name, f));
+}
+
+/** One component: its config from bench/configs, its weights random, its shapes from our module tree. */
+function component(out: string, name: string, params: (raw: Record<string, unknown>) => ParameterSpec[], file?: string): void {
+  writeRandomComponent(out, name, readConfigJson(join(CONFIGS, name)), params, file);
 }
 
 /**
@@ -82,10 +103,7 @@ export function ensureRandomCheckpoint(out: string): string {
   component(out, 'text_encoder', (raw) => [...new CLIPTextNet(parseCLIPTextConfig(raw, 'bench text_encoder', quiet), false).parameters()], 'model.safetensors');
   mkdirSync(join(out, 'scheduler'), { recursive: true });
   copyFileSync(join(CONFIGS, 'scheduler', 'scheduler_config.json'), join(out, 'scheduler', 'scheduler_config.json'));
-  mkdirSync(join(out, 'tokenizer'), { recursive: true });
-  for (const f of ['vocab.json', 'merges.txt', 'tokenizer_config.json', 'special_tokens_map.json']) {
-    copyFileSync(join(TOKENIZER, f), join(out, 'tokenizer', f));
-  }
+  writeTokenizer(out, 'tokenizer');
   writeFileSync(
     join(out, 'model_index.json'),
     JSON.stringify({
