@@ -52,6 +52,9 @@ const DEFAULTS = {
   use_autobackbone: false,
   /** Older hybrid conversions wrote `embedding_type: "hybrid"` next to is_hybrid; not read by 4.44. */
   embedding_type: null as unknown,
+  /** DPTModel's pooler (releases after 4.44 save these keys); the depth model has no pooler, so they are not read. */
+  pooler_output_size: null as number | null,
+  pooler_act: 'tanh',
 };
 
 /** The BiT config DPTConfig builds for a hybrid model without a backbone_config. */
