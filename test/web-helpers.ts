@@ -21,6 +21,13 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
+/**
+ * WebGPU in headless Chromium without a GPU: SwiftShader's Vulkan, Chromium's own software adapter (launch
+ * `withoutDisableGpu`: --disable-gpu hides it). No shader-f16. Chromium 150 offers nothing else here: with
+ * --use-vulkan=native --use-angle=vulkan and Mesa's lavapipe ICD (VK_ICD_FILENAMES) it is still SwiftShader.
+ */
+export const WEBGPU_ARGS = ['--enable-unsafe-webgpu', '--use-angle=swiftshader'];
+
 const TYPES: Record<string, string> = {
   '.js': 'text/javascript',
   '.mjs': 'text/javascript',
