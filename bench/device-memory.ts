@@ -19,6 +19,20 @@ function usedMiB(): Promise<number | null> {
   });
 }
 
+/**
+ * The GPU a row was measured on, for the README's table: nvidia-smi's name of GPU 0 on CUDA; elsewhere the
+ * provider that ran (neither onnxruntime-node nor Dawn tell which adapter WebGPU picked).
+ */
+export function deviceName(provider: string): Promise<string> {
+  if (provider !== 'cuda') return Promise.resolve(provider);
+  return new Promise((resolve) => {
+    execFile('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader', '-i', '0'], { timeout: 5000 }, (err, stdout) => {
+      const name = stdout.trim().split('\n')[0];
+      resolve(err || !name ? 'cuda' : name);
+    });
+  });
+}
+
 export async function sampleDeviceMemory(device: string): Promise<DeviceMemorySampler> {
   const base = device === 'cuda' ? await usedMiB() : null;
   if (base === null) return { stop: async () => null };
