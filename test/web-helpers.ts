@@ -22,9 +22,10 @@ export const CHROMIUM_ARGS = [
 ];
 
 /**
- * WebGPU in headless Chromium without a GPU: SwiftShader's Vulkan, Chromium's own software adapter (launch
- * `withoutDisableGpu`: --disable-gpu hides it). No shader-f16. Chromium 150 offers nothing else here: with
- * --use-vulkan=native --use-angle=vulkan and Mesa's lavapipe ICD (VK_ICD_FILENAMES) it is still SwiftShader.
+ * WebGPU in headless Chromium without a GPU: SwiftShader's Vulkan, the fallback adapter Chromium ships (launch
+ * `withoutDisableGpu`: --disable-gpu hides it), without shader-f16. Chromium 150 blocklists Dawn's other CPU
+ * adapter, Mesa's llvmpipe Vulkan (crbug.com/40057808), whatever the Vulkan flags; llvmpipe is reachable only
+ * through ANGLE's OpenGL ES in compatibility mode (docs/onnxruntime-measurements.md).
  */
 export const WEBGPU_ARGS = ['--enable-unsafe-webgpu', '--use-angle=swiftshader'];
 

@@ -232,12 +232,16 @@ const PAGE_GEGLU = `async ({ models, x, w }) => {
 
 type GegluRun = { dims: number[]; data: number[]; fallbacks: string[] } | { error: string; fallbacks: string[] };
 
-/** What Chromium's WebGPU offers the page: the adapter's vendor and architecture, or 'none: why'. */
+/**
+ * What Chromium's WebGPU offers the page: the adapter's names (Chromium hides some without
+ * --enable-webgpu-developer-features) and whether it has shader-f16, or 'none: why'.
+ */
 const PAGE_ADAPTER = `(async () => {
   if (navigator.gpu === undefined) return 'none: navigator.gpu is undefined';
   const a = await navigator.gpu.requestAdapter();
   if (a === null) return 'none: requestAdapter() gave null';
-  return [a.info.vendor, a.info.architecture, a.features.has('shader-f16') ? 'shader-f16' : 'no shader-f16'].filter(Boolean).join(' ');
+  const names = [a.info.vendor, a.info.architecture, a.info.description].filter(Boolean).join(' ') || 'unnamed adapter';
+  return names + (a.info.isFallbackAdapter ? ', fallback' : '') + (a.features.has('shader-f16') ? ', shader-f16' : ', no shader-f16');
 })()`;
 
 describe('the tiny SD pipeline in Chromium (WebGPU)', () => {
@@ -247,7 +251,9 @@ describe('the tiny SD pipeline in Chromium (WebGPU)', () => {
   /** The adapter, or 'none: why' (then each test is skipped, saying so). */
   let adapter = 'none: not asked';
   before(async () => {
-    browser = await launchChromium(profile, WEBGPU_ARGS, { withoutDisableGpu: true });
+    // CNXS_WEBGPU_CHROMIUM_ARGS (space-separated) replaces the flags, to try another adapter (see docs/onnxruntime-measurements.md).
+    const flags = process.env['CNXS_WEBGPU_CHROMIUM_ARGS']?.split(' ').filter(Boolean) ?? WEBGPU_ARGS;
+    browser = await launchChromium(profile, flags, { withoutDisableGpu: true });
     page = await browser.context.newPage();
     await page.goto(server.url + '/');
     adapter = (await page.evaluate(PAGE_ADAPTER)) as string;
