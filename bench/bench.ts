@@ -23,8 +23,10 @@
  * torch fp16 on CUDA when `--dtype float16`) where `python3 -c "import diffusers, torch"` works, else says skipped.
  *
  * On a GPU machine, the README's GPU table: npm run bench -- --device cuda --dtype float16 [--diffusers]
- * (or --device webgpu). A smoke run of both paths on a small CPU machine:
+ * (or --device webgpu). A smoke run of both paths on a small CPU machine (about a minute, 14 GB peak RSS for SDXL):
  *   npm run bench -- --sizes 8 --steps 1 --skip-full --skip-loads --repeats 1 --optimization basic
+ * With --device webgpu --dtype float16 use --sizes 16: at 8² SD 2.1's fused UNet returns NaN on WebGPU fp16 (its
+ * adapter's deepest GroupNorm groups, one channel each at 1×1, hold a single element; fp32 and 16² are finite).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
@@ -75,16 +77,17 @@ const { values } = parseArgs({
 
 type PipelineName = 'sd21' | 'sdxl';
 /** What differs between the two benchmarked pipelines. */
-const PIPELINES: Readonly<Record<PipelineName, { label: string; pixels: number; sizes: string; checkpoint: string; ensure: (out: string) => string; assumes: string }>> = {
+const PIPELINES: Readonly<Record<PipelineName, { label: string; pixels: number; sizes: string; latentMultiple: number; checkpoint: string; ensure: (out: string) => string; assumes: string }>> = {
   sd21: {
     label: 'SD 2.1 + adapter',
     pixels: 512,
     sizes: '32,64',
+    latentMultiple: 8,
     checkpoint: 'sd21-random',
     ensure: ensureRandomCheckpoint,
     assumes: 'SD 2.1-base configs (bench/configs) with the published SD2.1-canny adapter’s settings (control channels 4/8/16/16, learned time embedding)',
   },
-  sdxl: { label: 'SDXL + adapter', pixels: 1024, sizes: '64,128', checkpoint: 'sdxl-random', ensure: ensureRandomSdxlCheckpoint, assumes: SDXL_CHECKPOINT_ASSUMPTIONS },
+  sdxl: { label: 'SDXL + adapter', pixels: 1024, sizes: '64,128', latentMultiple: 4, checkpoint: 'sdxl-random', ensure: ensureRandomSdxlCheckpoint, assumes: SDXL_CHECKPOINT_ASSUMPTIONS },
 };
 
 /** One pipeline's figures: the README GPU table's row, plus peak RSS. */
@@ -165,24 +168,37 @@ const isBoolean = (flag: string) => BOOLEAN_FLAGS.has(flag);
 if (values.pipeline === 'both' && values.model === undefined && !values['load-only'] && !values['full-only']) {
   const summary: SummaryRow[] = [];
   const diffusers: DiffusersResult[] = [];
+  const failed: { pipeline: PipelineName; error: string }[] = [];
   for (const name of ['sd21', 'sdxl'] as const) {
     console.log(`\n## ${PIPELINES[name].label}\n`);
-    const r = await child<{ summary: SummaryRow; diffusers: DiffusersResult | null }>({ pipeline: name });
-    summary.push(r.summary);
-    if (r.diffusers) diffusers.push(r.diffusers);
+    try {
+      const r = await child<{ summary: SummaryRow; diffusers: DiffusersResult | null }>({ pipeline: name });
+      summary.push(r.summary);
+      if (r.diffusers) diffusers.push(r.diffusers);
+    } catch (e) {
+      // one pipeline failing (its error is above, on stderr) still leaves the other's row
+      failed.push({ pipeline: name, error: (e as Error).message });
+    }
   }
   printSummary(summary, diffusers);
-  console.log(JSON.stringify({ date: new Date().toISOString(), summary, diffusers }));
-  process.exit(0);
+  for (const f of failed) console.log(`${PIPELINES[f.pipeline].label}: failed — ${f.error}`);
+  console.log(JSON.stringify({ date: new Date().toISOString(), summary, diffusers, failed }));
+  process.exit(failed.length ? 1 : 0);
 }
 
 // ── one pipeline ───────────────────────────────────────────────────────────────────────────────────────────────
 const name: PipelineName = values.model !== undefined ? (pipelineKind(values.model) === 'sdxl' ? 'sdxl' : 'sd21') : values.pipeline === 'sdxl' ? 'sdxl' : 'sd21';
 const spec = PIPELINES[name];
-const out = values.out ?? join(HERE, 'out', spec.checkpoint);
-const dir = values.model ?? spec.ensure(out);
 const sizes = (values.sizes ?? spec.sizes).split(',').map((s) => intOption('sizes', s, 1));
 const fullPixels = values['full-size'] !== undefined ? intOption('full-size', values['full-size'], 8) : spec.pixels;
+// the fused UNet halves the latents (levels − 1) times: 8 | size for SD 2.1's four levels, 4 | size for SDXL's three
+for (const [what, latent] of [...sizes.map((s) => ['sizes', s] as const), ['full-size', fullPixels / 8] as const]) {
+  if (values.model === undefined && latent % spec.latentMultiple !== 0) {
+    fail(`--${what}: ${spec.label} needs latent sizes divisible by ${spec.latentMultiple}${what === 'full-size' ? ` (pixels by ${8 * spec.latentMultiple})` : ''}, got ${what === 'full-size' ? fullPixels : latent}`);
+  }
+}
+const out = values.out ?? join(HERE, 'out', spec.checkpoint);
+const dir = values.model ?? spec.ensure(out);
 const dtype: 'float32' | 'float16' = values.dtype === 'float16' ? 'float16' : 'float32';
 const runtime: RuntimeOptions = {
   ...(values.threads ? { intraOpNumThreads: intOption('threads', values.threads, 1) } : {}),
