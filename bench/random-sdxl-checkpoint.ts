@@ -28,8 +28,10 @@ const SDXL_CONFIGS = join(HERE, '..', 'src', 'models', 'single-file', 'configs',
 
 /** The settings of `from_unet` beyond the UNet: diffusers' keyword arguments, camelCased. */
 export interface FromUnetSettings {
-  /** `block_out_channels = [int(b * size_ratio) for b in unet.block_out_channels]`. */
-  sizeRatio: number;
+  /** `block_out_channels = [int(b * size_ratio) for b in unet.block_out_channels]`; give this or `blockOutChannels`. */
+  sizeRatio?: number;
+  /** The control widths themselves (diffusers' absolute sizing). */
+  blockOutChannels?: number[];
   /** Default: the UNet's `attention_head_dim` (diffusers' naming confusion, kept). */
   numAttentionHeads?: number[];
   learnTimeEmbedding?: boolean;
@@ -46,6 +48,11 @@ export interface FromUnetSettings {
  * UNet's own.
  */
 export function adapterConfigFromUnet(unet: UNet2DConditionConfig, s: FromUnetSettings): Record<string, unknown> {
+  if ((s.sizeRatio === undefined) === (s.blockOutChannels === undefined)) {
+    throw new Error('adapterConfigFromUnet: give exactly one of sizeRatio (relative sizing) and blockOutChannels (absolute sizing), as from_unet requires');
+  }
+  const ratio = s.sizeRatio;
+  const blockOutChannels = s.blockOutChannels ?? unet.blockOutChannels.map((b) => Math.trunc(b * ratio!));
   const heads = s.numAttentionHeads ?? unet.attentionHeadDim;
   return {
     _class_name: 'ControlNetXSAdapter',
@@ -56,7 +63,7 @@ export function adapterConfigFromUnet(unet: UNet2DConditionConfig, s: FromUnetSe
     time_embedding_mix: s.timeEmbeddingMix ?? 1.0,
     learn_time_embedding: s.learnTimeEmbedding ?? false,
     num_attention_heads: heads,
-    block_out_channels: unet.blockOutChannels.map((b) => Math.trunc(b * s.sizeRatio)),
+    block_out_channels: blockOutChannels,
     base_block_out_channels: unet.blockOutChannels,
     cross_attention_dim: unet.crossAttentionDim,
     down_block_types: unet.downBlockTypes,
