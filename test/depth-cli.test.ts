@@ -5,23 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import sharp from 'sharp';
-import { loadSafetensorsSync } from '../src/weights/safetensors.js';
+import { assertBytesNear, depthReference } from './depth-cases.js';
 import { fixture, tempDir } from './helpers.js';
 
-const D = fixture('depth');
-const ref = loadSafetensorsSync(join(D, 'tensors.safetensors'));
-interface Case {
-  name: string;
-  model: string;
-  image_file: string;
-  size_hw: [number, number];
-  tensors: Record<string, string>;
-}
-const cases = JSON.parse(readFileSync(join(D, 'cases.json'), 'utf8')) as Case[];
+const { dir: D, cases, bytes } = depthReference('depth');
 /** A private cache home: neither the graph cache nor the Hub cache may land in the real ~/.cache. */
 const cacheHome = tempDir('cnxs-depth-cli-cache-');
 const cli = (...args: string[]) =>
@@ -37,18 +28,6 @@ async function grayBytes(path: string): Promise<{ channels: number | undefined; 
   return { channels: meta.channels, data: new Uint8Array(data), width: info.width, height: info.height };
 }
 
-/** Exact, or off by one on at most 0.1 % of the pixels (the reference README's truncation-boundary allowance). */
-function assertDepthBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
-  assert.equal(actual.length, expected.length);
-  let off = 0;
-  for (let i = 0; i < actual.length; i++) {
-    const d = Math.abs(actual[i]! - expected[i]!);
-    assert.ok(d <= 1, `${what}: pixel ${i} is ${actual[i]}, expected ${expected[i]}`);
-    if (d) off++;
-  }
-  assert.ok(off <= actual.length * 0.001, `${what}: ${off} pixels off by one`);
-}
-
 describe('cnxs depth writes the pipeline depth as a gray PNG', () => {
   // one image per model: the RGBA one for DPT-hybrid (alpha dropped), the tall one for Depth Anything (aspect kept)
   for (const name of ['tiny-dpt-hybrid.p1_rgba_45x37', 'tiny-depth-anything-v2.p3_rgb_100x40']) {
@@ -62,7 +41,7 @@ describe('cnxs depth writes the pipeline depth as a gray PNG', () => {
       const png = await grayBytes(out);
       assert.equal(png.channels, 1, 'mode L');
       assert.deepEqual([png.height, png.width], c.size_hw);
-      assertDepthBytes(png.data, ref.read(c.tensors['depth_u8']!).data as Uint8Array, 'depth_u8');
+      assertBytesNear(png.data, bytes(c, 'depth_u8'), 'depth_u8');
       assert.deepEqual(readdirSync(dir), ['depth.png'], 'no temp file left behind');
     });
   }

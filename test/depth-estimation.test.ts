@@ -7,7 +7,7 @@
  * the fixtures; numpy's uint8 cast at its edges; bad input.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import sharp from 'sharp';
@@ -26,37 +26,16 @@ import {
   interpolateDepth,
 } from '../src/pipelines/depth-estimation.js';
 import { Tensor, type TensorLike } from '../src/tensor.js';
-import { loadSafetensorsSync } from '../src/weights/safetensors.js';
+import { assertBytesNear, depthReference, noWarn, type DepthCase } from './depth-cases.js';
 import { startHub } from './fake-hub.js';
 import { assertClose, fixture, tempDir } from './helpers.js';
 
-const D = fixture('depth');
-const ref = loadSafetensorsSync(join(D, 'tensors.safetensors'));
-interface Case {
-  name: string;
-  model: string;
-  image_file: string;
-  size_hw: [number, number];
+interface Case extends DepthCase {
   minmax_size_hw: [number, number];
-  tensors: Record<string, string>;
 }
-const cases = JSON.parse(readFileSync(join(D, 'cases.json'), 'utf8')) as Case[];
-const read = (c: Case, key: string) => ref.read(c.tensors[key]!);
-const quiet = { warn: (m: string) => assert.fail(`unexpected warning: ${m}`) };
+const { dir: D, cases, read, bytes } = depthReference<Case>('depth');
 /** README: interpolated and the min-max map at atol 1e-4. */
 const ATOL = 1e-4;
-
-/** uint8 images: exact, or off by one on at most 0.1 % of the bytes (the README's tolerance). */
-function assertBytesNear(actual: Uint8Array, expected: Uint8Array, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  let off = 0;
-  for (let i = 0; i < actual.length; i++) {
-    const d = Math.abs(actual[i]! - expected[i]!);
-    assert.ok(d <= 1, `${what}: byte ${i} is ${actual[i]}, expected ${expected[i]}`);
-    if (d) off++;
-  }
-  assert.ok(off <= actual.length * 0.001, `${what}: ${off} of ${actual.length} bytes off by one (over 0.1 %)`);
-}
 
 describe('postprocessing and recipes from the reference predicted_depth', () => {
   for (const c of cases) {
@@ -67,10 +46,10 @@ describe('postprocessing and recipes from the reference predicted_depth', () => 
       assertClose(interpolated, read(c, 'interpolated'), ATOL, 'interpolated');
       const depth = depthToImage(interpolated);
       assert.deepEqual([depth.height, depth.width], [H, W]);
-      assertBytesNear(depth.data, read(c, 'depth_u8').data as Uint8Array, 'depth_u8');
+      assertBytesNear(depth.data, bytes(c, 'depth_u8'), 'depth_u8');
       // recipe A: from the reference bytes exactly, and from ours within the depth's tolerance
-      const stackRef = read(c, 'control_stack_u8').data as Uint8Array;
-      assert.deepEqual(new GrayImage(W, H, read(c, 'depth_u8').data as Uint8Array).toRGB().data, stackRef, 'recipe A from depth_u8');
+      const stackRef = bytes(c, 'control_stack_u8');
+      assert.deepEqual(new GrayImage(W, H, bytes(c, 'depth_u8')).toRGB().data, stackRef, 'recipe A from depth_u8');
       assertBytesNear(depth.toRGB().data, stackRef, 'recipe A');
       // recipe B
       const [S0, S1] = c.minmax_size_hw;
@@ -78,7 +57,7 @@ describe('postprocessing and recipes from the reference predicted_depth', () => 
       assertClose(minmax, read(c, 'control_minmax_f32'), ATOL, 'control_minmax_f32');
       const control = depthControlImage(predicted, { width: S1, height: S0 });
       assert.deepEqual([control.height, control.width], [S0, S1]);
-      assertBytesNear(control.data, read(c, 'control_minmax_u8').data as Uint8Array, 'control_minmax_u8');
+      assertBytesNear(control.data, bytes(c, 'control_minmax_u8'), 'control_minmax_u8');
     });
   }
 });
@@ -103,11 +82,11 @@ describe('depthEstimation from the image files (the reference predicted_depth st
   for (const c of cases) {
     test(c.name, async () => {
       const model = referenceModel(c);
-      const processor = DPTImageProcessor.fromPretrained(join(D, c.model), quiet);
+      const processor = DPTImageProcessor.fromPretrained(join(D, c.model), noWarn);
       const out = await depthEstimation(join(D, c.image_file), { model, processor });
       assert.equal(model.calls, 1);
       assert.deepEqual(out.predictedDepth.data, read(c, 'predicted_depth').data);
-      assertBytesNear(out.depth.data, read(c, 'depth_u8').data as Uint8Array, 'depth_u8');
+      assertBytesNear(out.depth.data, bytes(c, 'depth_u8'), 'depth_u8');
     });
   }
 
@@ -123,12 +102,12 @@ const tinyModelsPresent = cases.every((c) => existsSync(join(D, c.model, 'config
 describe('end to end on the tiny models', { skip: tinyModelsPresent ? false : 'the tiny models are not in test/fixtures/depth yet' }, () => {
   for (const model of [...new Set(cases.map((c) => c.model))]) {
     test(model, async () => {
-      const pipe = await DepthEstimationPipeline.fromPretrained(join(D, model), quiet);
+      const pipe = await DepthEstimationPipeline.fromPretrained(join(D, model), noWarn);
       try {
         for (const c of cases.filter((x) => x.model === model)) {
           const out = await pipe.run(join(D, c.image_file));
           assertClose(out.predictedDepth, read(c, 'predicted_depth'), ATOL, `${c.name} predicted_depth`);
-          assertBytesNear(out.depth.data, read(c, 'depth_u8').data as Uint8Array, `${c.name} depth_u8`);
+          assertBytesNear(out.depth.data, bytes(c, 'depth_u8'), `${c.name} depth_u8`);
         }
       } finally {
         await pipe.release();
@@ -143,16 +122,16 @@ describe('from the Hub', () => {
     const cacheDir = join(tempDir('cnxs-depth-hub-'), 'hub');
     const c = cases.find((x) => x.model === 'tiny-depth-anything-v2')!;
     try {
-      const pipe = await DepthEstimationPipeline.fromPretrained('org/tiny-pipe', { cacheDir, endpoint: hub.endpoint, token: false, ...quiet });
+      const pipe = await DepthEstimationPipeline.fromPretrained('org/tiny-pipe', { cacheDir, endpoint: hub.endpoint, token: false, ...noWarn });
       const out = await pipe.run(join(D, c.image_file));
       await pipe.release();
-      assertBytesNear(out.depth.data, read(c, 'depth_u8').data as Uint8Array, 'depth_u8');
+      assertBytesNear(out.depth.data, bytes(c, 'depth_u8'), 'depth_u8');
       assert.ok(hub.log.some((l) => l.path.endsWith('/preprocessor_config.json')), 'the processor file was fetched');
     } finally {
       await hub.stop();
     }
     // the Hub is gone: everything comes from the cache
-    const offline = await DepthEstimationPipeline.fromPretrained('org/tiny-pipe', { cacheDir, localFilesOnly: true, ...quiet });
+    const offline = await DepthEstimationPipeline.fromPretrained('org/tiny-pipe', { cacheDir, localFilesOnly: true, ...noWarn });
     assert.equal(offline.processor.config.ensureMultipleOf, 14);
     await offline.release();
   });
@@ -222,12 +201,12 @@ describe('bad input', () => {
     const noProcessor = join(tmp, 'no-processor');
     mkdirSync(noProcessor);
     writeFileSync(join(noProcessor, 'config.json'), JSON.stringify({ model_type: 'dpt' }));
-    await assert.rejects(DepthEstimationPipeline.fromPretrained(noProcessor, quiet), (e: unknown) => e instanceof ConfigError && /preprocessor_config\.json/.test(e.message));
+    await assert.rejects(DepthEstimationPipeline.fromPretrained(noProcessor, noWarn), (e: unknown) => e instanceof ConfigError && /preprocessor_config\.json/.test(e.message));
 
     const unet = join(tmp, 'unet');
     mkdirSync(unet);
     copyFileSync(fixture('tiny-sd-cnxs', 'unet', 'config.json'), join(unet, 'config.json'));
     copyFileSync(join(D, 'tiny-dpt-hybrid', 'preprocessor_config.json'), join(unet, 'preprocessor_config.json'));
-    await assert.rejects(DepthEstimationPipeline.fromPretrained(unet, quiet), (e: unknown) => e instanceof ConfigError && /not a depth-estimation model/.test(e.message) && /UNet2DConditionModel/.test(e.message));
+    await assert.rejects(DepthEstimationPipeline.fromPretrained(unet, noWarn), (e: unknown) => e instanceof ConfigError && /not a depth-estimation model/.test(e.message) && /UNet2DConditionModel/.test(e.message));
   });
 });

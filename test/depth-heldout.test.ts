@@ -11,42 +11,20 @@
  * end to end) and the interpolated depth ≤ 1e-4, the 8-bit depth exact or ±1 on ≤ 0.1 % of pixels.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { DPTImageProcessor } from '../src/image/dpt-image-processor.js';
 import { loadImage } from '../src/image/load.js';
 import { loadDepthEstimationModel, type DepthEstimationModel } from '../src/models/depth-estimation.js';
 import { depthEstimation, interpolateDepth } from '../src/pipelines/depth-estimation.js';
-import { loadSafetensorsSync } from '../src/weights/safetensors.js';
-import { assertClose, fixture } from './helpers.js';
+import { assertBytesNear, depthReference, noWarn, type DepthCase } from './depth-cases.js';
+import { assertClose } from './helpers.js';
 
-const D = fixture('depth-heldout');
-const ref = loadSafetensorsSync(join(D, 'tensors.safetensors'));
-interface Case {
-  name: string;
-  model: string;
-  image_file: string;
-  size_hw: [number, number];
+interface Case extends DepthCase {
   resized_hw: [number, number];
   predicted_hw: [number, number];
-  tensors: Record<'rgb_u8' | 'pixel_values' | 'predicted_depth' | 'interpolated' | 'depth_u8', string>;
 }
-const cases = JSON.parse(readFileSync(join(D, 'cases.json'), 'utf8')) as Case[];
-const read = (c: Case, key: keyof Case['tensors']) => ref.read(c.tensors[key]);
-const noWarn = { warn: (m: string) => assert.fail(`unexpected warning: ${m}`) };
-
-/** uint8 images: exact, or off by one on at most 0.1 % of the bytes (truncation at a float boundary). */
-function assertBytesNear(actual: Uint8Array, expected: Uint8Array, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  let off = 0;
-  for (let i = 0; i < actual.length; i++) {
-    const d = Math.abs(actual[i]! - expected[i]!);
-    assert.ok(d <= 1, `${what}: byte ${i} is ${actual[i]}, expected ${expected[i]}`);
-    if (d) off++;
-  }
-  assert.ok(off <= actual.length * 0.001, `${what}: ${off} of ${actual.length} bytes off by one (over 0.1 %)`);
-}
+const { dir: D, cases, read, bytes } = depthReference<Case>('depth-heldout');
 
 test('the fixture covers the held-back layouts on every held-back image', () => {
   const by = (m: string) => cases.filter((c) => c.model === m).map((c) => c.image_file);
@@ -70,7 +48,7 @@ describe('held-back-style depth cases (transformers 4.44 semantics)', () => {
       const processor = DPTImageProcessor.fromPretrained(join(D, c.model), noWarn);
       const image = await loadImage(join(D, c.image_file));
       assert.deepEqual([image.height, image.width], c.size_hw);
-      assert.deepEqual(image.data, read(c, 'rgb_u8').data as Uint8Array, 'load_image RGB bytes');
+      assert.deepEqual(image.data, bytes(c, 'rgb_u8'), 'load_image RGB bytes');
       const pixels = processor.preprocess(image);
       assert.deepEqual([...pixels.dims], [1, 3, ...c.resized_hw], 'pixel_values dims');
       assertClose(pixels, read(c, 'pixel_values'), 1e-6, 'pixel_values');
@@ -85,7 +63,7 @@ describe('held-back-style depth cases (transformers 4.44 semantics)', () => {
       const [H, W] = c.size_hw;
       assertClose(interpolateDepth(out.predictedDepth, { width: W, height: H }), read(c, 'interpolated'), 1e-4, 'interpolated');
       assert.deepEqual([out.depth.height, out.depth.width], [H, W]);
-      assertBytesNear(out.depth.data, read(c, 'depth_u8').data as Uint8Array, 'depth_u8');
+      assertBytesNear(out.depth.data, bytes(c, 'depth_u8'), 'depth_u8');
     });
   }
 });

@@ -4,7 +4,6 @@
  * models' preprocessor configs (sizes from the output-size rule worked by hand); bad configs and images.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { ConfigError, InputError } from '../src/errors.js';
@@ -12,39 +11,30 @@ import { DPTImageProcessor, MAX_DEPTH_IMAGE_PIXELS, parseDPTImageProcessorConfig
 import { loadImage } from '../src/image/load.js';
 import { RGBImage } from '../src/image/rgb-image.js';
 import type { Tensor } from '../src/tensor.js';
-import { loadSafetensorsSync } from '../src/weights/safetensors.js';
-import { fixture } from './helpers.js';
+import { depthReference, noWarn, type DepthCase } from './depth-cases.js';
 
-const D = fixture('depth');
-const ref = loadSafetensorsSync(join(D, 'tensors.safetensors'));
-interface Case {
-  name: string;
-  model: string;
-  image_file: string;
+interface Case extends DepthCase {
   mode: string;
-  size_hw: [number, number];
   resized_hw: [number, number];
-  tensors: Record<string, string>;
 }
-const cases = JSON.parse(readFileSync(join(D, 'cases.json'), 'utf8')) as Case[];
-const quiet = { warn: (m: string) => assert.fail(`unexpected warning: ${m}`) };
+const { dir: D, cases, read } = depthReference<Case>('depth');
+/** A tensor's bytes as stored: float32 compared bit for bit. */
 const bytes = (t: Tensor) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-const noWarn = (m: string) => assert.fail(`unexpected warning: ${m}`);
 
 describe('DPTImageProcessor equals transformers 4.44 (bit for bit)', () => {
   for (const c of cases) {
     test(c.name, async () => {
-      const processor = DPTImageProcessor.fromPretrained(join(D, c.model), quiet);
+      const processor = DPTImageProcessor.fromPretrained(join(D, c.model), noWarn);
       const image = await loadImage(join(D, c.image_file));
       assert.deepEqual([image.height, image.width], c.size_hw);
       // load_image = convert("RGB"): RGBA alpha dropped (not composited), L replicated
-      assert.deepEqual(Buffer.from(image.data), bytes(ref.read(c.tensors['rgb_u8']!)), `load_image of a ${c.mode} image`);
+      assert.deepEqual(Buffer.from(image.data), bytes(read(c, 'rgb_u8')), `load_image of a ${c.mode} image`);
       const size = processor.outputSize(image.width, image.height);
       assert.deepEqual([size.height, size.width], c.resized_hw);
       const resized = processor.resize(image);
-      assert.deepEqual(Buffer.from(resized.data), bytes(ref.read(c.tensors['resized_u8']!)), 'resized uint8');
+      assert.deepEqual(Buffer.from(resized.data), bytes(read(c, 'resized_u8')), 'resized uint8');
       const pixels = processor.preprocess(image);
-      const expected = ref.read(c.tensors['pixel_values']!);
+      const expected = read(c, 'pixel_values');
       assert.deepEqual(pixels.dims, expected.dims);
       assert.deepEqual(bytes(pixels), bytes(expected), 'pixel_values');
     });
@@ -52,7 +42,7 @@ describe('DPTImageProcessor equals transformers 4.44 (bit for bit)', () => {
 });
 
 describe('real preprocessor configs', () => {
-  const real = (name: string) => DPTImageProcessor.fromPretrained(join(D, 'configs', name), quiet);
+  const real = (name: string) => DPTImageProcessor.fromPretrained(join(D, 'configs', name), noWarn);
 
   test('Depth-Anything-V2-Small: 518 on the side that changes least, multiples of 14', () => {
     const p = real('depth-anything--Depth-Anything-V2-Small-hf');
@@ -88,14 +78,14 @@ describe('real preprocessor configs', () => {
     const p = DPTImageProcessor.fromConfig(
       { do_normalize: true, do_resize: true, ensure_multiple_of: 1, feature_extractor_type: 'DPTFeatureExtractor', image_mean: [0.5, 0.5, 0.5], image_std: [0.5, 0.5, 0.5], keep_aspect_ratio: false, resample: 2, size: 384 },
       'hub',
-      noWarn,
+      noWarn.warn,
     );
     assert.deepEqual(p.config.size, { height: 384, width: 384 });
     assert.equal(p.config.resample, 'bilinear');
   });
 
   test("transformers' defaults for an empty config: 384x384, bicubic, 1/255, mean = std = 0.5", () => {
-    const c = parseDPTImageProcessorConfig({}, 'empty', noWarn);
+    const c = parseDPTImageProcessorConfig({}, 'empty', noWarn.warn);
     assert.deepEqual(c.size, { height: 384, width: 384 });
     assert.equal(c.resample, 'bicubic');
     assert.equal(c.rescaleFactor, 1 / 255);
@@ -106,7 +96,7 @@ describe('real preprocessor configs', () => {
 
 describe('output-size rule', () => {
   const da = (extra: Record<string, unknown> = {}) =>
-    DPTImageProcessor.fromConfig({ size: { height: 56, width: 56 }, keep_aspect_ratio: true, ensure_multiple_of: 14, ...extra }, 'test', noWarn);
+    DPTImageProcessor.fromConfig({ size: { height: 56, width: 56 }, keep_aspect_ratio: true, ensure_multiple_of: 14, ...extra }, 'test', noWarn.warn);
 
   test('the README examples: 100x40 → 140x56, 48x80 → 56x98, 45x37 → 56x42 (H x W)', () => {
     assert.deepEqual(da().outputSize(40, 100), { width: 56, height: 140 });
@@ -116,13 +106,13 @@ describe('output-size rule', () => {
 
   test("Python's round: halves go to the even multiple", () => {
     // size 7 multiple 2 on a 7x7 image → 7/2 = 3.5 → round 4 → 8; on 5x5 with size 5 → 2.5 → 2 → 4
-    const p = (s: number) => DPTImageProcessor.fromConfig({ size: s, ensure_multiple_of: 2 }, 'test', noWarn);
+    const p = (s: number) => DPTImageProcessor.fromConfig({ size: s, ensure_multiple_of: 2 }, 'test', noWarn.warn);
     assert.deepEqual(p(7).outputSize(7, 7), { width: 8, height: 8 });
     assert.deepEqual(p(5).outputSize(5, 5), { width: 4, height: 4 });
   });
 
   test('do_pad pads after normalising, zeros, the odd row at the bottom', () => {
-    const p = DPTImageProcessor.fromConfig({ do_resize: false, do_pad: true, size_divisor: 4, image_mean: 0, image_std: 1, do_rescale: false }, 'test', noWarn);
+    const p = DPTImageProcessor.fromConfig({ do_resize: false, do_pad: true, size_divisor: 4, image_mean: 0, image_std: 1, do_rescale: false }, 'test', noWarn.warn);
     const img = new RGBImage(2, 1, Uint8Array.from([10, 20, 30, 40, 50, 60]));
     const x = p.preprocess(img);
     assert.deepEqual(x.dims, [1, 3, 4, 4]);
@@ -167,7 +157,7 @@ describe('bad input', () => {
   });
 
   test('0x0 and too-large images, and images too thin for the aspect rule, are InputErrors', () => {
-    const p = DPTImageProcessor.fromConfig({ size: 518, keep_aspect_ratio: true, ensure_multiple_of: 14 }, 'test', noWarn);
+    const p = DPTImageProcessor.fromConfig({ size: 518, keep_aspect_ratio: true, ensure_multiple_of: 14 }, 'test', noWarn.warn);
     assert.throws(() => p.outputSize(0, 0), (e: unknown) => e instanceof InputError && /0x0/.test(e.message));
     const side = Math.ceil(Math.sqrt(MAX_DEPTH_IMAGE_PIXELS)) + 1;
     assert.throws(() => p.outputSize(side, side), (e: unknown) => e instanceof InputError && /limit/.test(e.message));
