@@ -20,6 +20,7 @@ import { canny } from '../src/image/canny.js';
 import { RGBImage } from '../src/image/rgb-image.js';
 import { DepthEstimationPipeline, depthToImage, interpolateDepth } from '../src/pipelines/depth-estimation.js';
 import { writeSafetensors } from '../src/weights/write-safetensors.js';
+import { uniformFloat32Bytes, xorshift32 } from './xorshift.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REAL = join(HERE, '..', 'test', 'fixtures', 'depth', 'configs', 'depth-anything--Depth-Anything-V2-Small-hf');
@@ -31,21 +32,6 @@ const { values } = parseArgs({
     out: { type: 'string', default: join(HERE, 'out', 'depth-anything-v2-small-random') },
   },
 });
-
-/** Uniform floats in [-scale, scale) from a xorshift stream: distinct per tensor, no NaN, no denormals. */
-function randomFloats(n: number, seed: number, scale: number, offset: number): Uint8Array {
-  const out = new Float32Array(n);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = offset + scale * (x / 2 ** 31 - 1);
-  }
-  return new Uint8Array(out.buffer);
-}
 
 /** The real config and processor with random weights of the real key table, written once. */
 function ensureRandomModel(dir: string): void {
@@ -63,7 +49,11 @@ function ensureRandomModel(dir: string): void {
         name: key,
         dtype: 'F32' as const,
         shape,
-        bytes: () => randomFloats(shape.reduce((a, d) => a * d, 1), i + 1, isScale ? 0.1 : isLayerScale ? 0.05 : 0.02, isScale ? 1 : isLayerScale ? 0.1 : 0),
+        bytes: () =>
+          uniformFloat32Bytes(shape.reduce((a, d) => a * d, 1), i + 1, {
+            scale: isScale ? 0.1 : isLayerScale ? 0.05 : 0.02,
+            offset: isScale ? 1 : isLayerScale ? 0.1 : 0,
+          }),
       };
     }),
   );
@@ -74,14 +64,10 @@ function ensureRandomModel(dir: string): void {
 /** A deterministic photo stand-in: gradients, a few discs and some noise. Shapes: → [size, size, 3]. */
 function testImage(size: number): RGBImage {
   const data = new Uint8Array(size * size * 3);
-  let x = 12345;
+  const next = xorshift32(12345);
   for (let y = 0; y < size; y++) {
     for (let c = 0; c < size; c++) {
-      x ^= x << 13;
-      x >>>= 0;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
+      const x = next();
       const disc = (cx: number, cy: number, r: number) => ((c - cx) ** 2 + (y - cy) ** 2 < r * r ? 80 : 0);
       const base = (y / size) * 120 + disc(size * 0.3, size * 0.4, size * 0.15) + disc(size * 0.7, size * 0.6, size * 0.2);
       const noise = (x % 21) - 10;

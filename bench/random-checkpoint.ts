@@ -21,29 +21,19 @@ import { Generator, randn } from '../src/random/index.js';
 import { numel, type Tensor } from '../src/tensor.js';
 import type { ParameterSpec } from '../src/weights/source.js';
 import { writeSafetensors } from '../src/weights/write-safetensors.js';
+import { uniformFloat32Bytes } from './xorshift.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const CONFIGS = join(HERE, 'configs');
 /** The CLIP BPE files (the same vocabulary as every SD checkpoint). */
 const TOKENIZER = join(HERE, '..', 'test', 'fixtures', 'clip-tokenizer');
 
-/** xorshift32 uniforms in [-a, a): fast, seeded, distinct per tensor. */
+/** Uniforms scaled like an init (±√(3 / fan-in); norm weights 1 ± 0.1, other vectors ±0.1), tensor stream `seed`. */
 function randomBytes(p: ParameterSpec, seed: number): Uint8Array {
-  const n = numel(p.shape);
-  const out = new Float32Array(n);
   const fanIn = p.shape.length > 1 ? numel(p.shape.slice(1)) : 1;
   const isNormWeight = p.shape.length === 1 && /norm/.test(p.key) && p.key.endsWith('.weight');
   const scale = p.shape.length > 1 ? Math.sqrt(3 / fanIn) : 0.1;
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = (isNormWeight ? 1 : 0) + scale * (x / 2 ** 31 - 1);
-  }
-  return new Uint8Array(out.buffer);
+  return uniformFloat32Bytes(numel(p.shape), seed, { scale, offset: isNormWeight ? 1 : 0 });
 }
 
 function writeRandom(dir: string, params: ParameterSpec[], file = 'diffusion_pytorch_model.safetensors'): void {

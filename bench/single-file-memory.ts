@@ -21,6 +21,7 @@ import { UNet2DConditionModel } from '../src/models/unet-2d-condition.js';
 import { Tensor } from '../src/tensor.js';
 import { readWeightBytes } from '../src/weights/view.js';
 import { writeSafetensors } from '../src/weights/write-safetensors.js';
+import { tensorStream } from './xorshift.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '..');
@@ -32,13 +33,9 @@ const BUNDLED_SD21_BASE = 'stabilityai/stable-diffusion-2-1-base';
 /** Random fp16 bits with magnitudes in [2^-5, 2^0): finite, distinct per tensor, cheap to make. */
 function randomHalf(n: number, seed: number): Uint8Array {
   const out = new Uint16Array(n);
-  let x = (seed * 2654435761) >>> 0 || 1;
+  const next = tensorStream(seed);
   for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
+    const x = next();
     out[i] = (x & 0x8000) | ((10 + ((x >>> 16) % 5)) << 10) | (x & 0x3ff);
   }
   return new Uint8Array(out.buffer);
