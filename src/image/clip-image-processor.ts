@@ -14,17 +14,21 @@
  * form SD 1.5 repos ship (`"size": 224`, `"crop_size": 224`, no rescale keys) and the form
  * `save_pretrained` writes today (`{"shortest_edge": 224}`, `{"height": 224, "width": 224}`, …).
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { ConfigError, InputError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { parseConfig, type Warn } from '../util/config.js';
-import { readJsonObject } from '../util/json.js';
+import {
+  perChannel,
+  pilResample,
+  pixelValueTables,
+  PREPROCESSOR_CONFIG,
+  PROCESSOR_CLASS_KEYS,
+  readPreprocessorConfig,
+  rescaleFactor,
+  withoutKeys,
+} from './base-image-processor.js';
 import { resizeImage, type ResampleFilter } from './resample.js';
 import { RGBImage } from './rgb-image.js';
-
-/** The file `CLIPImageProcessor.from_pretrained` reads. */
-export const PREPROCESSOR_CONFIG = 'preprocessor_config.json';
 
 /** OpenAI CLIP's channel statistics (transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD). */
 const OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];
@@ -47,12 +51,6 @@ const DEFAULTS = {
   use_square_size: false,
 };
 
-/** Bookkeeping keys of a processor file: they name the class, not the processing. */
-const METADATA_KEYS = new Set(['feature_extractor_type', 'image_processor_type', 'processor_class']);
-
-/** PIL's resampling codes, as the config stores them. BOX (4) and HAMMING (5) have no port. */
-const PIL_RESAMPLE: Readonly<Record<number, ResampleFilter>> = { 0: 'nearest', 1: 'lanczos', 2: 'bilinear', 3: 'bicubic' };
-
 export type CLIPResizeTarget = { readonly shortestEdge: number } | { readonly height: number; readonly width: number };
 
 export interface CLIPImageProcessorConfig {
@@ -73,25 +71,19 @@ export interface CLIPImageProcessorConfig {
 
 /** Parse a `preprocessor_config.json` (either form) with transformers' defaults; unknown keys are warned about. */
 export function parseCLIPImageProcessorConfig(raw: Readonly<Record<string, unknown>>, origin: string, warn: Warn): CLIPImageProcessorConfig {
-  const own = Object.fromEntries(Object.entries(raw).filter(([k]) => !METADATA_KEYS.has(k)));
-  const c = parseConfig(own, DEFAULTS, origin, warn);
+  const c = parseConfig(withoutKeys(raw, PROCESSOR_CLASS_KEYS), DEFAULTS, origin, warn);
   let size = sizeDict(c.size ?? { shortest_edge: 224 }, false, 'size', origin);
   if (c.useSquareSize && 'shortestEdge' in size) size = { height: size.shortestEdge, width: size.shortestEdge };
   const crop = sizeDict(c.cropSize ?? { height: 224, width: 224 }, true, 'crop_size', origin);
   if (!('height' in crop)) throw new ConfigError(`${origin}: "crop_size" must give a height and a width, got ${JSON.stringify(c.cropSize)}`);
-  const filter = PIL_RESAMPLE[c.resample];
-  if (filter === undefined) {
-    throw new ConfigError(`${origin}: "resample" ${JSON.stringify(c.resample)} is not supported (0 NEAREST, 1 LANCZOS, 2 BILINEAR or 3 BICUBIC)`);
-  }
-  if (!(c.rescaleFactor > 0) || !Number.isFinite(c.rescaleFactor)) throw new ConfigError(`${origin}: "rescale_factor" must be a positive number, got ${c.rescaleFactor}`);
   return {
     doResize: c.doResize,
     size,
-    resample: filter,
+    resample: pilResample(c.resample, origin),
     doCenterCrop: c.doCenterCrop,
     cropSize: crop,
     doRescale: c.doRescale,
-    rescaleFactor: c.rescaleFactor,
+    rescaleFactor: rescaleFactor(c.rescaleFactor, origin),
     doNormalize: c.doNormalize,
     imageMean: perChannel(c.imageMean, 'image_mean', origin, false),
     imageStd: perChannel(c.imageStd, 'image_std', origin, true),
@@ -120,15 +112,6 @@ function sizeDict(v: unknown, square: boolean, key: string, origin: string): CLI
   }
   if (positive(d['height']) && positive(d['width'])) return { height: d['height'], width: d['width'] };
   throw bad();
-}
-
-/** A mean or std: one number for all three channels, or three. */
-function perChannel(v: number | number[], key: string, origin: string, nonZero: boolean): [number, number, number] {
-  const list = typeof v === 'number' ? [v, v, v] : v;
-  if (list.length !== 3 || !list.every((x) => typeof x === 'number' && Number.isFinite(x) && (!nonZero || x !== 0))) {
-    throw new ConfigError(`${origin}: "${key}" must be one number or three (one per RGB channel)${nonZero ? ', none zero' : ''}, got ${JSON.stringify(v)}`);
-  }
-  return [list[0]!, list[1]!, list[2]!];
 }
 
 /**
@@ -165,10 +148,8 @@ export class CLIPImageProcessor {
 
   /** A local folder holding `preprocessor_config.json` (a pipeline's `feature_extractor/` with `subfolder`). */
   static fromPretrained(dir: string, options: { subfolder?: string; warn?: Warn } = {}): CLIPImageProcessor {
-    const folder = options.subfolder ? join(dir, options.subfolder) : dir;
-    const path = join(folder, PREPROCESSOR_CONFIG);
-    if (!existsSync(path)) throw new ConfigError(`${folder}: no ${PREPROCESSOR_CONFIG} (not a feature extractor folder)`);
-    return CLIPImageProcessor.fromConfig(readJsonObject(path), path, options.warn ?? console.warn);
+    const { raw, path } = readPreprocessorConfig(dir, options.subfolder, 'not a feature extractor folder');
+    return CLIPImageProcessor.fromConfig(raw, path, options.warn ?? console.warn);
   }
 
   /** Step 1: the resized uint8 image (a copy when the size does not change, as PIL gives). */
@@ -225,20 +206,11 @@ export class CLIPImageProcessor {
         throw new InputError(`CLIPImageProcessor: image 0 comes out ${width}x${height} but image ${b} ${img.width}x${img.height}; a batch needs one size`);
       }
     });
-    // Per channel, the float32 value of each byte: 256-entry tables, computed once per call.
-    const tables = [0, 1, 2].map((ch) => {
-      const mean = Math.fround(c.imageMean[ch]!);
-      const std = Math.fround(c.imageStd[ch]!);
-      return Float32Array.from({ length: 256 }, (_, v) => {
-        const x = c.doRescale ? Math.fround(v * c.rescaleFactor) : v; // float64 product, cast to float32
-        return c.doNormalize ? Math.fround(Math.fround(x - mean) / std) : x; // float32 arithmetic
-      });
-    });
+    const tables = pixelValueTables(c); // steps 3 and 4 per byte value, once per call
     const plane = width * height;
     const out = new Float32Array(list.length * 3 * plane);
     prepared.forEach((img, b) => {
-      for (let ch = 0; ch < 3; ch++) {
-        const t = tables[ch]!;
+      for (const [ch, t] of tables.entries()) {
         const base = (b * 3 + ch) * plane;
         for (let i = 0; i < plane; i++) out[base + i] = t[img.data[i * 3 + ch]!]!; // HWC → CHW
       }

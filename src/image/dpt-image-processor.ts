@@ -16,18 +16,25 @@
  * Images are `RGBImage`s, i.e. already `load_image`'d (`convert("RGB")`: alpha dropped, gray and
  * palettes expanded), as the depth-estimation pipeline gives them to the processor.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { ConfigError, InputError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { parseConfig, type Warn } from '../util/config.js';
-import { readJsonObject } from '../util/json.js';
+import {
+  perChannel,
+  pilResample,
+  pixelValueTables,
+  PREPROCESSOR_CONFIG,
+  PROCESSOR_CLASS_KEYS,
+  readPreprocessorConfig,
+  rescaleFactor,
+  withoutKeys,
+} from './base-image-processor.js';
 import { roundHalfEven } from './convert.js';
 import { resizeImage, type ResampleFilter } from './resample.js';
 import type { RGBImage } from './rgb-image.js';
 
 /** The file `DPTImageProcessor.from_pretrained` reads. */
-export const DPT_PREPROCESSOR_CONFIG = 'preprocessor_config.json';
+export const DPT_PREPROCESSOR_CONFIG = PREPROCESSOR_CONFIG;
 
 /**
  * The largest input image, in pixels: Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`,
@@ -63,10 +70,7 @@ const DEFAULTS = {
  * Keys hub files carry that name the class or belong to other tasks: not warned about. DPTFeatureExtractor
  * files (older repos) and the semantic-segmentation processors of the same class write `do_reduce_labels`.
  */
-const IGNORED_KEYS = new Set(['feature_extractor_type', 'image_processor_type', 'processor_class', 'do_reduce_labels', 'reduce_labels']);
-
-/** PIL's resampling codes, as the config stores them. BOX (4) and HAMMING (5) have no port. */
-const PIL_RESAMPLE: Readonly<Record<number, ResampleFilter>> = { 0: 'nearest', 1: 'lanczos', 2: 'bilinear', 3: 'bicubic' };
+const IGNORED_KEYS = new Set([...PROCESSOR_CLASS_KEYS, 'do_reduce_labels', 'reduce_labels']);
 
 export interface DPTImageProcessorConfig {
   readonly doResize: boolean;
@@ -88,19 +92,13 @@ export interface DPTImageProcessorConfig {
 
 /** Parse a `preprocessor_config.json` object with transformers' defaults; unknown keys are warned about. */
 export function parseDPTImageProcessorConfig(raw: Readonly<Record<string, unknown>>, origin: string, warn: Warn): DPTImageProcessorConfig {
-  const own = Object.fromEntries(Object.entries(raw).filter(([k]) => !IGNORED_KEYS.has(k)));
-  const c = parseConfig(own, DEFAULTS, origin, warn);
+  const c = parseConfig(withoutKeys(raw, IGNORED_KEYS), DEFAULTS, origin, warn);
   const size = sizeDict(c.size ?? { height: 384, width: 384 }, origin);
-  const filter = typeof c.resample === 'number' ? PIL_RESAMPLE[c.resample] : undefined;
-  if (filter === undefined) {
-    throw new ConfigError(`${origin}: "resample" ${JSON.stringify(c.resample)} is not supported (0 NEAREST, 1 LANCZOS, 2 BILINEAR or 3 BICUBIC)`);
-  }
+  const resample = pilResample(c.resample, origin);
   if (!Number.isInteger(c.ensureMultipleOf) || c.ensureMultipleOf < 1 || c.ensureMultipleOf > MAX_CONFIG_SIDE) {
     throw new ConfigError(`${origin}: "ensure_multiple_of" must be a whole number from 1 to ${MAX_CONFIG_SIDE}, got ${JSON.stringify(c.ensureMultipleOf)}`);
   }
-  if (!(c.rescaleFactor > 0) || !Number.isFinite(c.rescaleFactor)) {
-    throw new ConfigError(`${origin}: "rescale_factor" must be a positive number, got ${JSON.stringify(c.rescaleFactor)}`);
-  }
+  const factor = rescaleFactor(c.rescaleFactor, origin);
   const divisor = c.sizeDivisor;
   if (divisor !== null && (!Number.isInteger(divisor) || divisor < 1 || divisor > MAX_CONFIG_SIDE)) {
     throw new ConfigError(`${origin}: "size_divisor" must be a whole number from 1 to ${MAX_CONFIG_SIDE}, got ${JSON.stringify(divisor)}`);
@@ -110,11 +108,11 @@ export function parseDPTImageProcessorConfig(raw: Readonly<Record<string, unknow
   return {
     doResize: c.doResize,
     size,
-    resample: filter,
+    resample,
     keepAspectRatio: c.keepAspectRatio,
     ensureMultipleOf: c.ensureMultipleOf,
     doRescale: c.doRescale,
-    rescaleFactor: c.rescaleFactor,
+    rescaleFactor: factor,
     doNormalize: c.doNormalize,
     imageMean: perChannel(c.imageMean, 'image_mean', origin, false),
     imageStd: perChannel(c.imageStd, 'image_std', origin, true),
@@ -142,15 +140,6 @@ function sizeDict(v: unknown, origin: string): { height: number; width: number }
   throw bad();
 }
 
-/** A mean or std: one number for all three channels, or three. */
-function perChannel(v: unknown, key: string, origin: string, nonZero: boolean): [number, number, number] {
-  const list: unknown[] = typeof v === 'number' ? [v, v, v] : Array.isArray(v) ? v : [];
-  if (list.length !== 3 || !list.every((x) => typeof x === 'number' && Number.isFinite(x) && (!nonZero || x !== 0))) {
-    throw new ConfigError(`${origin}: "${key}" must be one number or three (one per RGB channel)${nonZero ? ', none zero' : ''}, got ${JSON.stringify(v)}`);
-  }
-  return list as [number, number, number];
-}
-
 /** Python's `round(val / multiple) * multiple` for the float64 `val` (a zero stays zero: min_val is 0). */
 function constrainToMultipleOf(val: number, multiple: number): number {
   return roundHalfEven(val / multiple) * multiple;
@@ -176,10 +165,8 @@ export class DPTImageProcessor {
 
   /** A local folder holding `preprocessor_config.json` (a model repo's snapshot, or `subfolder` of it). */
   static fromPretrained(dir: string, options: { subfolder?: string; warn?: Warn } = {}): DPTImageProcessor {
-    const folder = options.subfolder ? join(dir, options.subfolder) : dir;
-    const path = join(folder, DPT_PREPROCESSOR_CONFIG);
-    if (!existsSync(path)) throw new ConfigError(`${folder}: no ${DPT_PREPROCESSOR_CONFIG} (the image processor of a depth model)`);
-    return DPTImageProcessor.fromConfig(readJsonObject(path), path, options.warn ?? console.warn);
+    const { raw, path } = readPreprocessorConfig(dir, options.subfolder, 'the image processor of a depth model');
+    return DPTImageProcessor.fromConfig(raw, path, options.warn ?? console.warn);
   }
 
   /**
@@ -221,20 +208,11 @@ export class DPTImageProcessor {
     const c = this.config;
     const resized = this.resize(image);
     const { width, height } = resized;
-    // Per channel, the float32 value of each byte: 256-entry tables.
-    const tables = [0, 1, 2].map((ch) => {
-      const mean = Math.fround(c.imageMean[ch]!);
-      const std = Math.fround(c.imageStd[ch]!);
-      return Float32Array.from({ length: 256 }, (_, v) => {
-        const x = c.doRescale ? Math.fround(v * c.rescaleFactor) : v; // float64 product, cast to float32
-        return c.doNormalize ? Math.fround(Math.fround(x - mean) / std) : x; // float32 arithmetic
-      });
-    });
+    const tables = pixelValueTables(c); // steps 3 and 4 per byte value
     const pad = c.doPad && c.sizeDivisor !== null ? padding(height, width, c.sizeDivisor) : { top: 0, left: 0, height, width };
     const plane = pad.height * pad.width;
     const out = new Float32Array(3 * plane); // padded positions stay 0
-    for (let ch = 0; ch < 3; ch++) {
-      const t = tables[ch]!;
+    for (const [ch, t] of tables.entries()) {
       for (let y = 0; y < height; y++) {
         const row = ch * plane + (y + pad.top) * pad.width + pad.left;
         for (let x = 0; x < width; x++) out[row + x] = t[resized.data[(y * width + x) * 3 + ch]!]!; // HWC → CHW
