@@ -8,12 +8,13 @@ import { InputError } from '../errors.js';
 import type { GraphBuilder } from '../graph/builder.js';
 import { OnnxDataType } from '../graph/onnx-proto.js';
 import { DepthAnythingNet } from '../nn/depth-anything-net.js';
-import { expectFloat32, type Tensor, type TensorLike } from '../tensor.js';
+import type { Tensor, TensorLike } from '../tensor.js';
 import type { BoundWeights, WeightSource } from '../weights/source.js';
 import { parseDepthAnythingConfig, type DepthAnythingConfig } from './depth-anything-config.js';
 import type { DepthEstimationModel, DepthEstimationPretrainedOptions } from './depth-estimation.js';
+import { checkPixelValues } from './depth-pixel-values.js';
 import { openWeights, readConfigJson, resolveModelFolder } from './loading.js';
-import { assertFinite, TracedModel, type ModelRuntimeOptions } from './traced-model.js';
+import { TracedModel, type ModelRuntimeOptions } from './traced-model.js';
 
 export class DepthAnythingForDepthEstimation extends TracedModel implements DepthEstimationModel {
   protected readonly graphName = 'DepthAnythingForDepthEstimation';
@@ -64,10 +65,7 @@ export class DepthAnythingForDepthEstimation extends TracedModel implements Dept
 
   /** pixel_values float32 [B, C, H, W] → predicted_depth float32 [B, ⌊H/p⌋·p, ⌊W/p⌋·p] (transformers' `predicted_depth`). */
   async forward(pixelValues: TensorLike): Promise<Tensor<'float32'>> {
-    const x = expectFloat32('pixel_values', pixelValues, [null, this.config.backbone.numChannels, null, null]);
-    if (x.dims[0]! < 1) throw new InputError('pixel_values must hold at least one image');
-    this.checkInputSize(x.dims[2]!, x.dims[3]!);
-    assertFinite('pixel_values', x);
+    const x = checkPixelValues(pixelValues, this.config.backbone.numChannels, (h, w) => this.checkInputSize(h, w));
     const out = await this.run({ pixel_values: x });
     return out['predicted_depth'] as Tensor<'float32'>;
   }
