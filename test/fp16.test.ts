@@ -48,6 +48,7 @@ import { fixture, maxAbsDiff, oneNodeModel, tempDir, unetCaseArgs } from './help
 import { loraModelLayers, readLoraFile } from '../src/models/lora-file.js';
 import { parsePythonJson } from '../src/util/json.js';
 import { callArgs, readCases, type PipelineCase } from './pipeline-cases.js';
+import { tinySdReference, type TinySdCase } from './tiny-sd-reference.js';
 
 const U = 2 ** -11;
 const quiet = { warn: () => {} };
@@ -98,12 +99,8 @@ function psnr(got: TensorLike, want: TensorLike): number {
 }
 
 describe('float16 models on WebGPU equal the float32 references', { skip }, () => {
-  const D = fixture('tiny-sd-cnxs');
-  const ref = loadSafetensorsSync(`${D}/reference/tensors.safetensors`);
-  interface Case { name: string; kind: string; model_folders: string[]; inputs: Record<string, string | number | boolean>; outputs: Record<string, string> }
-  const cases: Case[] = JSON.parse(readFileSync(`${D}/reference/cases.json`, 'utf8'));
-  const input = (c: Case, k: string) => ref.read(c.inputs[k] as string);
-  const timestep = (c: Case) => (typeof c.inputs['timestep'] === 'string' ? input(c, 'timestep') : (c.inputs['timestep'] as number));
+  const ref = tinySdReference();
+  const { dir: D, cases, input, unetArgs, cnxsArgs } = ref;
   let unet: UNet2DConditionModel;
   let fused: UNetControlNetXSModel;
   let folder: UNetControlNetXSModel;
@@ -120,14 +117,7 @@ describe('float16 models on WebGPU equal the float32 references', { skip }, () =
     assert.equal(await fused.executionProvider(), 'webgpu');
     for (const c of cases.filter((c) => c.kind === 'unet_cnxs_forward')) {
       const m = c.model_folders[0] === 'unet_controlnet_xs' ? folder : fused;
-      const { sample } = await m.forward({
-        sample: input(c, 'sample'),
-        timestep: timestep(c),
-        encoderHiddenStates: input(c, 'encoder_hidden_states'),
-        controlnetCond: input(c, 'controlnet_cond'),
-        conditioningScale: c.inputs['conditioning_scale'] as number,
-        applyControl: c.inputs['apply_control'] as boolean,
-      });
+      const { sample } = await m.forward(cnxsArgs(c));
       assertHalfClose(sample, ref.read(c.outputs['sample']!), c.name);
     }
   });
@@ -137,7 +127,7 @@ describe('float16 models on WebGPU equal the float32 references', { skip }, () =
     try {
       for (const c of cases.filter((c) => c.kind === 'unet_base_forward')) {
         for (const m of [unet, upcast]) {
-          const { sample } = await m.forward({ sample: input(c, 'sample'), timestep: timestep(c), encoderHiddenStates: input(c, 'encoder_hidden_states') });
+          const { sample } = await m.forward(unetArgs(c));
           assertHalfClose(sample, ref.read(c.outputs['sample']!), `${c.name}${m === upcast ? ' (upcast_attention)' : ''}`);
         }
       }
@@ -169,7 +159,7 @@ describe('float16 models on WebGPU equal the float32 references', { skip }, () =
   test('AutoencoderTiny (TAESD) decode and encode, every case', async () => {
     const T = fixture('taesd');
     const tref = loadSafetensorsSync(join(T, 'tensors.safetensors'));
-    const tcases: Case[] = JSON.parse(readFileSync(join(T, 'cases.json'), 'utf8'));
+    const tcases: TinySdCase[] = JSON.parse(readFileSync(join(T, 'cases.json'), 'utf8'));
     const taesd = await AutoencoderTiny.fromPretrained(join(T, 'tiny-taesd'), GPU);
     try {
       for (const c of tcases.filter((c) => c.kind === 'taesd_decode')) {
@@ -238,7 +228,7 @@ describe('float16 models on WebGPU equal the float32 references', { skip }, () =
     const x = input(c, 'sample');
     const huge = new Tensor('float32', (x.data as Float32Array).map((v) => v * 1e6), x.dims); // finite in float32, ±Infinity in float16
     await assert.rejects(
-      fused.forward({ sample: huge, timestep: timestep(c), encoderHiddenStates: input(c, 'encoder_hidden_states'), controlnetCond: input(c, 'controlnet_cond') }),
+      fused.forward({ ...cnxsArgs(c), sample: huge }),
       (e: unknown) => e instanceof NonFiniteOutputError && e.detail.model === 'UNetControlNetXSModel' && e.detail.output === 'out_sample' && /float16 overflow/.test(e.message),
     );
   });

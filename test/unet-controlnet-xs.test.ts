@@ -4,7 +4,6 @@
  * tolerance max(1e-4, 20 × the case's fp32-vs-fp64 hint).
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { GraphBuilder, traceDefaultsFor } from '../src/graph/builder.js';
 import { OnnxDataType } from '../src/graph/onnx-proto.js';
@@ -16,36 +15,17 @@ import { ModelSession } from '../src/runtime/session.js';
 import type { Tensor } from '../src/tensor.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
 import { allNodes, assertClose, fixture } from './helpers.js';
+import { tinySdReference, type TinySdCase } from './tiny-sd-reference.js';
 
-const D = fixture('tiny-sd-cnxs');
-const ref = loadSafetensorsSync(`${D}/reference/tensors.safetensors`);
-
-interface Case {
-  name: string;
-  kind: string;
-  model_folders: string[];
-  inputs: Record<string, string | number | boolean>;
-  outputs: Record<string, string>;
-  max_abs_diff_fp32_vs_fp64?: number | null;
-  groupnorm_num_groups_that_differ?: Record<string, { from_unet: number; from_config: number }>;
-}
-const cases: Case[] = JSON.parse(readFileSync(`${D}/reference/cases.json`, 'utf8'));
+const ref = tinySdReference();
+const { dir: D, cases, input, unetArgs, cnxsArgs } = ref;
+type Case = TinySdCase;
 const byKind = (kind: string) => cases.filter((c) => c.kind === kind);
 const tolerance = (c: Case) => Math.max(1e-4, 20 * (c.max_abs_diff_fp32_vs_fp64 ?? 0));
-const input = (c: Case, k: string) => ref.read(c.inputs[k] as string);
-const timestep = (c: Case) => (typeof c.inputs['timestep'] === 'string' ? input(c, 'timestep') : (c.inputs['timestep'] as number));
 
 /** A `unet_cnxs_forward` case's inputs through `m`. */
 async function forwardCase(m: UNetControlNetXSModel, c: Case): Promise<Tensor<'float32'>> {
-  const { sample } = await m.forward({
-    sample: input(c, 'sample'),
-    timestep: timestep(c),
-    encoderHiddenStates: input(c, 'encoder_hidden_states'),
-    controlnetCond: input(c, 'controlnet_cond'),
-    conditioningScale: c.inputs['conditioning_scale'] as number,
-    applyControl: c.inputs['apply_control'] as boolean,
-  });
-  return sample;
+  return (await m.forward(cnxsArgs(c))).sample;
 }
 
 let unet: UNet2DConditionModel;
@@ -90,14 +70,14 @@ describe('the WebGPU trace (standard ops only), run on the CPU, equals diffusers
 describe('UNet2DConditionModel forward equals diffusers', () => {
   for (const c of byKind('unet_base_forward')) {
     test(c.name, async () => {
-      const { sample } = await unet.forward({ sample: input(c, 'sample'), timestep: timestep(c), encoderHiddenStates: input(c, 'encoder_hidden_states') });
+      const { sample } = await unet.forward(unetArgs(c));
       assertClose(sample, ref.read(c.outputs['sample']!), tolerance(c), c.name);
     });
   }
 
   test('the fused model without control is the plain UNet up to diffusers’ eps quirk (≈4e-5), not bit-equal', async () => {
     const c = byKind('unet_base_forward')[0]!;
-    const args = { sample: input(c, 'sample'), timestep: timestep(c), encoderHiddenStates: input(c, 'encoder_hidden_states') };
+    const args = unetArgs(c);
     const base = (await unet.forward(args)).sample;
     const off = (await model.forward({ ...args, applyControl: false })).sample;
     assertClose(off, base, 2e-4, 'applyControl:false vs plain UNet');
@@ -148,14 +128,8 @@ describe('GroupNorm quirk Q2: from_unet and a fused folder build different group
         assert.equal(groupsOf(viaUnet, path), want.from_unet, `${path} via from_unet`);
         assert.equal(groupsOf(viaConfig, path), want.from_config, `${path} via config`);
       }
-      const args = (c: Case) => ({
-        sample: input(c, 'sample'),
-        timestep: timestep(c),
-        encoderHiddenStates: input(c, 'encoder_hidden_states'),
-        controlnetCond: input(c, 'controlnet_cond'),
-      });
-      assertClose((await viaUnet.forward(args(fromUnetCase))).sample, ref.read(fromUnetCase.outputs['sample']!), 1e-4, fromUnetCase.name);
-      assertClose((await viaConfig.forward(args(fromConfigCase))).sample, ref.read(fromConfigCase.outputs['sample']!), 1e-4, fromConfigCase.name);
+      assertClose((await viaUnet.forward(cnxsArgs(fromUnetCase))).sample, ref.read(fromUnetCase.outputs['sample']!), 1e-4, fromUnetCase.name);
+      assertClose((await viaConfig.forward(cnxsArgs(fromConfigCase))).sample, ref.read(fromConfigCase.outputs['sample']!), 1e-4, fromConfigCase.name);
       await Promise.all([viaUnet.release(), viaConfig.release()]);
     });
   }
@@ -170,12 +144,7 @@ test('an fp16 checkpoint stays fp16 on disk, is cast in-graph, and gives float32
   assert.equal(init.dataType, OnnxDataType.FLOAT16);
   assert.ok(init.external && init.external.location.endsWith('diffusion_pytorch_model.fp16.safetensors'));
   const c = byKind('unet_cnxs_forward')[0]!;
-  const { sample } = await m16.forward({
-    sample: input(c, 'sample'),
-    timestep: timestep(c),
-    encoderHiddenStates: input(c, 'encoder_hidden_states'),
-    controlnetCond: input(c, 'controlnet_cond'),
-  });
+  const { sample } = await m16.forward(cnxsArgs(c));
   assert.equal(sample.dtype, 'float32');
   // fp16 weight rounding (2^-11 relative) through ~60 layers: stays within a few 1e-2 of fp32.
   assertClose(sample, ref.read(c.outputs['sample']!), 5e-2, 'fp16 weights vs fp32 reference');
