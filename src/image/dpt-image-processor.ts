@@ -19,16 +19,7 @@
 import { ConfigError, InputError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { parseConfig, type Warn } from '../util/config.js';
-import {
-  perChannel,
-  pilResample,
-  pixelValueTables,
-  PREPROCESSOR_CONFIG,
-  PROCESSOR_CLASS_KEYS,
-  readPreprocessorConfig,
-  rescaleFactor,
-  withoutKeys,
-} from './base-image-processor.js';
+import { perChannel, pilResample, pixelValueTables, PREPROCESSOR_CONFIG, PROCESSOR_CLASS_KEYS, readPreprocessorConfig, rescaleFactor, withoutKeys } from './base-image-processor.js';
 import { roundHalfEven } from './convert.js';
 import { resizeImage, type ResampleFilter } from './resample.js';
 import type { RGBImage } from './rgb-image.js';
