@@ -111,6 +111,9 @@ describe('CLIPImageProcessor equals transformers (bit for bit)', () => {
   test('bad configs and batches are named', () => {
     assert.throws(() => CLIPImageProcessor.fromConfig({ resample: 4 }, 'cfg', quiet.warn), (e: Error) => e instanceof ConfigError && /"resample" 4 is not supported/.test(e.message));
     assert.throws(() => CLIPImageProcessor.fromConfig({ size: 'big' }, 'cfg', quiet.warn), ConfigError);
+    // list-valued resample and non-numeric means were taken (or crashed) before: now named like DPT's
+    assert.throws(() => CLIPImageProcessor.fromConfig({ resample: [3] }, 'cfg', quiet.warn), (e: Error) => e instanceof ConfigError && /resample/.test(e.message));
+    assert.throws(() => CLIPImageProcessor.fromConfig({ image_mean: 'abc' }, 'cfg', quiet.warn), (e: Error) => e instanceof ConfigError && /image_mean/.test(e.message));
     assert.throws(() => CLIPImageProcessor.fromConfig({ crop_size: { shortest_edge: 3 } }, 'cfg', quiet.warn), /crop_size/);
     assert.throws(() => CLIPImageProcessor.fromConfig({ image_std: [1, 0, 1] }, 'cfg', quiet.warn), /image_std/);
     assert.throws(() => CLIPImageProcessor.fromPretrained(S, { subfolder: 'safety_checker' }), (e: Error) => e instanceof ConfigError && /no preprocessor_config\.json/.test(e.message));
