@@ -3,7 +3,7 @@
  * download that breaks halfway) and Debian's Chromium driven by playwright-core with a fresh profile.
  * Never downloads a browser; everything started here is stopped by the returned `close()`.
  */
-import { createReadStream, existsSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { extname, join, normalize, sep } from 'node:path';
@@ -47,6 +47,13 @@ export interface StaticServer {
   cutAfter: Map<string, number>;
   /** Every path requested, in order. */
   log: string[];
+  /** Every request, in order: its path and its Range header (null for a whole-file GET). */
+  requests: { path: string; range: string | null }[];
+  /**
+   * URL paths served as if the file were this many bytes: ranges past the real file read as zeros, and a
+   * whole-file GET gets the headers only before the connection drops (a file that must never be downloaded).
+   */
+  declaredSize: Map<string, number>;
   close(): Promise<void>;
 }
 
@@ -55,9 +62,12 @@ export async function startStaticServer(mounts: Record<string, string>): Promise
   const enabled = new Map(Object.keys(mounts).map((k) => [k, true]));
   const cutAfter = new Map<string, number>();
   const log: string[] = [];
+  const requests: StaticServer['requests'] = [];
+  const declaredSize = new Map<string, number>();
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     log.push(path);
+    requests.push({ path, range: req.headers.range ?? null });
     if (path === '/') return send(res, 200, 'text/html', '<!doctype html><meta charset="utf-8"><title>cnxs web test</title>');
     const prefix = Object.keys(mounts).find((p) => path.startsWith(`${p}/`));
     if (prefix === undefined) return send(res, 404, 'text/plain', 'not found');
@@ -65,16 +75,29 @@ export async function startStaticServer(mounts: Record<string, string>): Promise
     const root = mounts[prefix]!;
     const file = normalize(join(root, path.slice(prefix.length)));
     if (!file.startsWith(root + sep) || !existsSync(file) || !statSync(file).isFile()) return send(res, 404, 'text/plain', 'not found');
-    const size = statSync(file).size;
+    const realSize = statSync(file).size;
+    const declared = declaredSize.get(path);
+    const size = declared ?? realSize;
     const headers = { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'accept-ranges': 'bytes', 'cache-control': 'no-store' };
     const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     if (range) {
       const start = Number(range[1]);
       const end = range[2] ? Math.min(Number(range[2]), size - 1) : size - 1;
+      if (start >= size) {
+        res.writeHead(416, { ...headers, 'content-range': `bytes */${size}` });
+        return void res.end();
+      }
       res.writeHead(206, { ...headers, 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}` });
-      return void createReadStream(file, { start, end }).pipe(res);
+      if (end < realSize) return void createReadStream(file, { start, end }).pipe(res);
+      // past the real file (a declared size): zeros
+      const head = start < realSize ? readFileSync(file).subarray(start) : Buffer.alloc(0);
+      return void res.end(Buffer.concat([head, Buffer.alloc(end - Math.max(start, realSize) + 1)]));
     }
     res.writeHead(200, { ...headers, 'content-length': size });
+    if (declared !== undefined) {
+      res.flushHeaders();
+      return void setImmediate(() => res.socket?.destroy());
+    }
     const cut = cutAfter.get(path);
     if (cut === undefined) return void createReadStream(file).pipe(res);
     // Half the body, then the connection drops: the client sees a body shorter than announced.
@@ -87,6 +110,8 @@ export async function startStaticServer(mounts: Record<string, string>): Promise
     enabled,
     cutAfter,
     log,
+    requests,
+    declaredSize,
     close: () =>
       new Promise<void>((ok) => {
         server.closeAllConnections();

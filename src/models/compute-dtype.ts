@@ -23,10 +23,15 @@ export function checkComputeDtype(model: string, dtype: unknown, executionProvid
   const device = executionProviders[0] ?? 'cpu';
   if (dtype === 'float16') {
     if (FLOAT16_PROVIDERS.has(device)) return 'float16';
+    // In a browser the GPU is WebGPU only, and float16 there needs the adapter's "shader-f16" feature, which
+    // the runtime seam checks when a session opens (an adapter is only known asynchronously), before any weight is read.
+    const gpu =
+      device === 'wasm'
+        ? 'device "webgpu" on an adapter with the "shader-f16" feature'
+        : 'a GPU provider (device "webgpu" or "cuda", runtime.executionProviders ["webgpu"] or ["cuda"])';
     throw new ConfigError(
       `${model}: dtype "float16" on the "${device}" execution provider: it has no float16 convolution and matmul kernels ` +
-        `(onnxruntime would cast every one back to float32, slower than float32). Use dtype "float32" there, ` +
-        `or a GPU provider (device "webgpu" or "cuda", runtime.executionProviders ["webgpu"] or ["cuda"])`,
+        `(onnxruntime would cast every one back to float32, slower than float32). Use dtype "float32" there, or ${gpu}`,
     );
   }
   if (dtype === 'bfloat16') {

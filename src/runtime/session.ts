@@ -6,8 +6,8 @@
  */
 import { join } from 'node:path';
 import type * as Ort from 'onnxruntime-node';
-import { InputError, RuntimeError } from '../errors.js';
-import { OnnxDataType, encodeModel, type ModelProto, type ValueInfoProto } from '../graph/onnx-proto.js';
+import { ConfigError, ControlNetXSError, InputError, RuntimeError } from '../errors.js';
+import { OnnxDataType, encodeModel, type GraphProto, type ModelProto, type ValueInfoProto } from '../graph/onnx-proto.js';
 import { Tensor, type AnyTypedArray, type DType, type TensorLike } from '../tensor.js';
 import { describeStartFailure, formatDeviceFallback, type DeviceFallback } from './device-fallback.js';
 import { CACHED_DATA, CACHED_MODEL, GraphCache, graphCacheKey } from './graph-cache.js';
@@ -68,6 +68,21 @@ const ELEM: Partial<Record<OnnxDataType, { dtype: DType; ort: Ort.Tensor.Type }>
   [OnnxDataType.BOOL]: { dtype: 'bool', ort: 'bool' },
 };
 
+/**
+ * What the browser build's binding (`onnxruntime.browser.ts`) adds to the onnxruntime-web module it
+ * loads, for what must be settled before a session reads any weight; onnxruntime-node has none.
+ */
+export interface BrowserRuntimeChecks {
+  /** The page's WebGPU: why it cannot run here (no `navigator.gpu`, no adapter) and a hint, or the adapter's name and features. */
+  webgpu(): Promise<{ missing: string; hint: string } | { adapter: string; features: { has(feature: string): boolean } }>;
+  /**
+   * Refuses a model whose weights the browser cannot hand onnxruntime-web on `executionProviders` (a
+   * file over one ArrayBuffer, more than wasm memory holds), naming the file or model, its size and
+   * the limit; `note` says why the model is there when it was not asked for (a fallback).
+   */
+  checkWeights(model: ModelProto, executionProviders: readonly string[], note?: string): Promise<void>;
+}
+
 type SessionOptionsFor = (executionProviders: string[], extraSession?: Record<string, string>) => Ort.InferenceSession.SessionOptions;
 
 export class ModelSession {
@@ -94,42 +109,63 @@ export class ModelSession {
     const name = model.graph.name;
     const requested = options.executionProviders ?? ['cpu'];
     const built = supportedBackends(ort);
+    const browser = browserChecks(ort);
+    // onnxruntime-web calls its CPU backend 'wasm' (and takes 'cpu' for it too): the fallback is named so.
+    const cpu = built.includes('wasm') ? 'wasm' : 'cpu';
+    const onCpu = (p: string): boolean => p === 'cpu' || p === cpu;
     // onnxruntime would drop a provider it does not know with a console line of its own and quietly run on the CPU.
     const fallbacks: Omit<DeviceFallback, 'running'>[] = requested
       .filter((p) => !built.includes(p))
       .map((p) => ({ model: name, requested: p, kind: 'not-in-build', reason: `not in this onnxruntime-node build (it has ${built.join(', ')})`, detail: '' }));
-    const kept = requested.filter((p) => built.includes(p));
-    const providers = kept.length > 0 ? kept : ['cpu'];
+    let kept = requested.filter((p) => built.includes(p));
+    if (browser !== null && kept.includes('webgpu')) {
+      // Decided here, before onnxruntime-web fails on it with a message of its own and before any weight is read.
+      const gpu = await browser.webgpu();
+      if ('missing' in gpu) {
+        fallbacks.push({ model: name, requested: 'webgpu', kind: 'failed-to-start', reason: gpu.missing, hint: gpu.hint, detail: '' });
+        kept = kept.filter((p) => p !== 'webgpu');
+      } else if (kept[0] === 'webgpu' && computesInFloat16(model.graph) && !gpu.features.has('shader-f16')) {
+        throw new ConfigError(
+          `${name}: dtype "float16" on WebGPU needs the adapter feature "shader-f16", which this browser's adapter (${gpu.adapter}) does not have: ` +
+            `use dtype "float32" (on device "webgpu" or "wasm")`,
+        );
+      }
+    }
+    const providers = kept.length > 0 ? kept : [cpu];
     const cpuModel = () => fallback.cpuModel?.() ?? model;
 
     let opened: { session: Ort.InferenceSession; fromCache: boolean };
-    let inputs = model.graph.inputs;
+    // The graph was traced for the first provider asked for; the CPU gets its own when that one is missing.
+    let m = onCpu(providers[0]!) && !onCpu(requested[0]!) ? cpuModel() : model;
+    const skipped = fallbacks.filter((f) => f.kind === 'failed-to-start').map((f) => `${f.requested}: ${f.reason}`);
+    await browser?.checkWeights(m, providers, skipped.length > 0 ? `on ${cpu} because ${skipped.join('; ')}` : undefined);
     try {
-      // The graph was traced for the first provider asked for; the CPU gets its own when that one is missing.
-      const m = providers[0] === 'cpu' && requested[0] !== 'cpu' ? cpuModel() : model;
-      inputs = m.graph.inputs;
       opened = await ModelSession.open(ort, m, providers, options);
     } catch (e) {
-      const accelerated = providers.filter((p) => p !== 'cpu');
+      // Ours, not onnxruntime's (a weights file that did not download): no provider would do better.
+      if (e instanceof ControlNetXSError) throw e;
+      const accelerated = providers.filter((p) => !onCpu(p));
       if (accelerated.length === 0) {
         throw new RuntimeError(`${name}: onnxruntime could not create a session: ${firstLine(e)}`, { cause: e });
       }
-      fallbacks.push({ model: name, requested: accelerated.join(', '), kind: 'failed-to-start', ...describeStartFailure(accelerated[0]!, e, onnxruntimeBinaryDir()) });
-      const m = cpuModel();
-      inputs = m.graph.inputs;
+      const failure = describeStartFailure(accelerated[0]!, e, onnxruntimeBinaryDir());
+      fallbacks.push({ model: name, requested: accelerated.join(', '), kind: 'failed-to-start', ...failure });
+      m = cpuModel();
+      await browser?.checkWeights(m, [cpu], `on ${cpu} because ${accelerated.join(', ')} did not start: ${failure.reason}`);
       try {
-        opened = await ModelSession.open(ort, m, ['cpu'], options);
+        opened = await ModelSession.open(ort, m, [cpu], options);
       } catch (cpuError) {
+        if (cpuError instanceof ControlNetXSError) throw cpuError;
         throw new RuntimeError(`${name}: onnxruntime could not create a session: ${firstLine(cpuError)}`, { cause: cpuError });
       }
     }
-    const running = fallbacks.some((f) => f.kind === 'failed-to-start') ? 'cpu' : providers[0]!;
+    const running = fallbacks.some((f) => f.kind === 'failed-to-start') || onCpu(providers[0]!) ? cpu : providers[0]!;
     for (const f of fallbacks) {
       const report: DeviceFallback = { ...f, running };
       if (options.onDeviceFallback) options.onDeviceFallback(report);
       else (options.warn ?? console.warn)(formatDeviceFallback(report));
     }
-    return new ModelSession(name, ort, opened.session, inputs, running, opened.fromCache);
+    return new ModelSession(name, ort, opened.session, m.graph.inputs, running, opened.fromCache);
   }
 
   /** One attempt on `executionProviders`, through the graph cache when it applies. */
@@ -254,6 +290,24 @@ export class ModelSession {
     }
     return result;
   }
+}
+
+/** The browser binding's checks on the onnxruntime module it loaded; null for onnxruntime-node. */
+function browserChecks(ort: Onnxruntime): BrowserRuntimeChecks | null {
+  return 'browserChecks' in ort ? (ort.browserChecks as BrowserRuntimeChecks) : null;
+}
+
+/**
+ * Whether a graph computes in float16 (`TraceOptions.dtype`): its float32 inputs are cast to float16 and
+ * its constants are float16. A float32 graph over float16 weights only casts them to float32.
+ */
+function computesInFloat16(graph: GraphProto): boolean {
+  if (graph.initializers.some((t) => t.dataType === OnnxDataType.FLOAT16 && t.external === undefined)) return true;
+  return graph.nodes.some(
+    (n) =>
+      (n.opType === 'Cast' && n.attributes?.['to'] === OnnxDataType.FLOAT16) ||
+      Object.values(n.attributes ?? {}).some((v) => typeof v === 'object' && v !== null && 'graph' in v && computesInFloat16(v.graph)),
+  );
 }
 
 function toTensor(feed: Feed): Tensor {

@@ -2,7 +2,9 @@
  * controlnet-xs/web: the browser entry (bundled by scripts/build-web.mjs into dist/web/index.js,
  * next to onnxruntime-web's files). The same pipeline, model, scheduler and image classes as the
  * Node entry, loading models by URL (a static host, or a Hub repo's `https://huggingface.co/<id>/resolve/main`)
- * and running on onnxruntime-web ('wasm', or 'webgpu' where the browser has an adapter). Node-only
+ * and running on onnxruntime-web ('wasm', or 'webgpu' where the browser has an adapter: without one, a
+ * reported fallback to wasm). A model the browser cannot hold is a `BrowserLimitError` before its
+ * weights are downloaded. Node-only
  * features (Hub cache, single files, LoRA / textual-inversion files, the graph cache, saving files)
  * throw `BrowserUnsupportedError` when used.
  */
@@ -12,6 +14,7 @@ export { BrowserUnsupportedError } from './node-only.js';
 export { DownloadError, FILE_CACHE } from '../platform/files.browser.js';
 export { loadSafetensors, SafetensorsFile, type TensorInfo } from '../weights/safetensors.js';
 export { ModelSession, type RuntimeOptions } from '../runtime/session.js';
+export { BrowserLimitError, MAX_WEIGHTS_FILE_BYTES, WASM_WEIGHTS_BUDGET } from '../runtime/onnxruntime.browser.js';
 export type { DeviceFallback } from '../runtime/device-fallback.js';
 export type { TraceOptions } from '../graph/builder.js';
 export type { ModelRuntimeOptions } from '../models/traced-model.js';
