@@ -70,7 +70,7 @@ before(async () => {
   await buildWeb(join(out, 'web'));
   tooBigFile = bigTextEncoder(join(big, 'file'), 17_000_000, 'model.safetensors');
   tooBigForWasm = bigTextEncoder(join(big, 'wasm'), 25_000_000, 'model.fp16.safetensors');
-  server = await startStaticServer({ '/web': join(out, 'web'), '/model': MODEL, '/big': big });
+  server = await startStaticServer({ '/web': join(out, 'web'), '/model': MODEL, '/plain': MODEL, '/big': big });
   server.declaredSize.set('/big/file/model.safetensors', tooBigFile.size);
   server.declaredSize.set('/big/wasm/model.safetensors', tooBigForWasm.size);
 });
@@ -166,6 +166,23 @@ describe('Chromium without WebGPU (--disable-gpu, no --enable-unsafe-webgpu)', (
       'CLIPTextModel: execution provider webgpu is not available here (this browser has no WebGPU (navigator.gpu is missing)); running on wasm. ' +
         "Use a browser with WebGPU enabled and a GPU it accepts, or device 'wasm' (the same pipeline, without this notice)",
     ]);
+    await page.close();
+  });
+
+  test('a server without ranges, or refusing them, still serves: each file is downloaded whole once', async () => {
+    const page = await browser.context.newPage();
+    await page.goto(server.url + '/');
+    const path = '/plain/text_encoder/model.safetensors';
+    for (const mode of ['ignore', 'refuse'] as const) {
+      server.rangeMode.set('/plain', mode);
+      await page.evaluate('(async () => caches.delete((await import("/web/index.js")).FILE_CACHE))()');
+      const from = server.requests.length;
+      const got = await prepareInPage(page, '/plain/text_encoder', ['wasm']);
+      assert.ok('running' in got, JSON.stringify(got));
+      const hits = server.requests.slice(from).filter((r) => r.path === path).map((r) => (r.range === null ? 'whole' : 'range'));
+      // ignored: the first Range request brings the whole file, cached; refused: one plain GET after the refusal
+      assert.deepEqual(hits, mode === 'ignore' ? ['range'] : ['range', 'whole'], mode);
+    }
     await page.close();
   });
 

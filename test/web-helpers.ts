@@ -54,6 +54,8 @@ export interface StaticServer {
    * whole-file GET gets the headers only before the connection drops (a file that must never be downloaded).
    */
   declaredSize: Map<string, number>;
+  /** Per mount prefix: Range requests answered with the whole file (200, as a server without ranges) or refused (403). */
+  rangeMode: Map<string, 'ignore' | 'refuse'>;
   close(): Promise<void>;
 }
 
@@ -64,6 +66,7 @@ export async function startStaticServer(mounts: Record<string, string>): Promise
   const log: string[] = [];
   const requests: StaticServer['requests'] = [];
   const declaredSize = new Map<string, number>();
+  const rangeMode = new Map<string, 'ignore' | 'refuse'>();
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     log.push(path);
@@ -79,7 +82,8 @@ export async function startStaticServer(mounts: Record<string, string>): Promise
     const declared = declaredSize.get(path);
     const size = declared ?? realSize;
     const headers = { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'accept-ranges': 'bytes', 'cache-control': 'no-store' };
-    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    if (req.headers.range !== undefined && rangeMode.get(prefix) === 'refuse') return send(res, 403, 'text/plain', 'no ranges here');
+    const range = rangeMode.get(prefix) === 'ignore' ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     if (range) {
       const start = Number(range[1]);
       const end = range[2] ? Math.min(Number(range[2]), size - 1) : size - 1;
@@ -112,6 +116,7 @@ export async function startStaticServer(mounts: Record<string, string>): Promise
     log,
     requests,
     declaredSize,
+    rangeMode,
     close: () =>
       new Promise<void>((ok) => {
         server.closeAllConnections();

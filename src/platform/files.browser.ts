@@ -137,11 +137,19 @@ async function storeAndMatch(cache: BrowserCache, url: string, res: Response): P
 /**
  * Bytes [offset, offset + length) of a file not in the cache, by a `Range` request, with the file's
  * size when the answer shows it (`Content-Range`, which a cross-origin server must expose); null for a
- * 404 (cached as such). A server answering 200 (no ranges) sends the whole file: it is cached, and the
- * part cut from it.
+ * 404 (cached as such). A server answering 200 (no ranges) sends the whole file, and one refusing the
+ * request (a cross-origin `Range` can need a CORS preflight that plain GETs do not) gets a plain GET:
+ * the whole file is cached, and the part cut from it.
  */
 async function fetchPart(url: string, offset: number, length: number): Promise<{ bytes: Uint8Array; size: number | null } | null> {
-  const res = await fetchOk(url, `bytes=${offset}-${offset + length - 1}`);
+  let res: Response | null;
+  try {
+    res = await fetchOk(url, `bytes=${offset}-${offset + length - 1}`);
+  } catch (e) {
+    if (!(e instanceof DownloadError)) throw e;
+    res = await cachedResponse(url);
+    return res === null ? null : cutFrom(await res.blob(), offset, length);
+  }
   if (res === null) return rememberMissing(url);
   // "bytes 0-7/1234", or "bytes */1234" with 416 (a range past the end)
   const range = /^bytes (?:(\d+)-\d+|\*)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
@@ -159,7 +167,10 @@ async function fetchPart(url: string, offset: number, length: number): Promise<{
   }
   const storage = browserGlobals().caches;
   const whole = storage === undefined ? res : await storeAndMatch(await storage.open(FILE_CACHE), url, res);
-  const blob = await whole.blob();
+  return cutFrom(await whole.blob(), offset, length);
+}
+
+async function cutFrom(blob: Blob, offset: number, length: number): Promise<{ bytes: Uint8Array; size: number }> {
   return { bytes: new Uint8Array(await blob.slice(offset, offset + length).arrayBuffer()), size: blob.size };
 }
 
