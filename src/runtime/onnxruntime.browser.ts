@@ -44,7 +44,8 @@ export async function loadOnnxruntime(): Promise<Onnxruntime> {
   if (browserGlobals().crossOriginIsolated !== true) ort.env.wasm.numThreads = 1;
   if (ort.env.logLevel === 'warning') ort.env.logLevel = 'error';
   const browserChecks: BrowserRuntimeChecks = { webgpu: probeWebGpu, checkWeights };
-  // onnxruntime-web implements onnxruntime-common's API, which the Node typings describe too.
+  // onnxruntime-web implements onnxruntime-common's API, which the Node typings describe too. A module namespace takes
+  // no new member: its exports go into a plain object beside the checks (`env` and the classes are the same objects).
   return { ...ort, browserChecks } as unknown as Onnxruntime;
 }
 
