@@ -9,8 +9,8 @@
  * its reference afterwards; the copy made here is held by nothing else, so the peak is one file-size
  * array per weights file during the open, never a second copy of the whole model.
  *
- * Before a session reads any weight, the runtime seam asks the checks this module adds to
- * onnxruntime-web's module (`BrowserRuntimeChecks`): whether the page has WebGPU (so a browser
+ * Before a session reads any weight, the runtime seam asks the checks
+ * `browserRuntimeChecks()` returns (`BrowserRuntimeChecks`): whether the page has WebGPU (so a browser
  * without it is a reported fallback to wasm, not onnxruntime-web's own error), and whether the
  * model fits the browser's limits, from the safetensors headers alone (loading reads nothing else).
  */
@@ -18,10 +18,9 @@ import { ControlNetXSError } from '../errors.js';
 import { OnnxDataType, type GraphProto, type ModelProto, type TensorProto } from '../graph/onnx-proto.js';
 import { browserGlobals } from '../platform/browser-globals.js';
 import { readWholeFile, statFile } from '../platform/files.browser.js';
-import type { Onnxruntime, WeightFiles } from './onnxruntime.js';
-import type { BrowserRuntimeChecks } from './session.js';
+import type { BrowserRuntimeChecks, Onnxruntime, WeightFiles } from './onnxruntime.js';
 
-export type { Onnxruntime, WeightFiles } from './onnxruntime.js';
+export type { BrowserRuntimeChecks, Onnxruntime, WeightFiles } from './onnxruntime.js';
 
 /** A model the browser cannot hold: a weights file over one ArrayBuffer, or more weights than wasm memory takes. */
 export class BrowserLimitError extends ControlNetXSError {}
@@ -43,10 +42,13 @@ export async function loadOnnxruntime(): Promise<Onnxruntime> {
   // Threads need SharedArrayBuffer, which browsers only give cross-origin isolated pages (COOP + COEP headers).
   if (browserGlobals().crossOriginIsolated !== true) ort.env.wasm.numThreads = 1;
   if (ort.env.logLevel === 'warning') ort.env.logLevel = 'error';
-  const browserChecks: BrowserRuntimeChecks = { webgpu: probeWebGpu, checkWeights };
-  // onnxruntime-web implements onnxruntime-common's API, which the Node typings describe too. A module namespace takes
-  // no new member: its exports go into a plain object beside the checks (`env` and the classes are the same objects).
-  return { ...ort, browserChecks } as unknown as Onnxruntime;
+  // onnxruntime-web implements onnxruntime-common's API, which the Node typings describe too.
+  return ort as unknown as Onnxruntime;
+}
+
+/** What the seam settles before a session reads any weight: the page's WebGPU and the browser's limits. */
+export function browserRuntimeChecks(): BrowserRuntimeChecks | null {
+  return { webgpu: probeWebGpu, checkWeights };
 }
 
 /** No native library folder in a browser. */

@@ -62,3 +62,22 @@ export function supportedBackends(ort: Onnxruntime): string[] {
 export async function weightFiles(model: ModelProto): Promise<WeightFiles> {
   return { model, extraSession: { model_external_initializers_file_folder_path: EXTERNAL_DATA_FOLDER } };
 }
+
+/**
+ * What the browser build's binding (`onnxruntime.browser.ts`) checks what must be settled before a session reads any weight; onnxruntime-node has none.
+ */
+export interface BrowserRuntimeChecks {
+  /** The page's WebGPU: why it cannot run here (no `navigator.gpu`, no adapter) and a hint, or the adapter's name and features. */
+  webgpu(): Promise<{ missing: string; hint: string } | { adapter: string; features: { has(feature: string): boolean } }>;
+  /**
+   * Refuses a model whose weights the browser cannot hand onnxruntime-web on `executionProviders` (a
+   * file over one ArrayBuffer, more than wasm memory holds), naming the file or model, its size and
+   * the limit; `note` says why the model is there when it was not asked for (a fallback).
+   */
+  checkWeights(model: ModelProto, executionProviders: readonly string[], note?: string): Promise<void>;
+}
+
+/** onnxruntime-node settles all of that itself: no checks. */
+export function browserRuntimeChecks(): BrowserRuntimeChecks | null {
+  return null;
+}

@@ -12,7 +12,9 @@ import { Tensor, type AnyTypedArray, type DType, type TensorLike } from '../tens
 import { describeStartFailure, formatDeviceFallback, type DeviceFallback } from './device-fallback.js';
 import { CACHED_DATA, CACHED_MODEL, GraphCache, graphCacheKey } from './graph-cache.js';
 import { firstLine } from './messages.js';
-import { loadOnnxruntime, onnxruntimeBinaryDir, supportedBackends, weightFiles, type Onnxruntime } from './onnxruntime.js';
+import { browserRuntimeChecks, loadOnnxruntime, onnxruntimeBinaryDir, supportedBackends, weightFiles, type Onnxruntime } from './onnxruntime.js';
+
+export type { BrowserRuntimeChecks } from './onnxruntime.js';
 
 export interface RuntimeOptions {
   /** onnxruntime execution providers in order of preference; default `['cpu']`. */
@@ -68,21 +70,6 @@ const ELEM: Partial<Record<OnnxDataType, { dtype: DType; ort: Ort.Tensor.Type }>
   [OnnxDataType.BOOL]: { dtype: 'bool', ort: 'bool' },
 };
 
-/**
- * What the browser build's binding (`onnxruntime.browser.ts`) adds to the onnxruntime-web module it
- * loads, for what must be settled before a session reads any weight; onnxruntime-node has none.
- */
-export interface BrowserRuntimeChecks {
-  /** The page's WebGPU: why it cannot run here (no `navigator.gpu`, no adapter) and a hint, or the adapter's name and features. */
-  webgpu(): Promise<{ missing: string; hint: string } | { adapter: string; features: { has(feature: string): boolean } }>;
-  /**
-   * Refuses a model whose weights the browser cannot hand onnxruntime-web on `executionProviders` (a
-   * file over one ArrayBuffer, more than wasm memory holds), naming the file or model, its size and
-   * the limit; `note` says why the model is there when it was not asked for (a fallback).
-   */
-  checkWeights(model: ModelProto, executionProviders: readonly string[], note?: string): Promise<void>;
-}
-
 type SessionOptionsFor = (executionProviders: string[], extraSession?: Record<string, string>) => Ort.InferenceSession.SessionOptions;
 
 export class ModelSession {
@@ -109,7 +96,7 @@ export class ModelSession {
     const name = model.graph.name;
     const requested = options.executionProviders ?? ['cpu'];
     const built = supportedBackends(ort);
-    const browser = browserChecks(ort);
+    const browser = browserRuntimeChecks();
     // onnxruntime-web calls its CPU backend 'wasm' (and takes 'cpu' for it too): the fallback is named so.
     const cpu = built.includes('wasm') ? 'wasm' : 'cpu';
     const onCpu = (p: string): boolean => p === 'cpu' || p === cpu;
@@ -290,11 +277,6 @@ export class ModelSession {
     }
     return result;
   }
-}
-
-/** The browser binding's checks on the onnxruntime module it loaded; null for onnxruntime-node. */
-function browserChecks(ort: Onnxruntime): BrowserRuntimeChecks | null {
-  return 'browserChecks' in ort ? (ort.browserChecks as BrowserRuntimeChecks) : null;
 }
 
 /**
