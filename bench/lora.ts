@@ -25,6 +25,7 @@ import { UNetControlNetXSModel } from '../src/models/unet-controlnet-xs.js';
 import { loadSafetensorsSync } from '../src/weights/safetensors.js';
 import { writeSafetensors, type TensorToWrite } from '../src/weights/write-safetensors.js';
 import { ensureRandomCheckpoint, stepInputs } from './random-checkpoint.js';
+import { tensorStream } from './xorshift.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({
@@ -60,15 +61,8 @@ const loraPath = join(HERE, 'out', `lora-sd21-attn-r${rank}.safetensors`);
 /** N(0, 1) · std via Box–Muller on xorshift32: fast, seeded, distinct per tensor. */
 function gaussianBytes(n: number, std: number, seed: number): Uint8Array {
   const out = new Float32Array(n);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  const uniform = () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return (x + 1) / 2 ** 32; // (0, 1]
-  };
+  const next = tensorStream(seed);
+  const uniform = () => (next() + 1) / 2 ** 32; // (0, 1]
   for (let i = 0; i < n; i += 2) {
     const r = Math.sqrt(-2 * Math.log(uniform())), t = 2 * Math.PI * uniform();
     out[i] = r * Math.cos(t) * std;
