@@ -23,20 +23,13 @@ import { bilinearTo } from '../src/nn/dpt-neck.js';
 import { DPTForDepthEstimationNet } from '../src/nn/dpt-net.js';
 import { ModelSession } from '../src/runtime/session.js';
 import { numel, Tensor } from '../src/tensor.js';
-import { loadSafetensorsSync } from '../src/weights/safetensors.js';
 import { WeightSource, type ParameterSpec, type WeightRef } from '../src/weights/source.js';
 import { writeSafetensors } from '../src/weights/write-safetensors.js';
+import { depthReference, noWarn } from './depth-cases.js';
 import { assertClose, fixture, tempDir } from './helpers.js';
 
 const D = fixture('depth');
-const ref = loadSafetensorsSync(join(D, 'tensors.safetensors'));
-interface Case {
-  name: string;
-  model: string;
-  tensors: Record<string, string>;
-}
-const cases = JSON.parse(readFileSync(join(D, 'cases.json'), 'utf8')) as Case[];
-const noWarn = { warn: (m: string) => assert.fail(`unexpected warning: ${m}`) };
+const { cases, read } = depthReference('depth');
 const tmp = tempDir('cnxs-depth-');
 
 /** Deterministic small values for every parameter of `params`, written as `dir/model.safetensors` next to `config`. */
@@ -65,8 +58,8 @@ describe('predicted_depth equals transformers 4.44 (atol 1e-4)', () => {
     test(c.name, async () => {
       if (!models.has(c.model)) models.set(c.model, loadDepthEstimationModel(join(D, c.model), noWarn));
       const model = await models.get(c.model)!;
-      const expected = ref.read(c.tensors['predicted_depth']!);
-      const depth = await model.forward(ref.read(c.tensors['pixel_values']!));
+      const expected = read(c, 'predicted_depth');
+      const depth = await model.forward(read(c, 'pixel_values'));
       assertClose(depth, expected, 1e-4, 'predicted_depth');
     });
   }
