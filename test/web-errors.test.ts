@@ -111,13 +111,13 @@ function assertHeaderOnly(path: string, from: number, headerEnd: number): void {
 const gb = (n: number) => (n / 1e9).toFixed(2);
 
 describe('Chromium without WebGPU (--disable-gpu, no --enable-unsafe-webgpu)', () => {
-  const profile = tempDir('cnxs-chromium-nogpu-');
+  const profile = 'cnxs-chromium-nogpu-';
   let browser: Awaited<ReturnType<typeof launchChromium>>;
   before(async () => {
     browser = await launchChromium(profile);
   });
   after(async () => {
-    await browser?.context.close();
+    await browser?.close();
   });
 
   test("device 'webgpu' falls back to wasm, reported per model, and gives the wasm image", async () => {
@@ -226,7 +226,7 @@ describe('Chromium without WebGPU (--disable-gpu, no --enable-unsafe-webgpu)', (
 });
 
 describe('Chromium with WebGPU (SwiftShader: no shader-f16)', () => {
-  const profile = tempDir('cnxs-chromium-swiftshader-');
+  const profile = 'cnxs-chromium-swiftshader-';
   let browser: Awaited<ReturnType<typeof launchChromium>>;
   let page: Page;
   let adapter = 'none: not asked';
@@ -241,7 +241,7 @@ describe('Chromium with WebGPU (SwiftShader: no shader-f16)', () => {
     })()`)) as string;
   });
   after(async () => {
-    await browser?.context.close();
+    await browser?.close();
   });
   /** Skip (saying why) without an adapter — a failure under CNXS_REQUIRE_WEBGPU=1 — or on one with shader-f16. */
   const unusable = (t: TestContext): boolean => {

@@ -3,9 +3,10 @@
  * download that breaks halfway) and Debian's Chromium driven by playwright-core with a fresh profile.
  * Never downloads a browser; everything started here is stopped by the returned `close()`.
  */
-import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { extname, join, normalize, sep } from 'node:path';
 import { chromium, type BrowserContext } from 'playwright-core';
 
@@ -130,15 +131,32 @@ function send(res: ServerResponse, status: number, type: string, body: string): 
   res.end(body);
 }
 
-/** Chromium with a fresh profile (its own Cache Storage), the given extra flags, and the page's console lines collected. */
+/**
+ * Chromium with a fresh profile (its own Cache Storage) in a temporary folder named `profilePrefix…`, the given
+ * extra flags, and the page's console lines collected. `close()` stops the browser, then removes the profile:
+ * removing it earlier (a tempDir's `after`, which runs before a later-registered one) lets Chromium write it again.
+ */
 export async function launchChromium(
-  userDataDir: string,
+  profilePrefix: string,
   extraArgs: string[] = [],
   o: { withoutDisableGpu?: boolean } = {},
-): Promise<{ context: BrowserContext; console: string[] }> {
+): Promise<{ context: BrowserContext; console: string[]; close(): Promise<void> }> {
   const base = o.withoutDisableGpu ? CHROMIUM_ARGS.filter((a) => a !== '--disable-gpu') : CHROMIUM_ARGS;
-  const context = await chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: [...base, ...extraArgs] });
+  const userDataDir = mkdtempSync(join(tmpdir(), profilePrefix));
+  const context = await chromium
+    .launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: [...base, ...extraArgs] })
+    .catch((e: unknown) => {
+      rmSync(userDataDir, { recursive: true, force: true });
+      throw e;
+    });
   const console: string[] = [];
   context.on('console', (m) => console.push(`${m.type()}: ${m.text()}`));
-  return { context, console };
+  return {
+    context,
+    console,
+    async close() {
+      await context.close();
+      rmSync(userDataDir, { recursive: true, force: true });
+    },
+  };
 }

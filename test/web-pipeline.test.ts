@@ -81,13 +81,13 @@ after(async () => {
 });
 
 describe('the tiny SD pipeline in Chromium (wasm)', () => {
-  const profile = tempDir('cnxs-chromium-');
+  const profile = 'cnxs-chromium-';
   let browser: Awaited<ReturnType<typeof launchChromium>>;
   before(async () => {
     browser = await launchChromium(profile);
   });
   after(async () => {
-    await browser?.context.close();
+    await browser?.close();
   });
 
   test('images[0] is an RGBImage with the Node run\'s pixels', async () => {
@@ -247,7 +247,7 @@ const PAGE_ADAPTER = `(async () => {
 })()`;
 
 describe('the tiny SD pipeline in Chromium (WebGPU)', () => {
-  const profile = tempDir('cnxs-chromium-gpu-');
+  const profile = 'cnxs-chromium-gpu-';
   let browser: Awaited<ReturnType<typeof launchChromium>>;
   let page: Page;
   /** The adapter, or 'none: why' (then each test is skipped, saying so). */
@@ -262,7 +262,7 @@ describe('the tiny SD pipeline in Chromium (WebGPU)', () => {
     if (adapter.startsWith('none')) console.log(`WebGPU tests skipped: Chromium offers no adapter (${adapter})`);
   });
   after(async () => {
-    await browser?.context.close();
+    await browser?.close();
   });
   /** Skip `t` when Chromium offers no adapter, saying so — a failure instead under CNXS_REQUIRE_WEBGPU=1 (CI). */
   const noAdapter = (t: TestContext): boolean => {
