@@ -19,7 +19,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError, MissingWeightsError } from '../errors.js';
 import { hubDownload } from '../hub/index.js';
-import { adapterHubOptions, requireRepoId } from './adapter-source.js';
+import { adapterHubOptions, requireRepoId, type AdapterHubSettings } from './adapter-source.js';
 import { LoraError, LoraTargetError, loraModelLayers, readLoraFile, type LoraComponent } from '../models/lora-file.js';
 import type { ModelLoraLayer, TracedModel } from '../models/traced-model.js';
 
@@ -31,21 +31,14 @@ const DEFAULT_WEIGHT_NAME = 'pytorch_lora_weights.safetensors';
  */
 const CNXS_LAYERS_PER_BLOCK = 2;
 
-export interface LoadLoraWeightsOptions {
+/** With the Hub settings every adapter loader takes (`AdapterHubSettings`). */
+export interface LoadLoraWeightsOptions extends AdapterHubSettings {
   /** File name inside a folder or Hub repo (default `pytorch_lora_weights.safetensors`). */
   weightName?: string;
   /** Name to load the adapter under (default `default_<n>`, n = adapters already loaded, as diffusers). */
   adapterName?: string;
   /** Folder inside a folder or Hub repo. */
   subfolder?: string;
-  /** Hub settings for repo ids. */
-  revision?: string;
-  cacheDir?: string;
-  localFilesOnly?: boolean;
-  hubToken?: string | false;
-  endpoint?: string;
-  signal?: AbortSignal;
-  warn?: (message: string) => void;
   /** Skip keys that map to no layer (one warning lists them) instead of refusing the file: strict by default. */
   ignoreUnknownKeys?: boolean;
 }

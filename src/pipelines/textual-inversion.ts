@@ -26,7 +26,7 @@ import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ControlNetXSError, MissingWeightsError } from '../errors.js';
 import { HubEntryNotFoundError, HubNotCachedError, hubDownload } from '../hub/index.js';
-import { adapterHubOptions, requireRepoId } from './adapter-source.js';
+import { adapterHubOptions, requireRepoId, type AdapterHubSettings } from './adapter-source.js';
 import type { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
 import { Tensor, numel, type TensorLike } from '../tensor.js';
 import type { CLIPTokenizer } from '../tokenizer/index.js';
@@ -60,7 +60,8 @@ export type TextualInversionTensors = TensorLike | Readonly<Record<string, Tenso
 /** A file, a folder holding `learned_embeds.safetensors` / `.bin` (or `weightName`), a Hub repo id, or tensors. */
 export type TextualInversionSource = string | TextualInversionTensors;
 
-export interface LoadTextualInversionOptions {
+/** With the Hub settings every adapter loader takes (`AdapterHubSettings`; `warn` also hears the `emb_params` notice). */
+export interface LoadTextualInversionOptions extends AdapterHubSettings {
   /** The token(s) to register, one per source; overrides a file's own token. Needed for bare tensors and `{clip_l, clip_g}` files. */
   token?: string | readonly string[];
   /** File name inside a folder or Hub repo (default `learned_embeds.safetensors`, then `learned_embeds.bin`). */
@@ -71,15 +72,6 @@ export interface LoadTextualInversionOptions {
   textEncoder?: CLIPTextModel | CLIPTextModelWithProjection;
   /** The tokenizer to add the tokens to (default the one paired with `textEncoder`, else the pipeline's first). */
   tokenizer?: CLIPTokenizer;
-  /** Hub settings for repo ids (revision, cache, offline, access token as `hubToken`). */
-  revision?: string;
-  cacheDir?: string;
-  localFilesOnly?: boolean;
-  hubToken?: string | false;
-  endpoint?: string;
-  signal?: AbortSignal;
-  /** Receives notices (the `emb_params` token); default `console.warn`. */
-  warn?: (message: string) => void;
 }
 
 export interface UnloadTextualInversionOptions {
