@@ -4,7 +4,7 @@
  * runtime classes are models/clip-text-model.ts.
  */
 import { ConfigError } from '../errors.js';
-import { CLIPTextTransformer } from './clip.js';
+import { CLIPTextTransformer, type CLIPEncoderOptions } from './clip.js';
 import { Linear, type Activation } from './layers.js';
 import { Module } from './module.js';
 
@@ -41,6 +41,21 @@ export function clipActivation(c: Pick<CLIPTextNetConfig, 'hiddenAct'>, origin: 
   return act;
 }
 
+/** A CLIP config's encoder sizes (text or vision side: the same transformers fields) as the towers take them. */
+export function clipEncoderOptions(
+  c: Pick<CLIPTextNetConfig, 'hiddenSize' | 'numAttentionHeads' | 'intermediateSize' | 'numHiddenLayers' | 'layerNormEps' | 'hiddenAct'>,
+  origin: string,
+): CLIPEncoderOptions {
+  return {
+    dim: c.hiddenSize,
+    heads: c.numAttentionHeads,
+    intermediate: c.intermediateSize,
+    layers: c.numHiddenLayers,
+    eps: c.layerNormEps,
+    act: clipActivation(c, origin),
+  };
+}
+
 /** The module tree: `text_model.*`, plus `text_projection` (no bias) for the projection variant. */
 export class CLIPTextNet extends Module {
   readonly text_model: CLIPTextTransformer;
@@ -57,12 +72,7 @@ export class CLIPTextNet extends Module {
       new CLIPTextTransformer(p, {
         vocabSize: c.vocabSize,
         maxPositions: c.maxPositionEmbeddings,
-        dim: c.hiddenSize,
-        heads: c.numAttentionHeads,
-        intermediate: c.intermediateSize,
-        layers: c.numHiddenLayers,
-        eps: c.layerNormEps,
-        act: clipActivation(c, origin),
+        ...clipEncoderOptions(c, origin),
         eosTokenId: c.eosTokenId,
       }),
     );

@@ -162,15 +162,19 @@ export class CLIPEncoderLayer extends Module {
   }
 }
 
-export interface CLIPTextTransformerOptions {
-  vocabSize: number;
-  maxPositions: number;
+/** The encoder sizes the text and vision towers share. */
+export interface CLIPEncoderOptions {
   dim: number;
   heads: number;
   intermediate: number;
   layers: number;
   eps: number;
   act: Activation;
+}
+
+export interface CLIPTextTransformerOptions extends CLIPEncoderOptions {
+  vocabSize: number;
+  maxPositions: number;
   eosTokenId: number;
 }
 
@@ -290,13 +294,7 @@ export class CLIPVisionEmbeddings extends Module {
   }
 }
 
-export interface CLIPVisionTransformerOptions {
-  dim: number;
-  heads: number;
-  intermediate: number;
-  layers: number;
-  eps: number;
-  act: Activation;
+export interface CLIPVisionTransformerOptions extends CLIPEncoderOptions {
   channels: number;
   imageSize: number;
   patchSize: number;

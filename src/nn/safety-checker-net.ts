@@ -7,7 +7,7 @@
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import type { ParameterSpec } from '../weights/source.js';
 import { CLIPVisionTransformer } from './clip.js';
-import { clipActivation } from './clip-text-net.js';
+import { clipEncoderOptions } from './clip-text-net.js';
 import { Linear } from './layers.js';
 import { Module } from './module.js';
 
@@ -42,12 +42,7 @@ export class CLIPVisionModelNet extends Module {
     super(path);
     this.vision_model = this.child('vision_model', (p) =>
       new CLIPVisionTransformer(p, {
-        dim: c.hiddenSize,
-        heads: c.numAttentionHeads,
-        intermediate: c.intermediateSize,
-        layers: c.numHiddenLayers,
-        eps: c.layerNormEps,
-        act: clipActivation(c, origin),
+        ...clipEncoderOptions(c, origin),
         channels: c.numChannels,
         imageSize: c.imageSize,
         patchSize: c.patchSize,
